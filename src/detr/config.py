@@ -1,0 +1,183 @@
+"""Typed configuration: the one place where every default lives.
+
+A run is described by an `ExperimentConfig` (model + loss + data + training).
+Presets are functions of nothing that return a full config; the CLI only
+overrides fields of a preset, it never restates a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass
+class BackboneConfig:
+    name: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
+    dilation: bool = False  # DC5: dilate the last stage, stride 16 instead of 32
+    # Frozen BatchNorm is right for ImageNet-initialised backbones (the paper);
+    # a backbone trained from scratch needs live BatchNorm statistics.
+    frozen_batchnorm: bool = True
+    pretrained: bool = False  # torchvision ImageNet weights (downloaded once)
+    # The small preset stops at layer3 (stride 16) so that small images keep
+    # enough tokens; the paper uses layer4.
+    last_layer: Literal["layer3", "layer4"] = "layer4"
+    train_stem_and_layer1: bool = False
+
+
+@dataclass
+class ModelConfig:
+    num_classes: int = 91  # real classes; the head has num_classes + 1 outputs
+    num_queries: int = 100
+    hidden_dim: int = 256
+    num_heads: int = 8
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    feedforward_dim: int = 2048
+    dropout: float = 0.1
+    pre_norm: bool = False
+    position_encoding: Literal["sine", "learned"] = "sine"
+    aux_loss: bool = True
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+
+
+@dataclass
+class LossConfig:
+    cost_class: float = 1.0
+    cost_bbox: float = 5.0
+    cost_giou: float = 2.0
+    weight_ce: float = 1.0
+    weight_bbox: float = 5.0
+    weight_giou: float = 2.0
+    eos_coef: float = 0.1  # weight of the no-object class in the cross-entropy
+
+
+@dataclass
+class DataConfig:
+    # Short-side sizes for the random resize, the long-side cap, and the
+    # resize + random-crop branch of the paper's train pipeline.
+    train_scales: tuple[int, ...] = tuple(range(480, 801, 32))
+    max_size: int = 1333
+    crop_resize_scales: tuple[int, ...] = (400, 500, 600)
+    crop_min: int = 384
+    crop_max: int = 600
+    val_scale: int = 800
+    horizontal_flip: bool = True
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 1e-4
+    lr_backbone: float = 1e-5
+    weight_decay: float = 1e-4
+    clip_max_norm: float = 0.1
+    epochs: int = 300
+    lr_drop_epoch: int = 200  # step decay x0.1 at this epoch
+    warmup_steps: int = 0
+    batch_size: int = 2
+    num_workers: int = 2
+    seed: int = 42
+    eval_every: int = 1  # epochs
+    time_budget_minutes: float | None = None
+
+
+@dataclass
+class ExperimentConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
+        return _build(cls, values)
+
+
+def _build(kind: type, values: dict[str, Any]) -> Any:
+    """Rebuild a (nested) dataclass from plain values, refusing unknown keys."""
+    known = {f.name: f for f in dataclasses.fields(kind)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {kind.__name__} fields: {sorted(unknown)}")
+    kwargs = {}
+    for name, value in values.items():
+        default = getattr(kind(), name)
+        if dataclasses.is_dataclass(default):
+            value = _build(type(default), value)
+        elif isinstance(default, tuple):
+            value = tuple(value)
+        kwargs[name] = value
+    return kind(**kwargs)
+
+
+def _paper(backbone: str, dilation: bool) -> ExperimentConfig:
+    config = ExperimentConfig()
+    config.model.backbone = BackboneConfig(name=backbone, dilation=dilation, pretrained=True)
+    return config
+
+
+def small_cpu() -> ExperimentConfig:
+    """A DETR that learns the built-in dataset on a laptop CPU in minutes.
+
+    Same architecture as the paper, scaled down: ResNet-18 cut at layer3 and
+    trained from scratch (live BatchNorm), a 3+3-layer transformer of width
+    128, few queries, small images, and learning rates for a random-init
+    backbone.
+    """
+    return ExperimentConfig(
+        model=ModelConfig(
+            num_classes=4,
+            num_queries=20,
+            hidden_dim=128,
+            num_heads=8,
+            encoder_layers=3,
+            decoder_layers=3,
+            feedforward_dim=512,
+            dropout=0.0,
+            backbone=BackboneConfig(
+                name="resnet18",
+                frozen_batchnorm=False,
+                last_layer="layer3",
+                train_stem_and_layer1=True,
+            ),
+        ),
+        data=DataConfig(
+            train_scales=(112, 128, 144),
+            max_size=256,
+            crop_resize_scales=(112, 128, 144),
+            crop_min=96,
+            crop_max=128,
+            val_scale=128,
+        ),
+        train=TrainConfig(
+            lr=4e-4,
+            lr_backbone=4e-4,
+            weight_decay=1e-4,
+            clip_max_norm=1.0,
+            epochs=40,
+            lr_drop_epoch=30,
+            warmup_steps=100,
+            batch_size=16,
+            num_workers=1,
+            eval_every=5,
+        ),
+    )
+
+
+PRESETS = {
+    "detr_r50": lambda: _paper("resnet50", dilation=False),
+    "detr_r50_dc5": lambda: _paper("resnet50", dilation=True),
+    "detr_r101": lambda: _paper("resnet101", dilation=False),
+    "detr_r101_dc5": lambda: _paper("resnet101", dilation=True),
+    "small": small_cpu,
+}
+
+
+def preset(name: str) -> ExperimentConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]()

@@ -1,0 +1,4 @@
+from detr.loss.criterion import SetCriterion
+from detr.loss.matcher import HungarianMatcher
+
+__all__ = ["HungarianMatcher", "SetCriterion"]

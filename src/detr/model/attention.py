@@ -1,0 +1,65 @@
+"""Multi-head attention through scaled_dot_product_attention, with optional weights."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MultiHeadAttention(nn.Module):
+    """Batch-first multi-head attention with the reference's packed input projection.
+
+    The weights are kept as `in_proj_weight` [3D, D] (q, k, v stacked) and
+    `out_proj`, as in torch.nn.MultiheadAttention and the official checkpoints.
+    The output always comes from SDPA; when `need_weights` is set, the softmax
+    weights are computed beside it from the same q and k, so capturing them
+    cannot change the result.
+    """
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"hidden_dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = x.shape
+        return x.view(batch, length, self.num_heads, dim // self.num_heads).transpose(1, 2)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """query [B, Lq, D], key/value [B, Lk, D], key_padding_mask [B, Lk] True on padding.
+
+        Returns the output [B, Lq, D] and, if asked, weights [B, heads, Lq, Lk].
+        """
+        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = self.in_proj_bias.chunk(3)
+        q = self._split_heads(F.linear(query, w_q, b_q))
+        k = self._split_heads(F.linear(key, w_k, b_k))
+        v = self._split_heads(F.linear(value, w_v, b_v))
+        allowed = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
+        )
+        weights = None
+        if need_weights:
+            scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+            if allowed is not None:
+                scores = scores.masked_fill(~allowed, float("-inf"))
+            weights = scores.softmax(dim=-1)
+        batch, _, length, _ = out.shape
+        out = out.transpose(1, 2).reshape(batch, length, -1)
+        return self.out_proj(out), weights

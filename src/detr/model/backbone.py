@@ -1,0 +1,57 @@
+"""ResNet backbone: image batch + padding mask in, one feature map + its mask out."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.ops import FrozenBatchNorm2d
+
+from detr.config import BackboneConfig
+
+_WEIGHTS = {
+    "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
+    "resnet34": torchvision.models.ResNet34_Weights.IMAGENET1K_V1,
+    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
+    "resnet101": torchvision.models.ResNet101_Weights.IMAGENET1K_V1,
+}
+_TRAINABLE_STAGES = ("layer2", "layer3", "layer4")
+
+
+class Backbone(nn.Module):
+    """A torchvision ResNet cut at `last_layer`, stem and layer1 frozen by default."""
+
+    def __init__(self, config: BackboneConfig) -> None:
+        super().__init__()
+        if config.name not in _WEIGHTS:
+            raise ValueError(f"unknown backbone {config.name!r}; choose one of {sorted(_WEIGHTS)}")
+        if config.dilation and config.last_layer != "layer4":
+            raise ValueError("dilation (DC5) applies to layer4; set last_layer='layer4'")
+        if config.dilation and config.name in ("resnet18", "resnet34"):
+            raise ValueError(f"dilation (DC5) needs a bottleneck ResNet (resnet50/101), not {config.name}")
+        resnet = getattr(torchvision.models, config.name)(
+            weights=_WEIGHTS[config.name] if config.pretrained else None,
+            replace_stride_with_dilation=[False, False, config.dilation],
+            norm_layer=FrozenBatchNorm2d if config.frozen_batchnorm else nn.BatchNorm2d,
+        )
+        if not config.train_stem_and_layer1:
+            for name, parameter in resnet.named_parameters():
+                if not name.startswith(_TRAINABLE_STAGES):
+                    parameter.requires_grad_(False)
+        self.body = IntermediateLayerGetter(resnet, return_layers={config.last_layer: "out"})
+        last_block = getattr(resnet, config.last_layer)[-1]
+        last_conv = getattr(last_block, "conv3", None) or last_block.conv2
+        self.num_channels: int = last_conv.out_channels
+        self.stride: int = {"layer3": 16, "layer4": 16 if config.dilation else 32}[config.last_layer]
+
+    def forward(
+        self, images: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        features = self.body(images)["out"]
+        if mask is None:
+            return features, None
+        # Nearest-neighbour resize of the padding mask, as the reference does.
+        feature_mask = F.interpolate(mask[None].float(), size=features.shape[-2:]).to(torch.bool)[0]
+        return features, feature_mask

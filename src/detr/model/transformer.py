@@ -1,0 +1,147 @@
+"""The DETR encoder-decoder transformer (post-norm by default, pre-norm optional).
+
+Tokens are batch-first [B, L, D]. Positions are added to queries and keys of
+every attention, never to values; the learned object queries act as the
+decoder's positions and its input starts at zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from detr.model.attention import MultiHeadAttention
+
+
+@dataclass
+class AttentionMaps:
+    """Attention weights [B, heads, Lq, Lk] per layer, filled only when asked for."""
+
+    encoder: list[torch.Tensor]
+    decoder_self: list[torch.Tensor]
+    decoder_cross: list[torch.Tensor]
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.linear1 = nn.Linear(dim, hidden)
+        self.linear2 = nn.Linear(hidden, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear2(self.dropout(torch.relu(self.linear1(x))))
+
+
+class _Residual(nn.Module):
+    """x + dropout(f(x)) with the LayerNorm after (post-norm) or before (pre-norm) f."""
+
+    def __init__(self, dim: int, dropout: float, pre_norm: bool) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def branch_input(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x) if self.pre_norm else x
+
+    def merge(self, x: torch.Tensor, branch_output: torch.Tensor) -> torch.Tensor:
+        x = x + self.dropout(branch_output)
+        return x if self.pre_norm else self.norm(x)
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, dim: int, heads: int, ffn: int, dropout: float, pre_norm: bool) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(dim, heads, dropout)
+        self.ffn = FeedForward(dim, ffn, dropout)
+        self.attn_block = _Residual(dim, dropout, pre_norm)
+        self.ffn_block = _Residual(dim, dropout, pre_norm)
+
+    def forward(self, src, pos, padding_mask, need_weights=False):
+        x = self.attn_block.branch_input(src)
+        q = k = x + pos
+        attended, weights = self.self_attn(q, k, x, padding_mask, need_weights)
+        src = self.attn_block.merge(src, attended)
+        src = self.ffn_block.merge(src, self.ffn(self.ffn_block.branch_input(src)))
+        return src, weights
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, dim: int, heads: int, ffn: int, dropout: float, pre_norm: bool) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(dim, heads, dropout)
+        self.cross_attn = MultiHeadAttention(dim, heads, dropout)
+        self.ffn = FeedForward(dim, ffn, dropout)
+        self.self_block = _Residual(dim, dropout, pre_norm)
+        self.cross_block = _Residual(dim, dropout, pre_norm)
+        self.ffn_block = _Residual(dim, dropout, pre_norm)
+
+    def forward(self, tgt, memory, pos, query_pos, padding_mask, need_weights=False):
+        x = self.self_block.branch_input(tgt)
+        q = k = x + query_pos
+        attended, self_weights = self.self_attn(q, k, x, None, need_weights)
+        tgt = self.self_block.merge(tgt, attended)
+        x = self.cross_block.branch_input(tgt)
+        attended, cross_weights = self.cross_attn(x + query_pos, memory + pos, memory, padding_mask, need_weights)
+        tgt = self.cross_block.merge(tgt, attended)
+        tgt = self.ffn_block.merge(tgt, self.ffn(self.ffn_block.branch_input(tgt)))
+        return tgt, self_weights, cross_weights
+
+
+class Transformer(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        encoder_layers: int,
+        decoder_layers: int,
+        ffn: int,
+        dropout: float,
+        pre_norm: bool,
+    ) -> None:
+        super().__init__()
+        self.encoder_layers = nn.ModuleList(
+            EncoderLayer(dim, heads, ffn, dropout, pre_norm) for _ in range(encoder_layers)
+        )
+        # Pre-norm leaves the encoder output un-normalised, so it gets a final norm.
+        self.encoder_norm = nn.LayerNorm(dim) if pre_norm else None
+        self.decoder_layers = nn.ModuleList(
+            DecoderLayer(dim, heads, ffn, dropout, pre_norm) for _ in range(decoder_layers)
+        )
+        self.decoder_norm = nn.LayerNorm(dim)
+        for parameter in self.parameters():
+            if parameter.dim() > 1:
+                nn.init.xavier_uniform_(parameter)
+
+    def forward(
+        self,
+        src: torch.Tensor,
+        pos: torch.Tensor,
+        query_pos: torch.Tensor,
+        padding_mask: torch.Tensor | None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMaps | None]:
+        """src, pos [B, L, D]; query_pos [B, N, D]; padding_mask [B, L] or None.
+
+        Returns every decoder layer's normalised output [layers, B, N, D], the
+        encoder memory [B, L, D], and the attention maps when asked for.
+        """
+        maps = AttentionMaps([], [], [])
+        memory = src
+        for layer in self.encoder_layers:
+            memory, weights = layer(memory, pos, padding_mask, need_weights)
+            maps.encoder.append(weights)
+        if self.encoder_norm is not None:
+            memory = self.encoder_norm(memory)
+
+        tgt = torch.zeros_like(query_pos)
+        outputs = []
+        for layer in self.decoder_layers:
+            tgt, self_weights, cross_weights = layer(tgt, memory, pos, query_pos, padding_mask, need_weights)
+            outputs.append(self.decoder_norm(tgt))
+            maps.decoder_self.append(self_weights)
+            maps.decoder_cross.append(cross_weights)
+        return torch.stack(outputs), memory, maps if need_weights else None

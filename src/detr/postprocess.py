@@ -1,0 +1,40 @@
+"""Model outputs to detections in pixels: no NMS, one box per query."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops import box_convert
+
+
+class PostProcess:
+    """Softmax, drop no-object, score = best real class, boxes to absolute xyxy.
+
+    `image_sizes` [B, 2] holds each original (height, width). Optional
+    `threshold` keeps detections scoring at least it; `top_k` keeps the k
+    best (after the threshold). Detections come sorted by score.
+    """
+
+    def __init__(self, threshold: float | None = None, top_k: int | None = None) -> None:
+        self.threshold = threshold
+        self.top_k = top_k
+
+    @torch.no_grad()
+    def __call__(self, outputs: dict, image_sizes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
+        if len(image_sizes) != len(logits):
+            raise ValueError(f"{len(image_sizes)} image sizes for {len(logits)} predictions")
+        prob = F.softmax(logits.float(), -1)[..., :-1]
+        scores, labels = prob.max(-1)
+        height, width = image_sizes.to(boxes.device).float().unbind(1)
+        scale = torch.stack([width, height, width, height], dim=1)[:, None, :]
+        xyxy = box_convert(boxes.float(), "cxcywh", "xyxy") * scale
+        results = []
+        for s, l, b in zip(scores, labels, xyxy):
+            order = s.argsort(descending=True)
+            if self.threshold is not None:
+                order = order[s[order] >= self.threshold]
+            if self.top_k is not None:
+                order = order[: self.top_k]
+            results.append({"scores": s[order], "labels": l[order], "boxes": b[order]})
+        return results

@@ -1,0 +1,82 @@
+import itertools
+
+import pytest
+import torch
+from torchvision.ops import box_convert, generalized_box_iou
+
+from detr.loss import HungarianMatcher
+
+
+def _random_boxes(n: int, generator) -> torch.Tensor:
+    centre = torch.rand(n, 2, generator=generator) * 0.6 + 0.2
+    size = torch.rand(n, 2, generator=generator) * 0.3 + 0.05
+    return torch.cat([centre, size], dim=1)
+
+
+def _pair_cost(logits, pred, labels, target, weights):
+    """The matching cost of every pair, written independently of the matcher."""
+    w_class, w_bbox, w_giou = weights
+    prob = logits.softmax(-1)
+    cost = torch.empty(len(pred), len(target))
+    giou = generalized_box_iou(box_convert(pred, "cxcywh", "xyxy"), box_convert(target, "cxcywh", "xyxy"))
+    for q in range(len(pred)):
+        for t in range(len(target)):
+            cost[q, t] = (
+                -w_class * prob[q, labels[t]]
+                + w_bbox * (pred[q] - target[t]).abs().sum()
+                - w_giou * giou[q, t]
+            )
+    return cost
+
+
+def _brute_force(cost: torch.Tensor) -> float:
+    queries, targets = cost.shape
+    if targets == 0:
+        return 0.0
+    return min(
+        sum(cost[q, t].item() for t, q in enumerate(chosen))
+        for chosen in itertools.permutations(range(queries), targets)
+    )
+
+
+def test_matches_brute_force_on_random_problems():
+    generator = torch.Generator().manual_seed(0)
+    checked = 0
+    for case in range(240):
+        batch = 1 + case % 3
+        queries = 1 + case % 6
+        weights = (1.0, 5.0, 2.0) if case % 2 else tuple(torch.rand(3, generator=generator).tolist())
+        matcher = HungarianMatcher(*weights)
+        logits = torch.randn(batch, queries, 5, generator=generator)
+        pred = _random_boxes(batch * queries, generator).view(batch, queries, 4)
+        targets = []
+        for _ in range(batch):
+            count = int(torch.randint(0, queries + 1, (1,), generator=generator))
+            targets.append({"labels": torch.randint(0, 4, (count,), generator=generator),
+                            "boxes": _random_boxes(count, generator)})
+        matches = matcher({"pred_logits": logits, "pred_boxes": pred}, targets)
+        for b, (rows, cols) in enumerate(matches):
+            count = len(targets[b]["labels"])
+            assert len(rows) == len(cols) == count
+            assert len(set(rows.tolist())) == count and sorted(cols.tolist()) == list(range(count))
+            cost = _pair_cost(logits[b], pred[b], targets[b]["labels"], targets[b]["boxes"], weights)
+            chosen = sum(cost[q, t].item() for q, t in zip(rows.tolist(), cols.tolist()))
+            assert chosen == pytest.approx(_brute_force(cost), abs=1e-4)
+            checked += 1
+    assert checked >= 400
+
+
+def test_zero_targets_give_empty_matches():
+    matcher = HungarianMatcher()
+    outputs = {"pred_logits": torch.randn(2, 4, 3), "pred_boxes": torch.rand(2, 4, 4) * 0.5 + 0.25}
+    empty = {"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}
+    for rows, cols in matcher(outputs, [empty, empty]):
+        assert rows.numel() == 0 and cols.numel() == 0
+
+
+def test_more_targets_than_queries_is_a_clear_error():
+    matcher = HungarianMatcher()
+    outputs = {"pred_logits": torch.randn(1, 2, 3), "pred_boxes": torch.rand(1, 2, 4)}
+    targets = [{"labels": torch.zeros(3, dtype=torch.int64), "boxes": torch.rand(3, 4) * 0.2 + 0.3}]
+    with pytest.raises(ValueError, match="3 target boxes but the model has only 2 queries"):
+        matcher(outputs, targets)

@@ -1,0 +1,33 @@
+import torch
+
+from detr.model.attention import MultiHeadAttention
+
+
+def test_matches_torch_multihead_attention_with_padding():
+    ours = MultiHeadAttention(16, 4).eval()
+    reference = torch.nn.MultiheadAttention(16, 4, batch_first=True).eval()
+    reference.load_state_dict(ours.state_dict())
+    q, k, v = torch.randn(2, 5, 16), torch.randn(2, 7, 16), torch.randn(2, 7, 16)
+    pad = torch.zeros(2, 7, dtype=torch.bool)
+    pad[1, 4:] = True
+    out, weights = ours(q, k, v, pad, need_weights=True)
+    ref_out, ref_weights = reference(q, k, v, key_padding_mask=pad, average_attn_weights=False)
+    torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(weights, ref_weights, atol=1e-6, rtol=1e-5)
+
+
+def test_weights_are_the_ones_used():
+    attn = MultiHeadAttention(16, 4).eval()
+    q, kv = torch.randn(1, 3, 16), torch.randn(1, 6, 16)
+    pad = torch.tensor([[False, False, False, False, True, True]])
+    out_plain, none = attn(q, kv, kv, pad)
+    out, weights = attn(q, kv, kv, pad, need_weights=True)
+    assert none is None
+    assert torch.equal(out, out_plain)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(1, 4, 3))
+    assert torch.all(weights[..., 4:] == 0)
+    # Recompute the output from the weights: they are the ones SDPA applied.
+    w_v, b_v = attn.in_proj_weight.chunk(3)[2], attn.in_proj_bias.chunk(3)[2]
+    v = torch.nn.functional.linear(kv, w_v, b_v).view(1, 6, 4, 4).transpose(1, 2)
+    mixed = (weights @ v).transpose(1, 2).reshape(1, 3, 16)
+    torch.testing.assert_close(attn.out_proj(mixed), out, atol=1e-5, rtol=1e-5)
