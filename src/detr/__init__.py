@@ -1,0 +1,7 @@
+"""DETR: end-to-end object detection with transformers."""
+
+from detr.config import ExperimentConfig, preset
+from detr.inference import Detections, Predictor, load
+from detr.model import DETR, build_model
+
+__all__ = ["DETR", "Detections", "ExperimentConfig", "Predictor", "build_model", "load", "preset"]

@@ -1,0 +1,205 @@
+"""The `detr` command: train | eval | predict | synth."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from detr.config import PRESETS, ExperimentConfig, preset
+from detr.data.coco import CocoDetection, DatasetError
+from detr.data.sources import default_data_dir, eval_loader, find_split
+from detr.data.synthetic import SynthConfig, write_dataset
+from detr.data.transforms import val_transforms
+from detr.engine.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
+from detr.engine.evaluate import evaluate, format_per_class
+from detr.engine.train import Trainer, TrainingError
+from detr.inference import Predictor
+from detr.viz.boxes import draw_detections
+
+log = logging.getLogger("detr")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def _device(name: str | None) -> torch.device:
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _data_root(path: str | None) -> Path:
+    if path:
+        return Path(path)
+    root = default_data_dir()
+    log.info("no --data given: using the built-in dataset in %s", root)
+    return write_dataset(root)
+
+
+def _apply_overrides(config: ExperimentConfig, args: argparse.Namespace) -> ExperimentConfig:
+    overrides = {"epochs": args.epochs, "time_budget_minutes": args.minutes, "batch_size": args.batch_size,
+                 "lr": args.lr, "lr_backbone": args.lr_backbone, "num_workers": args.workers,
+                 "seed": args.seed, "eval_every": args.eval_every}
+    for name, value in overrides.items():
+        if value is not None:
+            setattr(config.train, name, value)
+    return config
+
+
+def write_predictions(predictor: Predictor, paths: list[Path], out_dir: Path, threshold: float,
+                      progress: bool = True) -> Path:
+    """Detections JSON plus a drawn copy of each image under `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = []
+    for path in tqdm(paths, desc="predict", disable=not progress or len(paths) < 2):
+        detections = predictor.predict(path, threshold)
+        records.append({"image": str(path), **detections.to_dict()})
+        from detr.inference import to_uint8_image
+
+        captions = [f"{n} {s:.2f}" for n, s in zip(detections.names, detections.scores.tolist())]
+        drawn = draw_detections(to_uint8_image(path), detections.boxes, detections.labels.tolist(), captions)
+        Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(out_dir / f"{path.stem}.png")
+    result = out_dir / "detections.json"
+    result.write_text(json.dumps(records, indent=1))
+    return result
+
+
+def _print_report(stats_summary: str, per_class: dict) -> None:
+    print(stats_summary)
+    print(format_per_class(per_class))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    root = _data_root(args.data)
+    config = _apply_overrides(preset(args.preset), args)
+    out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+    trainer = Trainer(config, find_split(root, "train"), find_split(root, "val"), out,
+                      _device(args.device), progress=not args.no_progress)
+    if args.resume:
+        trainer.resume(args.resume)
+    log.info("training %s on %s (%d train / %d val images) -> %s", args.preset, root,
+             len(trainer.train_set), len(trainer.val_set), out)
+    trainer.fit()
+    best = out / "best.pt" if (out / "best.pt").exists() else out / "last.pt"
+    predictor = Predictor.from_checkpoint(best, trainer.device)
+    _, summary, per_class = evaluate(predictor.model, trainer.val_loader, trainer.device,
+                                     out / "val_detections.json", progress=not args.no_progress)
+    print(f"\nCOCO evaluation of {best} on {len(trainer.val_set)} val images:")
+    _print_report(summary, per_class)
+    samples = [trainer.val_set.images_dir / trainer.val_set.images[i]["file_name"]
+               for i in trainer.val_set.image_ids[: args.pictures]]
+    pictures = write_predictions(predictor, samples, out / "predictions", args.threshold, progress=False)
+    print(f"\ncheckpoints: {out}/best.pt, {out}/last.pt; pictures: {pictures.parent}/")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    payload = load_checkpoint(args.checkpoint)
+    config = checkpoint_config(payload)
+    predictor = Predictor.from_checkpoint(args.checkpoint, _device(args.device))
+    split = find_split(_data_root(args.data), args.split)
+    dataset = CocoDetection(split.images, split.annotations, val_transforms(config.data), predictor.categories)
+    loader = eval_loader(dataset, args.batch_size, args.workers)
+    results = Path(args.out or Path(args.checkpoint).with_name(f"{args.split}_detections.json"))
+    stats, summary, per_class = evaluate(predictor.model, loader, predictor.device, results,
+                                         progress=not args.no_progress)
+    _print_report(summary, per_class)
+    print(f"\ndetections (COCO results format): {results}")
+
+
+def _collect_images(paths: list[str]) -> list[Path]:
+    images = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            images += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            images.append(path)
+        else:
+            raise DatasetError(f"no such image or folder: {path}")
+    if not images:
+        raise DatasetError(f"no images found in {', '.join(paths)}")
+    return images
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    predictor = Predictor.from_checkpoint(args.checkpoint, _device(args.device))
+    result = write_predictions(predictor, _collect_images(args.paths), Path(args.out), args.threshold,
+                               progress=not args.no_progress)
+    print(f"detections: {result}; pictures: {result.parent}/")
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    config = SynthConfig(train_images=args.train_images, val_images=args.val_images, seed=args.seed)
+    out = write_dataset(args.out, config)
+    print(f"built-in dataset: {out}/train, {out}/val")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="detr", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p, data_help="dataset folder (default: the built-in dataset)"):
+        p.add_argument("--data", help=data_help)
+        p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+        p.add_argument("--workers", type=int, help="data loading processes")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    train = sub.add_parser("train", help="train a DETR (default: the small preset on the built-in dataset)")
+    common(train)
+    train.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    train.add_argument("--out", help="run folder (default: runs/<date-time>)")
+    train.add_argument("--resume", help="continue the run saved in this checkpoint (e.g. RUN/last.pt)")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--minutes", type=float, help="stop after this much training time")
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--lr-backbone", type=float)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--eval-every", type=int, help="evaluate every N epochs")
+    train.add_argument("--threshold", type=float, default=0.5, help="score threshold of the pictures")
+    train.add_argument("--pictures", type=int, default=8, help="val images drawn at the end")
+    train.set_defaults(run=cmd_train)
+
+    ev = sub.add_parser("eval", help="COCO AP of a checkpoint on a dataset split")
+    common(ev)
+    ev.add_argument("--checkpoint", required=True)
+    ev.add_argument("--split", default="val")
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--out", help="where to write the detections json")
+    ev.set_defaults(run=cmd_eval, workers=0)
+
+    pr = sub.add_parser("predict", help="detect objects in images or folders")
+    pr.add_argument("paths", nargs="+")
+    pr.add_argument("--checkpoint", required=True)
+    pr.add_argument("--threshold", type=float, default=0.5)
+    pr.add_argument("--out", default="predictions")
+    pr.add_argument("--device")
+    pr.add_argument("--no-progress", action="store_true")
+    pr.set_defaults(run=cmd_predict)
+
+    sy = sub.add_parser("synth", help="write the built-in dataset")
+    sy.add_argument("--out", required=True)
+    sy.add_argument("--train-images", type=int, default=SynthConfig.train_images)
+    sy.add_argument("--val-images", type=int, default=SynthConfig.val_images)
+    sy.add_argument("--seed", type=int, default=SynthConfig.seed)
+    sy.set_defaults(run=cmd_synth)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (DatasetError, CheckpointError, TrainingError, ValueError) as error:
+        print(f"detr {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Where a dataset's splits live, and building the loaders for them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from detr.config import DataConfig
+from detr.data.coco import Categories, CocoDetection, DatasetError
+from detr.data.collate import collate
+from detr.data.transforms import train_transforms, val_transforms
+
+
+@dataclass(frozen=True)
+class Split:
+    images: Path
+    annotations: Path
+
+
+def find_split(root: str | Path, split: str) -> Split:
+    """Our layout (root/split/images + root/split/annotations.json) or COCO's
+    (root/split2017 + root/annotations/instances_split2017.json)."""
+    root = Path(root)
+    candidates = [
+        Split(root / split / "images", root / split / "annotations.json"),
+        Split(root / f"{split}2017", root / "annotations" / f"instances_{split}2017.json"),
+    ]
+    for candidate in candidates:
+        if candidate.annotations.is_file() and candidate.images.is_dir():
+            return candidate
+    tried = " or ".join(f"{c.annotations} with {c.images}/" for c in candidates)
+    raise DatasetError(f"no '{split}' split under {root}: looked for {tried}")
+
+
+def default_data_dir() -> Path:
+    """Where the built-in dataset is generated when no dataset is given."""
+    cache = Path(os.environ.get("DETR_CACHE", Path.home() / ".cache" / "detr"))
+    return cache / "synth"
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """A seeded shuffle per epoch that can start part-way, so resuming continues exactly.
+
+    Yields (epoch, index) pairs: the epoch travels with each index to the
+    workers, which seed the item's augmentation from it.
+    """
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True) -> None:
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.size))
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return torch.randperm(self.size, generator=generator).tolist()
+
+    def __iter__(self):
+        return iter([(self.epoch, i) for i in self.order()[self.start:]])
+
+    def __len__(self) -> int:
+        return self.size - self.start
+
+
+class SeededAugmentation(torch.utils.data.Dataset):
+    """Draws each item's augmentation from a seed of (run seed, epoch, index).
+
+    The global RNG is untouched, so augmentation is the same with any number
+    of workers and after a resume.
+    """
+
+    def __init__(self, dataset: CocoDetection, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF)
+            return self.dataset[index]
+
+
+def build_datasets(data: DataConfig, train: Split, val: Split,
+                   categories: Categories | None = None) -> tuple[CocoDetection, CocoDetection]:
+    train_set = CocoDetection(train.images, train.annotations, train_transforms(data), categories)
+    val_set = CocoDetection(val.images, val.annotations, val_transforms(data), train_set.categories)
+    return train_set, val_set
+
+
+def eval_loader(dataset: CocoDetection, batch_size: int, num_workers: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      collate_fn=collate, persistent_workers=num_workers > 0)

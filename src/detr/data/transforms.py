@@ -1,0 +1,74 @@
+"""The paper's train and val pipelines, composed from torchvision.transforms.v2."""
+
+from __future__ import annotations
+
+import torch
+from torchvision import tv_tensors
+from torchvision.ops import box_convert
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from detr.config import DataConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class RandomSizeCrop(v2.Transform):
+    """Crop a random region whose sides are drawn from [min_size, max_size] (capped by the image)."""
+
+    def __init__(self, min_size: int, max_size: int) -> None:
+        super().__init__()
+        self.min_size = min_size
+        self.max_size = max_size
+
+    def make_params(self, flat_inputs: list) -> dict:
+        height, width = v2.query_size(flat_inputs)
+        crop_w = int(torch.randint(min(width, self.min_size), min(width, self.max_size) + 1, ()))
+        crop_h = int(torch.randint(min(height, self.min_size), min(height, self.max_size) + 1, ()))
+        top = int(torch.randint(0, height - crop_h + 1, ()))
+        left = int(torch.randint(0, width - crop_w + 1, ()))
+        return {"top": top, "left": left, "height": crop_h, "width": crop_w}
+
+    def transform(self, inpt, params: dict):
+        return TF.crop(inpt, **params)
+
+
+class ToNormalizedCxcywh(v2.Transform):
+    """Final step: boxes become a plain tensor of cxcywh in [0, 1] of the (transformed) image."""
+
+    def forward(self, image, target):
+        boxes = target["boxes"]
+        height, width = boxes.canvas_size
+        scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+        cxcywh = box_convert(boxes.as_subclass(torch.Tensor).float(), "xyxy", "cxcywh") / scale
+        target = {**target, "boxes": cxcywh, "size": torch.tensor([height, width])}
+        return image, target
+
+
+def _finish() -> list:
+    return [
+        v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=lambda inputs: inputs[1]["labels"]),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ToNormalizedCxcywh(),
+    ]
+
+
+def train_transforms(config: DataConfig) -> v2.Compose:
+    resize = v2.RandomShortestSize(list(config.train_scales), max_size=config.max_size)
+    crop_then_resize = v2.Compose([
+        v2.RandomShortestSize(list(config.crop_resize_scales)),
+        RandomSizeCrop(config.crop_min, config.crop_max),
+        v2.RandomShortestSize(list(config.train_scales), max_size=config.max_size),
+    ])
+    steps = [v2.RandomHorizontalFlip()] if config.horizontal_flip else []
+    steps.append(v2.RandomChoice([resize, crop_then_resize]))
+    return v2.Compose(steps + _finish())
+
+
+def val_transforms(config: DataConfig) -> v2.Compose:
+    return v2.Compose([v2.Resize(config.val_scale, max_size=config.max_size)] + _finish())
+
+
+__all__ = ["train_transforms", "val_transforms", "tv_tensors", "IMAGENET_MEAN", "IMAGENET_STD"]

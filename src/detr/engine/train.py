@@ -1,0 +1,240 @@
+"""The training loop: the paper's recipe, checkpoints, exact resume, logs, evaluation."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from detr.config import ExperimentConfig
+from detr.data.collate import collate
+from detr.data.sources import EpochSampler, SeededAugmentation, Split, build_datasets, eval_loader
+from detr.engine.checkpoint import load_checkpoint, save_atomic
+from detr.engine.evaluate import evaluate
+from detr.loss import SetCriterion
+from detr.model import DETR, build_model
+
+log = logging.getLogger(__name__)
+
+
+_LOGGED = ("loss", "loss_ce", "loss_bbox", "loss_giou", "class_error", "cardinality_error")
+
+
+class TrainingError(RuntimeError):
+    """Training stopped for a reason the user must act on (the message says which)."""
+
+
+def build_optimizer(model: DETR, config: ExperimentConfig, device: torch.device) -> torch.optim.AdamW:
+    backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
+    groups = [{"params": rest, "lr": config.train.lr}]
+    if backbone:
+        groups.append({"params": backbone, "lr": config.train.lr_backbone})
+    return torch.optim.AdamW(groups, lr=config.train.lr, weight_decay=config.train.weight_decay,
+                             fused=device.type == "cuda")
+
+
+def build_scheduler(optimizer, config: ExperimentConfig, steps_per_epoch: int):
+    """Linear warm-up over `warmup_steps`, then x0.1 from `lr_drop_epoch` on (stepped per batch)."""
+    warmup, drop = config.train.warmup_steps, config.train.lr_drop_epoch
+
+    def factor(step: int) -> float:
+        ramp = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+        return ramp * (0.1 if step // steps_per_epoch >= drop else 1.0)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _to_device(targets: list[dict], device: torch.device) -> list[dict]:
+    return [{"labels": t["labels"].to(device), "boxes": t["boxes"].to(device)} for t in targets]
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Owns one run: its model, optimiser, data, output folder and progress."""
+
+    def __init__(self, config: ExperimentConfig, train_split: Split, val_split: Split, out_dir: str | Path,
+                 device: str | torch.device = "cpu", progress: bool = True) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.device = torch.device(device)
+        self.progress = progress
+        _seed_everything(config.train.seed)
+        self.train_set, self.val_set = build_datasets(config.data, train_split, val_split)
+        num_classes = len(self.train_set.categories.ids)
+        if config.model.num_classes != num_classes:
+            log.info("model.num_classes set to %d, the dataset's category count", num_classes)
+            config.model.num_classes = num_classes
+        self.model = build_model(config.model).to(self.device)
+        self.criterion = SetCriterion(num_classes, config.loss).to(self.device)
+        self.optimizer = build_optimizer(self.model, config, self.device)
+        self.sampler = EpochSampler(len(self.train_set), config.train.seed)
+        batch = config.train.batch_size
+        self.drop_last = len(self.train_set) >= 2 * batch
+        self.steps_per_epoch = max(1, len(self.train_set) // batch if self.drop_last
+                                   else math.ceil(len(self.train_set) / batch))
+        self.scheduler = build_scheduler(self.optimizer, config, self.steps_per_epoch)
+        workers = config.train.num_workers
+        self.train_loader = DataLoader(
+            SeededAugmentation(self.train_set, config.train.seed), batch_size=batch, sampler=self.sampler,
+            num_workers=workers, collate_fn=collate, drop_last=self.drop_last,
+            pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
+        self.val_loader = eval_loader(self.val_set, batch, workers)
+        self.epoch, self.batches_done, self.step = 0, 0, 0
+        self.best_ap, self.elapsed = -1.0, 0.0
+        self.last_metrics: dict[str, float] = {}
+
+    # -- state -------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "batches_done": self.batches_done,
+            "step": self.step,
+            "best_ap": self.best_ap,
+            "elapsed": self.elapsed,
+            "metrics": self.last_metrics,
+            "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+                    "python_pos": random.getstate()[2]},
+            "config": self.config.to_dict(),
+            "categories": self.train_set.categories.to_dict(),
+        }
+
+    def resume(self, path: str | Path) -> None:
+        payload = load_checkpoint(path)
+        if payload["categories"] != self.train_set.categories.to_dict():
+            raise TrainingError(f"{path} was trained on other categories than this dataset; "
+                                "use a fresh output folder or --init to fine-tune")
+        if "optimizer" not in payload:
+            raise TrainingError(f"{path} holds weights only and cannot resume a run; use --init instead")
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.epoch, self.batches_done, self.step = payload["epoch"], payload["batches_done"], payload["step"]
+        self.best_ap, self.elapsed = payload["best_ap"], payload["elapsed"]
+        self.last_metrics = payload["metrics"]
+        torch.set_rng_state(payload["rng"]["torch"])
+        random.setstate((3, tuple(payload["rng"]["python"]), payload["rng"]["python_pos"]))
+        log.info("resumed from %s at epoch %d, batch %d", path, self.epoch, self.batches_done)
+
+    def save(self, name: str) -> Path:
+        path = self.out_dir / name
+        save_atomic(self.state(), path)
+        return path
+
+    # -- loop --------------------------------------------------------------
+    def _log(self, record: dict[str, Any], writer: SummaryWriter) -> None:
+        with open(self.out_dir / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                writer.add_scalar(key, value, record["step"])
+
+    def _train_step(self, images, mask, targets) -> dict[str, float]:
+        self.model.train()
+        outputs = self.model(images.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True))
+        losses = self.criterion(outputs, _to_device(targets, self.device))
+        loss = losses["loss"]
+        if not torch.isfinite(loss):
+            last = self.out_dir / "last.pt"
+            kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
+            raise TrainingError(f"loss became {loss.item()} at epoch {self.epoch} step {self.step}; {kept}. "
+                                "Lower the learning rate or check the data.")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.train.clip_max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_max_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        return {k: float(losses[k].detach()) for k in _LOGGED}
+
+    def evaluate(self, results_path: Path | None = None) -> tuple[dict, str, dict]:
+        return evaluate(self.model, self.val_loader, self.device, results_path, self.progress)
+
+    def fit(self) -> dict[str, float]:
+        """Train until the epoch count or the time budget is reached; returns the last eval metrics."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+        budget = self.config.train.time_budget_minutes
+        epochs = self.config.train.epochs
+        started = time.monotonic() - self.elapsed
+        try:
+            while self.epoch < epochs:
+                out_of_time = self._run_epoch(writer, started, budget)
+                self.elapsed = time.monotonic() - started
+                epoch_done = self.batches_done == 0
+                last_epoch = self.epoch >= epochs
+                if out_of_time or last_epoch or (epoch_done and self.epoch % self.config.train.eval_every == 0):
+                    self._evaluate_and_keep_best(writer, started)
+                self.save("last.pt")
+                if out_of_time:
+                    log.info("time budget of %.1f minutes reached", budget)
+                    break
+        finally:
+            writer.close()
+        return self.last_metrics
+
+    def _run_epoch(self, writer: SummaryWriter, started: float, budget: float | None) -> bool:
+        self.sampler.set_epoch(self.epoch, self.batches_done * self.config.train.batch_size)
+        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.config.train.epochs}",
+                   disable=not self.progress, leave=False)
+        for images, mask, targets in bar:
+            losses = self._train_step(images, mask, targets)
+            self.step += 1
+            self.batches_done += 1
+            bar.set_postfix(loss=f"{losses['loss']:.3f}")
+            if self.step % 20 == 0:
+                record = {"step": self.step, "epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"],
+                          "minutes": (time.monotonic() - started) / 60, **losses}
+                self._log(record, writer)
+            if budget is not None and time.monotonic() - started > budget * 60:
+                if self.batches_done >= self.steps_per_epoch:
+                    self.epoch, self.batches_done = self.epoch + 1, 0
+                return True
+        self.epoch, self.batches_done = self.epoch + 1, 0
+        return False
+
+    def _evaluate_and_keep_best(self, writer: SummaryWriter, started: float) -> None:
+        stats, _, _ = self.evaluate()
+        self.last_metrics = stats
+        minutes = (time.monotonic() - started) / 60
+        self._log({"step": self.step, "epoch": self.epoch, "minutes": minutes,
+                   **{f"val_{k}": v for k, v in stats.items()}}, writer)
+        log.info("epoch %d (%.1f min): AP %.3f AP50 %.3f", self.epoch, minutes, stats["AP"], stats["AP50"])
+        if stats["AP"] > self.best_ap:
+            self.best_ap = stats["AP"]
+            self.save("best.pt")
+
+
+def init_from(model: DETR, state: dict[str, torch.Tensor]) -> list[str]:
+    """Load weights for fine-tuning, re-initialising the class head if its size differs.
+
+    Returns the names of the tensors that were left at their fresh values.
+    """
+    own = model.state_dict()
+    fresh = [n for n in ("class_embed.weight", "class_embed.bias")
+             if n in state and state[n].shape != own[n].shape]
+    kept = {n: t for n, t in state.items() if n not in fresh}
+    mismatched = [f"{n} {tuple(t.shape)} vs {tuple(own[n].shape)}" for n, t in kept.items()
+                  if n in own and t.shape != own[n].shape]
+    if mismatched:
+        raise TrainingError(f"weights do not fit this model: {', '.join(mismatched[:5])}")
+    kept.update({n: own[n] for n in fresh})
+    model.load_state_dict(kept)
+    return fresh
+

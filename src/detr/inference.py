@@ -1,0 +1,103 @@
+"""Running a trained DETR on images: `detr.load(checkpoint).predict(image)`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import tv_tensors
+
+from detr.config import DataConfig, ExperimentConfig
+from detr.data.coco import Categories, load_image
+from detr.data.collate import pad_images
+from detr.data.transforms import val_transforms
+from detr.engine.checkpoint import checkpoint_categories, checkpoint_config, load_checkpoint
+from detr.model import DETR, build_model
+from detr.postprocess import PostProcess
+
+ImageInput = str | Path | Image.Image | torch.Tensor | np.ndarray
+
+
+@dataclass
+class Detections:
+    """Detections of one image: xyxy pixel boxes [N, 4], scores [N], labels [N] and names."""
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor
+    names: list[str]
+    category_ids: list[int]
+
+    def to_dict(self) -> dict:
+        return {"boxes": [[round(v, 2) for v in b] for b in self.boxes.tolist()],
+                "scores": [round(s, 4) for s in self.scores.tolist()],
+                "labels": self.labels.tolist(), "names": self.names, "category_ids": self.category_ids}
+
+
+def to_uint8_image(image: ImageInput) -> torch.Tensor:
+    """A path, PIL image, HWC numpy array or CHW tensor -> uint8 RGB tensor [3, H, W]."""
+    if isinstance(image, (str, Path)):
+        image = load_image(Path(image))
+    if isinstance(image, Image.Image):
+        image = np.array(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2:
+            image = np.stack([image] * 3, axis=-1)
+        image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] not in (1, 3):
+        raise ValueError("predict() takes a path, a PIL image, an HxWx3 array or a 3xHxW tensor")
+    if image.shape[0] == 1:
+        image = image.expand(3, -1, -1)
+    if image.is_floating_point():
+        if image.min() < 0 or image.max() > 1:
+            raise ValueError("a float image tensor must hold values in [0, 1]")
+        image = (image * 255).round().to(torch.uint8)
+    return image.to(torch.uint8)
+
+
+class Predictor:
+    """A model with its categories and its evaluation-time preprocessing."""
+
+    def __init__(self, model: DETR, categories: Categories, data: DataConfig,
+                 device: str | torch.device | None = None) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.categories = categories
+        self.transforms = val_transforms(data)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None) -> Predictor:
+        payload = load_checkpoint(path)
+        config: ExperimentConfig = checkpoint_config(payload)
+        model = build_model(config.model)
+        model.load_state_dict(payload["model"])
+        return cls(model, checkpoint_categories(payload), config.data, device)
+
+    def _prepare(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        empty = {"boxes": tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY", canvas_size=(height, width)),
+                 "labels": torch.zeros(0, dtype=torch.int64)}
+        prepared, _ = self.transforms(tv_tensors.Image(image), empty)
+        return prepared.as_subclass(torch.Tensor)
+
+    @torch.inference_mode()
+    def predict_batch(self, images: list[ImageInput], threshold: float = 0.5) -> list[Detections]:
+        pixels = [to_uint8_image(i) for i in images]
+        batch, mask = pad_images([self._prepare(p) for p in pixels])
+        outputs = self.model(batch.to(self.device), mask.to(self.device))
+        sizes = torch.tensor([p.shape[-2:] for p in pixels])
+        results = PostProcess(threshold=threshold)(outputs, sizes)
+        return [Detections(r["boxes"].cpu(), r["scores"].cpu(), r["labels"].cpu(),
+                           [self.categories.names[i] for i in r["labels"].tolist()],
+                           [self.categories.ids[i] for i in r["labels"].tolist()]) for r in results]
+
+    def predict(self, image: ImageInput, threshold: float = 0.5) -> Detections:
+        return self.predict_batch([image], threshold)[0]
+
+
+def load(checkpoint: str | Path, device: str | torch.device | None = None) -> Predictor:
+    """A Predictor from a checkpoint written by `detr train`."""
+    return Predictor.from_checkpoint(checkpoint, device)
