@@ -9,6 +9,7 @@ labelled with full (amodal) boxes.
 
 from __future__ import annotations
 
+import colorsys
 import json
 import math
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 CLASSES = ("circle", "square", "triangle", "cross")
-FORMAT_VERSION = 1  # bump when the drawing changes, so cached copies are rebuilt
+FORMAT_VERSION = 2  # bump when the drawing changes, so cached copies are rebuilt
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,14 @@ class SynthConfig:
     seed: int = 0
 
 
+# Each class has a hue of its own (jittered per object), so that colour and
+# shape both carry the class, as in many real datasets.
+CLASS_HUES = (0.0, 0.33, 0.6, 0.14)
+
+
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A smooth colour gradient plus blocky texture and pixel noise."""
-    base = rng.uniform(40, 215, size=3)
+    """A muted colour gradient plus blocky texture and pixel noise."""
+    base = rng.uniform(70, 190) + rng.uniform(-25, 25, size=3)
     slope = rng.uniform(-60, 60, size=(2, 3))
     ramp = np.linspace(-0.5, 0.5, size)
     image = base + ramp[:, None, None] * slope[0] + ramp[None, :, None] * slope[1]
@@ -45,6 +51,12 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     image = image + np.kron(blocks, np.ones((math.ceil(size / cells),) * 2 + (1,)))[:size, :size]
     image = image + rng.normal(0, 8, size=image.shape)
     return np.clip(image, 0, 255)
+
+
+def _class_colour(rng: np.random.Generator, label: int) -> tuple[int, int, int]:
+    hue = (CLASS_HUES[label] + rng.uniform(-0.06, 0.06)) % 1.0
+    red, green, blue = colorsys.hsv_to_rgb(hue, rng.uniform(0.55, 1.0), rng.uniform(0.45, 1.0))
+    return int(red * 255), int(green * 255), int(blue * 255)
 
 
 def _shape_points(kind: str, x: float, y: float, w: float, h: float) -> list[tuple[float, float]]:
@@ -105,7 +117,7 @@ def render(config: SynthConfig, split: str, index: int) -> tuple[Image.Image, li
     objects = _crowded_boxes(rng, config) if crowded else _scattered_boxes(rng, config)
     annotations = []
     for label, box in objects:
-        colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+        colour = _class_colour(rng, label)
         alpha = 160 if crowded else 215  # translucent: no object is ever fully hidden
         outline = tuple(int(255 - c) for c in colour) + (255,)
         layer = Image.new("RGBA", canvas.size, (0, 0, 0, 0))

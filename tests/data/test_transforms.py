@@ -1,0 +1,56 @@
+import torch
+from torchvision import tv_tensors
+from torchvision.ops import box_convert
+
+from detr.config import DataConfig
+from detr.data.collate import collate, pad_images
+from detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transforms, val_transforms
+
+
+def _sample(height=60, width=80):
+    image = tv_tensors.Image(torch.randint(0, 256, (3, height, width), dtype=torch.uint8))
+    boxes = tv_tensors.BoundingBoxes(torch.tensor([[10.0, 5.0, 30.0, 25.0], [40.0, 30.0, 80.0, 60.0]]),
+                                     format="XYXY", canvas_size=(height, width))
+    return image, {"boxes": boxes, "labels": torch.tensor([0, 1])}
+
+
+def test_val_resizes_short_side_normalises_and_outputs_cxcywh():
+    config = DataConfig(val_scale=120, max_size=1000)
+    image, target = val_transforms(config)(*_sample())
+    assert image.shape == (3, 120, 160)
+    raw = _sample()[0].float() / 255
+    expected_mean = ((raw.mean((1, 2)) - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD))
+    torch.testing.assert_close(image.mean((1, 2)), expected_mean, atol=0.05, rtol=0)
+    expected = box_convert(torch.tensor([[10.0, 5.0, 30.0, 25.0], [40.0, 30.0, 80.0, 60.0]]), "xyxy", "cxcywh")
+    expected /= torch.tensor([80.0, 60.0, 80.0, 60.0])
+    torch.testing.assert_close(target["boxes"], expected)
+    assert target["size"].tolist() == [120, 160]
+
+
+def test_val_respects_long_side_cap():
+    image, _ = val_transforms(DataConfig(val_scale=120, max_size=140))(*_sample())
+    assert max(image.shape[-2:]) <= 140
+
+
+def test_train_pipeline_keeps_boxes_in_range_and_sizes_in_the_scales():
+    config = DataConfig(train_scales=(48, 64), max_size=200, crop_resize_scales=(60,), crop_min=30, crop_max=50)
+    transform = train_transforms(config)
+    for seed in range(30):
+        torch.manual_seed(seed)
+        image, target = transform(*_sample())
+        assert min(image.shape[-2:]) in (48, 64)
+        boxes = target["boxes"]
+        assert boxes.shape[1] == 4 and len(boxes) == len(target["labels"])
+        xyxy = box_convert(boxes, "cxcywh", "xyxy")
+        assert (xyxy >= -1e-6).all() and (xyxy <= 1 + 1e-6).all() and (boxes[:, 2:] > 0).all()
+
+
+def test_collate_pads_and_masks():
+    images = [torch.ones(3, 4, 6), torch.ones(3, 5, 3)]
+    batch, mask = pad_images(images)
+    assert batch.shape == (2, 3, 5, 6)
+    assert mask[0, :4, :6].logical_not().all() and mask[0, 4].all()
+    assert mask[1, :, 3:].all() and not mask[1, :, :3].any()
+    assert batch[1, :, :, 3:].abs().sum() == 0
+    images_out, mask_out, targets = collate([(images[0], {"a": 1}), (images[1], {"a": 2})])
+    assert images_out.shape == batch.shape and [t["a"] for t in targets] == [1, 2]

@@ -1,0 +1,74 @@
+"""train -> checkpoint -> resume -> eval -> predict, through the `detr` command."""
+
+import json
+
+import pytest
+import torch
+
+from detr.cli import main
+from detr.engine.checkpoint import load_checkpoint
+
+TINY = ["--epochs", "2", "--batch-size", "4", "--workers", "0", "--no-progress", "--eval-every", "1",
+        "--pictures", "2"]
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "straight"
+    assert main(["train", "--data", str(tiny_data), "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_train_writes_checkpoints_logs_and_pictures(straight_run, capsys):
+    for name in ("last.pt", "best.pt", "metrics.jsonl", "val_detections.json", "predictions/detections.json"):
+        assert (straight_run / name).exists(), name
+    assert list((straight_run / "tensorboard").iterdir())
+    assert len(list((straight_run / "predictions").glob("*.png"))) == 2
+    payload = load_checkpoint(straight_run / "last.pt")
+    assert payload["epoch"] == 2 and payload["categories"]["names"] == ["circle", "square", "triangle", "cross"]
+    evals = [json.loads(line) for line in (straight_run / "metrics.jsonl").read_text().splitlines()
+             if "val_AP" in line]
+    assert [e["epoch"] for e in evals] == [1, 2]
+
+
+def test_resume_continues_the_same_run(straight_run, tiny_data, tmp_path):
+    out = tmp_path / "resumed"
+    one_epoch = [a if a != "2" else "1" for a in TINY]
+    assert main(["train", "--data", str(tiny_data), "--out", str(out), *one_epoch]) == 0
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    assert main(["train", "--data", str(tiny_data), "--out", str(out), "--resume", str(out / "last.pt"),
+                 *TINY]) == 0
+    resumed, straight = load_checkpoint(out / "last.pt"), load_checkpoint(straight_run / "last.pt")
+    assert resumed["step"] == straight["step"]
+    for name, tensor in straight["model"].items():
+        assert torch.equal(resumed["model"][name], tensor), name
+
+
+def test_eval_prints_summary_and_per_class_table(straight_run, tiny_data, tmp_path, capsys):
+    results = tmp_path / "dets.json"
+    assert main(["eval", "--checkpoint", str(straight_run / "best.pt"), "--data", str(tiny_data),
+                 "--out", str(results), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95" in printed and "triangle" in printed
+    records = json.loads(results.read_text())
+    assert records and {"image_id", "category_id", "bbox", "score"} <= set(records[0])
+
+
+def test_predict_images_and_folders(straight_run, tiny_data, tmp_path):
+    folder = tiny_data / "val" / "images"
+    one = sorted(folder.iterdir())[0]
+    out = tmp_path / "pred"
+    assert main(["predict", str(one), str(folder), "--checkpoint", str(straight_run / "best.pt"),
+                 "--out", str(out), "--threshold", "0.0", "--no-progress"]) == 0
+    records = json.loads((out / "detections.json").read_text())
+    assert len(records) == 5
+    assert {"boxes", "scores", "labels", "names"} <= set(records[0])
+    assert len(records[0]["boxes"]) > 0  # threshold 0 keeps every query
+
+
+def test_clear_errors(tmp_path, capsys):
+    assert main(["eval", "--checkpoint", str(tmp_path / "none.pt"), "--data", str(tmp_path)]) == 1
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "missing.png"), "--checkpoint", str(tmp_path / "x.pt")]) == 1
+    assert main(["train", "--data", str(tmp_path), "--no-progress"]) == 1
+    assert "no 'train' split under" in capsys.readouterr().err

@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from detr.config import DataConfig
+from detr.data.coco import Categories
+from detr.inference import Predictor
+from detr.model import build_model
+from tests.conftest import tiny_model_config
+
+
+@pytest.fixture
+def predictor():
+    model = build_model(tiny_model_config(num_classes=2))
+    return Predictor(model, Categories((4, 8), ("ant", "bee")), DataConfig(val_scale=64, max_size=128), "cpu")
+
+
+def test_path_pil_array_and_tensor_give_the_same_detections(predictor, tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "x.png")
+    inputs = [tmp_path / "x.png", Image.fromarray(pixels), pixels, torch.from_numpy(pixels).permute(2, 0, 1),
+              torch.from_numpy(pixels).permute(2, 0, 1).float() / 255]
+    results = [predictor.predict(i, threshold=0.0) for i in inputs]
+    for other in results[1:]:
+        torch.testing.assert_close(other.boxes, results[0].boxes)
+        torch.testing.assert_close(other.scores, results[0].scores)
+    first = results[0]
+    assert len(first.scores) == 6 and set(first.names) <= {"ant", "bee"}
+    assert (first.boxes[:, 2] <= 80 + 1e-3).all() and (first.boxes[:, 3] <= 48 + 1e-3).all()
+    assert first.category_ids == [{"ant": 4, "bee": 8}[n] for n in first.names]
+
+
+def test_bad_input_is_a_clear_error(predictor):
+    with pytest.raises(ValueError, match="takes a path"):
+        predictor.predict(torch.zeros(2, 2))
