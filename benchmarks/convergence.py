@@ -42,8 +42,10 @@ def main() -> None:
     config.train.epochs = 10_000  # the time budget decides
     for item in args.set:
         key, value = item.split("=", 1)
-        section, field = key.split(".", 1)
-        target = getattr(config, section)
+        *path, field = key.split(".")
+        target = config
+        for part in path:
+            target = getattr(target, part)
         current = getattr(target, field)
         setattr(target, field, type(current)(value) if not isinstance(current, tuple) else eval(value))
     out = Path(args.out)

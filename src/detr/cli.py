@@ -1,4 +1,4 @@
-"""The `detr` command: train | eval | predict | synth."""
+"""The `detr` command: train | eval | predict | synth | visualize."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ from detr.data.transforms import val_transforms
 from detr.engine.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
 from detr.engine.evaluate import evaluate, format_per_class
 from detr.engine.train import Trainer, TrainingError
-from detr.inference import Predictor
+from detr.inference import Predictor, to_uint8_image
 from detr.viz.boxes import draw_detections
+from detr.viz.command import add_parser as add_visualize_parser
 
 log = logging.getLogger("detr")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -58,8 +59,6 @@ def write_predictions(predictor: Predictor, paths: list[Path], out_dir: Path, th
     for path in tqdm(paths, desc="predict", disable=not progress or len(paths) < 2):
         detections = predictor.predict(path, threshold)
         records.append({"image": str(path), **detections.to_dict()})
-        from detr.inference import to_uint8_image
-
         captions = [f"{n} {s:.2f}" for n, s in zip(detections.names, detections.scores.tolist())]
         drawn = draw_detections(to_uint8_image(path), detections.boxes, detections.labels.tolist(), captions)
         Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(out_dir / f"{path.stem}.png")
@@ -187,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--val-images", type=int, default=SynthConfig.val_images)
     sy.add_argument("--seed", type=int, default=SynthConfig.seed)
     sy.set_defaults(run=cmd_synth)
+
+    add_visualize_parser(sub)
     return parser
 
 

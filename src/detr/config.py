@@ -20,9 +20,9 @@ class BackboneConfig:
     # a backbone trained from scratch needs live BatchNorm statistics.
     frozen_batchnorm: bool = True
     pretrained: bool = False  # torchvision ImageNet weights (downloaded once)
-    # The small preset stops at layer3 (stride 16) so that small images keep
-    # enough tokens; the paper uses layer4.
-    last_layer: Literal["layer3", "layer4"] = "layer4"
+    # Small presets stop at layer2 (stride 8) or layer3 (stride 16) so that
+    # small images keep enough tokens; the paper uses layer4.
+    last_layer: Literal["layer2", "layer3", "layer4"] = "layer4"
     train_stem_and_layer1: bool = False
 
 

@@ -44,7 +44,7 @@ class Backbone(nn.Module):
         last_block = getattr(resnet, config.last_layer)[-1]
         last_conv = getattr(last_block, "conv3", None) or last_block.conv2
         self.num_channels: int = last_conv.out_channels
-        self.stride: int = {"layer3": 16, "layer4": 16 if config.dilation else 32}[config.last_layer]
+        self.stride: int = {"layer2": 8, "layer3": 16, "layer4": 16 if config.dilation else 32}[config.last_layer]
 
     def forward(
         self, images: torch.Tensor, mask: torch.Tensor | None = None
