@@ -1,4 +1,4 @@
-"""The `detr` command: train | eval | predict | synth | visualize."""
+"""The `detr` command: train | eval | predict | synth | convert | visualize."""
 
 from __future__ import annotations
 
@@ -18,11 +18,12 @@ from detr.data.coco import CocoDetection, DatasetError
 from detr.data.sources import default_data_dir, eval_loader, find_split
 from detr.data.synthetic import SynthConfig, write_dataset
 from detr.data.transforms import val_transforms
-from detr.engine.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
+from detr.engine.checkpoint import CheckpointError
 from detr.engine.evaluate import evaluate, format_per_class
 from detr.engine.train import Trainer, TrainingError
 from detr.inference import Predictor, to_uint8_image
 from detr.viz.boxes import draw_detections
+from detr.weights import LAYOUTS, convert, load_weights
 from detr.viz.command import add_parser as add_visualize_parser
 
 log = logging.getLogger("detr")
@@ -44,7 +45,8 @@ def _data_root(path: str | None) -> Path:
 def _apply_overrides(config: ExperimentConfig, args: argparse.Namespace) -> ExperimentConfig:
     overrides = {"epochs": args.epochs, "time_budget_minutes": args.minutes, "batch_size": args.batch_size,
                  "lr": args.lr, "lr_backbone": args.lr_backbone, "num_workers": args.workers,
-                 "seed": args.seed, "eval_every": args.eval_every}
+                 "seed": args.seed, "eval_every": args.eval_every,
+                 "freeze_backbone": args.freeze_backbone or None}
     for name, value in overrides.items():
         if value is not None:
             setattr(config.train, name, value)
@@ -75,9 +77,16 @@ def _print_report(stats_summary: str, per_class: dict) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     root = _data_root(args.data)
     config = _apply_overrides(preset(args.preset), args)
+    init = None
+    if args.init:
+        # The architecture comes from the weights; data and recipe from the preset.
+        loaded = load_weights(args.init)
+        config.model = loaded.config.model
+        init = loaded.state
+        log.info("starting from %s", args.init)
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     trainer = Trainer(config, find_split(root, "train"), find_split(root, "val"), out,
-                      _device(args.device), progress=not args.no_progress)
+                      _device(args.device), progress=not args.no_progress, init=init)
     if args.resume:
         trainer.resume(args.resume)
     log.info("training %s on %s (%d train / %d val images) -> %s", args.preset, root,
@@ -96,11 +105,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    payload = load_checkpoint(args.checkpoint)
-    config = checkpoint_config(payload)
-    predictor = Predictor.from_checkpoint(args.checkpoint, _device(args.device))
+    weights = load_weights(args.checkpoint)
+    predictor = Predictor.from_weights(weights, _device(args.device))
     split = find_split(_data_root(args.data), args.split)
-    dataset = CocoDetection(split.images, split.annotations, val_transforms(config.data), predictor.categories)
+    dataset = CocoDetection(split.images, split.annotations, val_transforms(weights.config.data), predictor.categories)
     loader = eval_loader(dataset, args.batch_size, args.workers)
     results = Path(args.out or Path(args.checkpoint).with_name(f"{args.split}_detections.json"))
     stats, summary, per_class = evaluate(predictor.model, loader, predictor.device, results,
@@ -131,6 +139,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
     print(f"detections: {result}; pictures: {result.parent}/")
 
 
+def cmd_convert(args: argparse.Namespace) -> None:
+    written = convert(args.source, args.destination, to=args.to)
+    print(f"wrote {args.to} layout: {written}")
+
+
 def cmd_synth(args: argparse.Namespace) -> None:
     config = SynthConfig(train_images=args.train_images, val_images=args.val_images, seed=args.seed)
     out = write_dataset(args.out, config)
@@ -152,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", default="small", choices=sorted(PRESETS))
     train.add_argument("--out", help="run folder (default: runs/<date-time>)")
     train.add_argument("--resume", help="continue the run saved in this checkpoint (e.g. RUN/last.pt)")
+    train.add_argument("--init", help="fine-tune from these weights: a checkpoint, detr_r50, ..., an official "
+                                      "or Hugging Face file/folder, or a hub id; the class head is "
+                                      "re-initialised when the class count differs")
+    train.add_argument("--freeze-backbone", action="store_true", help="train the transformer and heads only")
     train.add_argument("--epochs", type=int)
     train.add_argument("--minutes", type=float, help="stop after this much training time")
     train.add_argument("--batch-size", type=int)
@@ -186,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--val-images", type=int, default=SynthConfig.val_images)
     sy.add_argument("--seed", type=int, default=SynthConfig.seed)
     sy.set_defaults(run=cmd_synth)
+
+    co = sub.add_parser("convert", help="convert weights between our, the official and the HF layouts")
+    co.add_argument("source", help="a checkpoint, named model, official/HF file or folder, or hub id")
+    co.add_argument("destination", help="a folder (ours, hf) or a .pth file (official)")
+    co.add_argument("--to", default="ours", choices=LAYOUTS)
+    co.set_defaults(run=cmd_convert)
 
     add_visualize_parser(sub)
     return parser

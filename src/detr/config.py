@@ -80,6 +80,7 @@ class TrainConfig:
     seed: int = 42
     eval_every: int = 1  # epochs
     time_budget_minutes: float | None = None
+    freeze_backbone: bool = False  # fine-tuning on little data: train the transformer and heads only
 
 
 @dataclass

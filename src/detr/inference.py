@@ -10,13 +10,13 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
-from detr.config import DataConfig, ExperimentConfig
+from detr.config import DataConfig
 from detr.data.coco import Categories, load_image
 from detr.data.collate import pad_images
 from detr.data.transforms import val_transforms
-from detr.engine.checkpoint import checkpoint_categories, checkpoint_config, load_checkpoint
 from detr.model import DETR, build_model
 from detr.postprocess import PostProcess
+from detr.weights import LoadedWeights, load_weights
 
 ImageInput = str | Path | Image.Image | torch.Tensor | np.ndarray
 
@@ -69,12 +69,16 @@ class Predictor:
         self.transforms = val_transforms(data)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None) -> Predictor:
-        payload = load_checkpoint(path)
-        config: ExperimentConfig = checkpoint_config(payload)
-        model = build_model(config.model)
-        model.load_state_dict(payload["model"])
-        return cls(model, checkpoint_categories(payload), config.data, device)
+    def from_checkpoint(cls, source: str | Path, device: str | torch.device | None = None) -> Predictor:
+        """From anything `detr.weights.load_weights` reads: a checkpoint of `detr train`,
+        a named model (detr_r50, ...), an official or Hugging Face file or folder, a hub id."""
+        return cls.from_weights(load_weights(source), device)
+
+    @classmethod
+    def from_weights(cls, weights: LoadedWeights, device: str | torch.device | None = None) -> Predictor:
+        model = build_model(weights.config.model)
+        model.load_state_dict(weights.state)
+        return cls(model, weights.categories, weights.config.data, device)
 
     def _prepare(self, image: torch.Tensor) -> torch.Tensor:
         height, width = image.shape[-2:]
@@ -98,6 +102,7 @@ class Predictor:
         return self.predict_batch([image], threshold)[0]
 
 
-def load(checkpoint: str | Path, device: str | torch.device | None = None) -> Predictor:
-    """A Predictor from a checkpoint written by `detr train`."""
-    return Predictor.from_checkpoint(checkpoint, device)
+def load(source: str | Path, device: str | torch.device | None = None) -> Predictor:
+    """A Predictor from a `detr train` checkpoint, a named model ("detr_r50", ...),
+    an official or Hugging Face checkpoint, or a hub id ("facebook/detr-resnet-50")."""
+    return Predictor.from_checkpoint(source, device)

@@ -62,7 +62,7 @@ def test_box_problems_are_clamped_or_dropped_counted_and_logged_once(tmp_path, c
         (dict(annotations=[{"id": 5, "image_id": 7, "category_id": 4, "bbox": [1, 1, 2, 2]}]),
          "annotation 5 has unknown category 4"),
         (dict(files=False), "missing from"),
-        (dict(images=[{"id": 1, "file_name": "a.png", "width": 4}]), "lacks \\['height'\\]"),
+        (dict(images=[{"id": 1, "file_name": "a.png", "width": 4}], files=False), "lacks \\['height'\\]"),
     ],
 )
 def test_bad_records_name_the_file_and_record(tmp_path, change, message):

@@ -68,7 +68,7 @@ def test_predict_images_and_folders(straight_run, tiny_data, tmp_path):
 
 def test_clear_errors(tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(tmp_path / "none.pt"), "--data", str(tmp_path)]) == 1
-    assert "checkpoint not found" in capsys.readouterr().err
+    assert "no such file or folder" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "missing.png"), "--checkpoint", str(tmp_path / "x.pt")]) == 1
     assert main(["train", "--data", str(tmp_path), "--no-progress"]) == 1
     assert "no 'train' split under" in capsys.readouterr().err

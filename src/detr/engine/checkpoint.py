@@ -9,8 +9,6 @@ from typing import Any
 
 import torch
 
-from detr.config import ExperimentConfig
-from detr.data.coco import Categories
 
 
 class CheckpointError(ValueError):
@@ -47,11 +45,3 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
         raise CheckpointError(f"{path} is not a checkpoint of this project (no 'model' and 'config')")
     return payload
-
-
-def checkpoint_config(payload: dict[str, Any]) -> ExperimentConfig:
-    return ExperimentConfig.from_dict(payload["config"])
-
-
-def checkpoint_categories(payload: dict[str, Any]) -> Categories:
-    return Categories.from_dict(payload["categories"])

@@ -67,7 +67,9 @@ class Trainer:
     """Owns one run: its model, optimiser, data, output folder and progress."""
 
     def __init__(self, config: ExperimentConfig, train_split: Split, val_split: Split, out_dir: str | Path,
-                 device: str | torch.device = "cpu", progress: bool = True) -> None:
+                 device: str | torch.device = "cpu", progress: bool = True,
+                 init: dict[str, torch.Tensor] | None = None) -> None:
+        """`init`: weights (our tensor names) to start from, for fine-tuning."""
         self.config = config
         self.out_dir = Path(out_dir)
         self.device = torch.device(device)
@@ -78,7 +80,15 @@ class Trainer:
         if config.model.num_classes != num_classes:
             log.info("model.num_classes set to %d, the dataset's category count", num_classes)
             config.model.num_classes = num_classes
-        self.model = build_model(config.model).to(self.device)
+        self.model = build_model(config.model)
+        if init is not None:
+            fresh = init_from(self.model, init)
+            if fresh:
+                log.info("class head re-initialised for %d classes; the rest, object queries included, "
+                         "comes from the given weights", num_classes)
+        if config.train.freeze_backbone:
+            self.model.backbone.requires_grad_(False)
+        self.model.to(self.device)
         self.criterion = SetCriterion(num_classes, config.loss).to(self.device)
         self.optimizer = build_optimizer(self.model, config, self.device)
         self.sampler = EpochSampler(len(self.train_set), config.train.seed)
@@ -147,6 +157,8 @@ class Trainer:
 
     def _train_step(self, images, mask, targets) -> dict[str, float]:
         self.model.train()
+        if self.config.train.freeze_backbone:
+            self.model.backbone.eval()  # frozen means BatchNorm statistics too
         outputs = self.model(images.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True))
         losses = self.criterion(outputs, _to_device(targets, self.device))
         loss = losses["loss"]
@@ -225,8 +237,11 @@ def init_from(model: DETR, state: dict[str, torch.Tensor]) -> list[str]:
     """Load weights for fine-tuning, re-initialising the class head if its size differs.
 
     Returns the names of the tensors that were left at their fresh values.
+    BatchNorm step counters that the source lacks (frozen-BN layouts) keep
+    the model's own values.
     """
     own = model.state_dict()
+    state = {**{n: t for n, t in own.items() if n.endswith("num_batches_tracked")}, **state}
     fresh = [n for n in ("class_embed.weight", "class_embed.bias")
              if n in state and state[n].shape != own[n].shape]
     kept = {n: t for n, t in state.items() if n not in fresh}

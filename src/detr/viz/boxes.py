@@ -24,5 +24,4 @@ def draw_detections(image: torch.Tensor, boxes: torch.Tensor, labels: list[int],
     if len(boxes) == 0:
         return image
     colors = [_PALETTE[label % len(_PALETTE)] for label in labels]
-    return draw_bounding_boxes(image, boxes.cpu(), labels=captions, colors=colors, width=2,
-                               font_size=14)
+    return draw_bounding_boxes(image, boxes.cpu(), labels=captions, colors=colors, width=2)

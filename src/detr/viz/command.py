@@ -9,11 +9,11 @@ from PIL import Image
 
 from detr.data.coco import DatasetError
 from detr.data.sources import find_split
-from detr.engine.checkpoint import checkpoint_config, load_checkpoint
 from detr.inference import Predictor
 from detr.loss import HungarianMatcher
 from detr.viz.gallery import write_gallery
 from detr.viz.matching import load_ground_truth
+from detr.weights import load_weights
 
 
 def _point(text: str) -> tuple[float, float]:
@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> None:
     image = Path(args.image) if args.image else images[0]
     if not image.is_file():
         raise DatasetError(f"image not found: {image}")
-    predictor = Predictor.from_checkpoint(args.checkpoint, args.device)
+    weights = load_weights(args.checkpoint)
+    predictor = Predictor.from_weights(weights, args.device)
 
     ground_truth, matcher = None, None
     annotation_file = args.annotations or annotations
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> None:
         except DatasetError:
             if args.annotations:
                 raise  # asked for explicitly: say why it cannot be used
-        matcher = HungarianMatcher.from_config(checkpoint_config(load_checkpoint(args.checkpoint)).loss)
+        matcher = HungarianMatcher.from_config(weights.config.loss)
 
     index = write_gallery(predictor, image, args.out, layer=args.layer, per_head=args.per_head,
                           points=args.points, threshold=args.threshold,

@@ -1,9 +1,12 @@
 """Tensor-name mapping between this model and Hugging Face's DetrForObjectDetection.
 
-transformers 5 names (`model.backbone.model.*`, `o_proj`, `mlp.fc1`) are the
-canonical HF layout here; the transformers 4 names (`conv_encoder`,
-`out_proj`, `fc1` directly on the layer) are accepted on input. The backbone
-is the timm ResNet, whose tensor names equal torchvision's.
+transformers 5 in-memory names (`model.backbone.model.*`, `o_proj`,
+`mlp.fc1`) are the canonical HF layout here. The names files use on disk
+(`conv_encoder`, `out_proj`, `fc1` directly on the layer: what transformers 4
+used and what transformers 5 still writes and reads) are accepted on input and
+produced by `hf_disk_names`. The backbone is either timm's ResNet, whose tensor
+names equal torchvision's, or transformers' own ResNet ("no_timm"), renamed
+here to torchvision's names.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ _DECODER_LAYER = [
 _TOP = [
     ("backbone.body.", "model.backbone.model."),
     ("input_proj.", "model.input_projection."),
+    ("position_encoding.row_embed.", "model.position_embedding.row_embeddings."),
+    ("position_encoding.col_embed.", "model.position_embedding.column_embeddings."),
     ("query_embed.", "model.query_position_embeddings."),
     ("transformer.decoder_norm.", "model.decoder.layernorm."),
     ("class_embed.", "class_labels_classifier."),
@@ -42,18 +47,48 @@ _ATTENTIONS = {"encoder": [("self_attn", "self_attn")],
 
 _V4_TO_V5 = [
     (r"^model\.backbone\.conv_encoder\.model\.", "model.backbone.model."),
+    (r"^model\.backbone\.position_embedding\.", "model.position_embedding."),
     (r"\.(self_attn|encoder_attn)\.out_proj\.", r".\1.o_proj."),
     (r"(layers\.\d+)\.fc([12])\.", r"\1.mlp.fc\2."),
 ]
+_V5_TO_DISK = [
+    (r"^model\.backbone\.model\.", "model.backbone.conv_encoder.model."),
+    (r"\.(self_attn|encoder_attn)\.o_proj\.", r".\1.out_proj."),
+    (r"(layers\.\d+)\.mlp\.fc([12])\.", r"\1.fc\2."),
+]
+# transformers' own ResNet (use_timm_backbone=False) -> torchvision names. Its
+# bottleneck strides in the 3x3 convolution like torchvision's (as long as
+# downsample_in_bottleneck is off), so only the names differ.
+_HF_RESNET_TO_TORCHVISION = [
+    (r"^(model\.backbone\.model\.)embedder\.embedder\.convolution\.", r"\1conv1."),
+    (r"^(model\.backbone\.model\.)embedder\.embedder\.normalization\.", r"\1bn1."),
+    (r"^(model\.backbone\.model\.)encoder\.stages\.(\d+)\.layers\.(\d+)\.shortcut\.convolution\.",
+     lambda m: f"{m[1]}layer{int(m[2]) + 1}.{m[3]}.downsample.0."),
+    (r"^(model\.backbone\.model\.)encoder\.stages\.(\d+)\.layers\.(\d+)\.shortcut\.normalization\.",
+     lambda m: f"{m[1]}layer{int(m[2]) + 1}.{m[3]}.downsample.1."),
+    (r"^(model\.backbone\.model\.)encoder\.stages\.(\d+)\.layers\.(\d+)\.layer\.(\d+)\.convolution\.",
+     lambda m: f"{m[1]}layer{int(m[2]) + 1}.{m[3]}.conv{int(m[4]) + 1}."),
+    (r"^(model\.backbone\.model\.)encoder\.stages\.(\d+)\.layers\.(\d+)\.layer\.(\d+)\.normalization\.",
+     lambda m: f"{m[1]}layer{int(m[2]) + 1}.{m[3]}.bn{int(m[4]) + 1}."),
+]
 
 
-def _normalise_hf_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _rename(state: dict[str, torch.Tensor], rules) -> dict[str, torch.Tensor]:
     renamed = {}
     for name, tensor in state.items():
-        for pattern, replacement in _V4_TO_V5:
+        for pattern, replacement in rules:
             name = re.sub(pattern, replacement, name)
         renamed[name] = tensor
     return renamed
+
+
+def _normalise_hf_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return _rename(_rename(state, _V4_TO_V5), _HF_RESNET_TO_TORCHVISION)
+
+
+def hf_disk_names(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers 5 in-memory names -> the on-disk names both transformers 4 and 5 load."""
+    return _rename(hf_state, _V5_TO_DISK)
 
 
 def _layer_count(names, pattern: str) -> int:
