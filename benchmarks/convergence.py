@@ -1,10 +1,13 @@
 """Convergence on the built-in dataset: COCO AP of the small preset against CPU minutes.
 
-    python benchmarks/convergence.py --minutes 10 --out runs/convergence
+    python benchmarks/convergence.py --out runs/convergence
+    python benchmarks/convergence.py --minutes 5 --set train.lr=1e-4 model.num_queries=20
 
-Trains with a time budget, evaluating on the val split every epoch, and prints
-a table of (minutes, epoch, AP, AP50) read back from the run's metrics.jsonl.
-Not a test: it takes as long as the budget says.
+Trains the small preset as configured (or until --minutes), evaluating on the
+val split every epoch, and prints a table of (minutes, epoch, step, AP, AP50,
+AP75) read back from the run's metrics.jsonl. Minutes count training and the
+evaluations. Not a test: it takes as long as the run does (about 11 minutes
+on a 2-core CPU).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from detr.engine.train import Trainer
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--minutes", type=float, help="stop after this many minutes (default: the preset's epochs)")
     parser.add_argument("--out", default="runs/convergence")
     parser.add_argument("--data", help="dataset folder (default: the built-in dataset)")
     parser.add_argument("--eval-every", type=int, default=1)
@@ -39,7 +42,6 @@ def main() -> None:
     config = preset("small")
     config.train.time_budget_minutes = args.minutes
     config.train.eval_every = args.eval_every
-    config.train.epochs = 10_000  # the time budget decides
     for item in args.set:
         key, value = item.split("=", 1)
         *path, field = key.split(".")

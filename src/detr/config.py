@@ -126,13 +126,15 @@ def small_cpu() -> ExperimentConfig:
 
     Same architecture as the paper, scaled down: ResNet-18 cut at layer3 and
     trained from scratch (live BatchNorm), a 3+3-layer transformer of width
-    128, few queries, small images, and learning rates for a random-init
-    backbone.
+    128, 12 queries (the built-in images hold at most 6 objects), 128-pixel
+    images, small batches (more updates per CPU-minute) and learning rates
+    for a random-init backbone. Measured choices: see benchmarks/convergence.py
+    and BENCHMARKS.md.
     """
     return ExperimentConfig(
         model=ModelConfig(
             num_classes=4,
-            num_queries=20,
+            num_queries=12,
             hidden_dim=128,
             num_heads=8,
             encoder_layers=3,
@@ -155,16 +157,16 @@ def small_cpu() -> ExperimentConfig:
             val_scale=128,
         ),
         train=TrainConfig(
-            lr=4e-4,
-            lr_backbone=4e-4,
+            lr=2e-4,
+            lr_backbone=1e-3,
             weight_decay=1e-4,
             clip_max_norm=1.0,
-            epochs=40,
-            lr_drop_epoch=30,
-            warmup_steps=100,
-            batch_size=16,
+            epochs=6,
+            lr_drop_epoch=5,
+            warmup_steps=300,
+            batch_size=4,
             num_workers=1,
-            eval_every=5,
+            eval_every=2,
         ),
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -15,21 +16,26 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used, worded to say which file and why."""
 
 
-def save_atomic(payload: dict[str, Any], path: str | Path) -> None:
-    """torch.save to a temp file in the same folder, then rename over `path`.
+def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call write(temp_path) in path's folder, then rename over `path`.
 
-    A crash mid-write leaves the previous checkpoint intact.
+    A crash mid-write leaves the previous file intact and no temp file behind.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(handle)
     try:
-        torch.save(payload, tmp)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_atomic(payload: dict[str, Any], path: str | Path) -> None:
+    """torch.save through write_atomic."""
+    write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -80,6 +80,11 @@ class Trainer:
         if config.model.num_classes != num_classes:
             log.info("model.num_classes set to %d, the dataset's category count", num_classes)
             config.model.num_classes = num_classes
+        most = max((len([a for a in anns if not a.get("iscrowd", 0)]) for anns in self.train_set.annotations.values()),
+                   default=0)
+        if most > config.model.num_queries:
+            raise TrainingError(f"training images hold up to {most} objects but the model predicts "
+                                f"{config.model.num_queries}; use a preset with more queries")
         self.model = build_model(config.model)
         if init is not None:
             fresh = init_from(self.model, init)

@@ -10,11 +10,8 @@ the caller's hints, which default to the paper's values.
 from __future__ import annotations
 
 import argparse
-import os
 import pickle
 import re
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -124,16 +121,3 @@ def safe_torch_load(path: Path) -> Any:
 
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else "empty error"
-
-
-def write_atomic(path: Path, write: Callable[[str], None]) -> None:
-    """Call write(temp_path) in path's folder, then rename over path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

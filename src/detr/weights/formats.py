@@ -30,7 +30,8 @@ from safetensors.torch import load_file, save_file
 
 from detr.config import ExperimentConfig
 from detr.data.coco import Categories
-from detr.weights.base import Hints, LoadedWeights, WeightsError, infer_model_config, safe_torch_load, write_atomic
+from detr.weights.base import Hints, LoadedWeights, WeightsError, infer_model_config, safe_torch_load
+from detr.engine.checkpoint import write_atomic
 from detr.weights.coco_names import numbered_categories
 from detr.weights.hf_folder import CONFIG, SAFETENSORS, fetch_hub, read_hf, read_hf_state, read_json, write_hf
 from detr.weights.named import NAMED_MODELS, named_for_file, resolve_named

@@ -18,7 +18,8 @@ from safetensors.torch import load_file, save_file
 
 from detr.config import ExperimentConfig
 from detr.data.coco import Categories
-from detr.weights.base import Hints, LoadedWeights, WeightsError, infer_model_config, safe_torch_load, write_atomic
+from detr.weights.base import Hints, LoadedWeights, WeightsError, infer_model_config, safe_torch_load
+from detr.engine.checkpoint import write_atomic
 from detr.weights.coco_names import PLACEHOLDER
 from detr.weights.huggingface import hf_disk_names, hf_to_ours, ours_to_hf
 
