@@ -4,8 +4,9 @@
 
 Builds transformers' model offline (random weights, timm ResNet-50), maps its
 weights into ours, and times both on the same input in one process: median
-of --runs after one warm-up, fp32, torch.inference_mode. Prints a table and
-the largest output difference. Not a test.
+of --runs after one warm-up, fp32, torch.inference_mode, ours with the
+channels-last backbone that Predictor uses. Prints a table and the largest
+output difference (random weights amplify the layouts' fp32 rounding). Not a test.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def main() -> None:
     config.backbone.pretrained = False
     ours = build_model(config).eval()
     ours.load_state_dict(hf_to_ours({k: v.cpu() for k, v in hf.state_dict().items()}))
+    ours.backbone.use_channels_last()  # as detr.load / Predictor run it
     ours.to(device)
 
     print(f"DETR R50 inference, fp32, {args.height}x{args.width}, median of {args.runs} runs after warm-up")

@@ -65,6 +65,7 @@ class Predictor:
                  device: str | torch.device | None = None) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
+        self.model.backbone.use_channels_last()
         self.categories = categories
         self.transforms = val_transforms(data)
 

@@ -41,3 +41,12 @@ def test_unknown_backbone_is_a_clear_error():
         Backbone(BackboneConfig(name="vgg16"))
     with pytest.raises(ValueError, match="bottleneck"):
         Backbone(BackboneConfig(name="resnet18", dilation=True))
+
+
+def test_channels_last_layout_gives_the_same_features():
+    backbone = Backbone(BackboneConfig(name="resnet18", frozen_batchnorm=False)).eval()
+    images = torch.randn(2, 3, 64, 96)
+    default, _ = backbone(images)
+    fast, _ = backbone.use_channels_last()(images)
+    assert backbone.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast, default, rtol=1e-4, atol=1e-5)

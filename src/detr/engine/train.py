@@ -93,6 +93,7 @@ class Trainer:
                          "comes from the given weights", num_classes)
         if config.train.freeze_backbone:
             self.model.backbone.requires_grad_(False)
+        self.model.backbone.use_channels_last()
         self.model.to(self.device)
         self.criterion = SetCriterion(num_classes, config.loss).to(self.device)
         self.optimizer = build_optimizer(self.model, config, self.device)

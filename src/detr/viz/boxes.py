@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
+from matplotlib import font_manager
 import torch.nn.functional as F
 from torchvision.utils import draw_bounding_boxes
 
@@ -24,4 +27,11 @@ def draw_detections(image: torch.Tensor, boxes: torch.Tensor, labels: list[int],
     if len(boxes) == 0:
         return image
     colors = [_PALETTE[label % len(_PALETTE)] for label in labels]
-    return draw_bounding_boxes(image, boxes.cpu(), labels=captions, colors=colors, width=2)
+    return draw_bounding_boxes(image, boxes.cpu(), labels=captions, colors=colors, width=2,
+                               font=_caption_font(), font_size=14)
+
+
+@functools.cache
+def _caption_font() -> str:
+    """A TrueType font for captions: matplotlib ships DejaVu Sans."""
+    return font_manager.findfont("DejaVu Sans")
