@@ -19,6 +19,7 @@ from detr.data.sources import default_data_dir, eval_loader, find_split
 from detr.data.synthetic import SynthConfig, write_dataset
 from detr.data.transforms import val_transforms
 from detr.engine.checkpoint import CheckpointError
+from detr.engine.distributed import is_main, leave_process_group
 from detr.engine.evaluate import evaluate, format_per_class
 from detr.engine.train import Trainer, TrainingError
 from detr.inference import Predictor, to_uint8_image
@@ -92,9 +93,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     log.info("training %s on %s (%d train / %d val images) -> %s", args.preset, root,
              len(trainer.train_set), len(trainer.val_set), out)
     trainer.fit()
+    main_process = is_main()
+    leave_process_group()  # under torchrun, rank 0 reports alone from here
+    if not main_process:
+        return
     best = out / "best.pt" if (out / "best.pt").exists() else out / "last.pt"
     predictor = Predictor.from_checkpoint(best, trainer.device)
-    _, summary, per_class = evaluate(predictor.model, trainer.val_loader, trainer.device,
+    loader = eval_loader(trainer.val_set, config.train.batch_size, config.train.num_workers)
+    _, summary, per_class = evaluate(predictor.model, loader, trainer.device,
                                      out / "val_detections.json", progress=not args.no_progress)
     print(f"\nCOCO evaluation of {best} on {len(trainer.val_set)} val images:")
     _print_report(summary, per_class)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 from torchvision.ops import box_convert, generalized_box_iou
@@ -105,6 +106,9 @@ def test_degenerate_predicted_boxes_do_not_crash():
     assert torch.isfinite(boxes.grad).all()
 
 
-def test_num_boxes_is_clamped_to_one():
+def test_normalisers_count_boxes_and_class_weights():
     criterion = SetCriterion(NUM_CLASSES, LossConfig())
-    assert criterion._num_boxes([{"labels": torch.zeros(0)}], torch.device("cpu")) == 1
+    boxes, weights = criterion._normalisers(_targets(), 5, torch.device("cpu"))
+    assert boxes == 3 and weights == pytest.approx(3 + 7 * 0.1)
+    boxes, weights = criterion._normalisers([{"labels": torch.zeros(0)}], 5, torch.device("cpu"))
+    assert boxes == 1 and weights == pytest.approx(0.5)  # no boxes: 5 no-object queries at 0.1

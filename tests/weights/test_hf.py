@@ -1,12 +1,12 @@
 """Hugging Face folders: transformers' own files load into our DETR with the same outputs, and ours export to them."""
 
 import pytest
-import torch
 
 from detr.config import BackboneConfig
 from detr.model import build_model
 from detr.weights.base import WeightsError
 from detr.weights.formats import detect_layout, load_weights, write_weights
+from tests.hf_reference import assert_same_outputs, randomise_hf_
 from tests.weights.helpers import assert_same_state, tiny_weights
 
 transformers = pytest.importorskip("transformers")
@@ -16,45 +16,6 @@ LABELS = {0: "cat", 1: "dog", 2: "N/A", 3: "kite", 4: "bus"}
 SMALL_TRANSFORMER = dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_ffn_dim=96, decoder_ffn_dim=96,
                          num_queries=10, encoder_attention_heads=4, decoder_attention_heads=4,
                          id2label=LABELS, label2id={v: k for k, v in LABELS.items()})
-
-
-def _randomised(model):
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        # HF leaves some tensors at constants (zero biases, unit norms); random values
-        # everywhere make every mapped tensor matter. Backbone convs keep their init.
-        for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
-            if name.startswith("model.backbone") and tensor.dim() > 1:
-                continue
-            noise = torch.rand(tensor.shape, generator=generator)
-            if "query_position_embeddings" in name:
-                tensor.normal_(generator=generator)
-            elif "running_var" in name:
-                tensor.copy_(0.5 + noise)
-            elif tensor.dim() == 1 and ("norm" in name or name.startswith("model.backbone")):
-                tensor.copy_(0.5 + noise) if name.endswith("weight") else tensor.copy_(noise - 0.5)
-            elif tensor.dim() > 1:
-                bound = (6 / sum(tensor.shape[:2])) ** 0.5
-                tensor.copy_((2 * noise - 1) * bound)
-            else:
-                tensor.copy_((noise - 0.5) * 0.2)
-    return model.eval()
-
-
-def _assert_same_outputs(ours, hf):
-    single = torch.randn(1, 3, 64, 96)
-    batch = torch.zeros(2, 3, 96, 128)
-    mask = torch.ones(2, 96, 128, dtype=torch.bool)
-    batch[0], mask[0] = torch.randn(3, 96, 128), False
-    batch[1, :, :64, :80], mask[1, :64, :80] = torch.randn(3, 64, 80), False
-    for images, pad in ((single, None), (batch, mask)):
-        with torch.no_grad():
-            a = ours(images, pad)
-            b = hf(pixel_values=images, pixel_mask=None if pad is None else (~pad).long())
-        assert a["pred_logits"][0].std(0).max() > 1e-3  # queries differ: a mis-mapped tensor would show
-        logits = (a["pred_logits"] - b.logits).abs().max().item()
-        boxes = (a["pred_boxes"] - b.pred_boxes).abs().max().item()
-        assert logits <= 1e-4 and boxes <= 1e-4, (logits, boxes)
 
 
 def _load_into_ours(folder):
@@ -69,13 +30,13 @@ def _load_into_ours(folder):
 def test_timm_backbone_folder_matches_transformers(tmp_path, dilation):
     config = transformers.DetrConfig(use_timm_backbone=True, backbone="resnet50", use_pretrained_backbone=False,
                                      dilation=dilation, **SMALL_TRANSFORMER)
-    hf = _randomised(transformers.DetrForObjectDetection(config))
+    hf = randomise_hf_(transformers.DetrForObjectDetection(config))
     hf.save_pretrained(tmp_path)
     loaded, ours = _load_into_ours(tmp_path)
     model = loaded.config.model
     assert (model.backbone.name, model.backbone.dilation, model.num_heads) == ("resnet50", dilation, 4)
     assert loaded.categories.names == tuple(LABELS.values()) and loaded.categories.ids == (0, 1, 2, 3, 4)
-    _assert_same_outputs(ours, hf)
+    assert_same_outputs(ours, hf)
 
 
 @pytest.mark.parametrize("resnet", [
@@ -85,11 +46,11 @@ def test_timm_backbone_folder_matches_transformers(tmp_path, dilation):
 def test_transformers_resnet_folder_matches_transformers(tmp_path, resnet):
     backbone = transformers.ResNetConfig(embedding_size=64, out_features=["stage4"], **resnet)
     config = transformers.DetrConfig(use_timm_backbone=False, backbone_config=backbone, **SMALL_TRANSFORMER)
-    hf = _randomised(transformers.DetrForObjectDetection(config))
+    hf = randomise_hf_(transformers.DetrForObjectDetection(config))
     hf.save_pretrained(tmp_path)
     loaded, ours = _load_into_ours(tmp_path)
     assert loaded.config.model.backbone.name == ("resnet18" if resnet["layer_type"] == "basic" else "resnet50")
-    _assert_same_outputs(ours, hf)
+    assert_same_outputs(ours, hf)
 
 
 @pytest.mark.parametrize("last_layer, encoding", [("layer3", "sine"), ("layer4", "sine"), ("layer4", "learned")])
@@ -100,7 +61,7 @@ def test_export_loads_in_transformers_and_round_trips(tmp_path, last_layer, enco
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
     ours = build_model(weights.config.model).eval()
     ours.load_state_dict(weights.state)
-    _assert_same_outputs(ours, hf.eval())
+    assert_same_outputs(ours, hf.eval())
 
     back = load_weights(folder)
     assert_same_state(back.state, weights.state)

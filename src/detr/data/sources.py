@@ -46,27 +46,35 @@ class EpochSampler(Sampler[tuple[int, int]]):
     """A seeded shuffle per epoch that can start part-way, so resuming continues exactly.
 
     Yields (epoch, index) pairs: the epoch travels with each index to the
-    workers, which seed the item's augmentation from it.
+    workers, which seed the item's augmentation from it. With `world` > 1,
+    process `rank` takes every world-th index of the shuffle (padded by
+    wrapping round to equal length), so that the processes' batches of one
+    step together are the single-process batch of world x the size.
     """
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True) -> None:
+    def __init__(self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1) -> None:
         self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.rank, self.world = rank, world
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
 
     def order(self) -> list[int]:
-        if not self.shuffle:
-            return list(range(self.size))
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return torch.randperm(self.size, generator=generator).tolist()
+        """This process's indices for the current epoch, from its start."""
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            full = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            full = list(range(self.size))
+        padded = full + full[: (-self.size) % self.world]
+        return padded[self.rank::self.world][self.start:]
 
     def __iter__(self):
-        return iter([(self.epoch, i) for i in self.order()[self.start:]])
+        return iter([(self.epoch, i) for i in self.order()])
 
     def __len__(self) -> int:
-        return self.size - self.start
+        return -(-self.size // self.world) - self.start
 
 
 class SeededAugmentation(torch.utils.data.Dataset):
@@ -96,6 +104,9 @@ def build_datasets(data: DataConfig, train: Split, val: Split,
     return train_set, val_set
 
 
-def eval_loader(dataset: CocoDetection, batch_size: int, num_workers: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      collate_fn=collate, persistent_workers=num_workers > 0)
+def eval_loader(dataset: CocoDetection, batch_size: int, num_workers: int, rank: int = 0,
+                world: int = 1) -> DataLoader:
+    """In order; with world > 1, process `rank` takes every world-th image (no padding,
+    so that gathered detections count each image once)."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=range(rank, len(dataset), world),
+                      num_workers=num_workers, collate_fn=collate, persistent_workers=num_workers > 0)

@@ -16,6 +16,7 @@ from torchvision.ops import box_convert
 from tqdm import tqdm
 
 from detr.data.coco import CocoDetection
+from detr.engine.distributed import gather_to_main
 from detr.postprocess import PostProcess
 
 STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
@@ -77,8 +78,13 @@ def format_per_class(per_class: dict[str, float]) -> str:
 
 
 def evaluate(model, loader, device, results_path: str | Path | None = None,
-             progress: bool = True) -> tuple[dict, str, dict]:
-    results = predict_dataset(model, loader, device, progress)
+             progress: bool = True) -> tuple[dict, str, dict] | None:
+    """Detect, write the COCO results json, score. Under torchrun each process
+    detects its share of the images and rank 0 scores them all (others get None)."""
+    gathered = gather_to_main(predict_dataset(model, loader, device, progress))
+    if gathered is None:
+        return None
+    results = [record for part in gathered for record in part]
     if results_path is not None:
         Path(results_path).parent.mkdir(parents=True, exist_ok=True)
         Path(results_path).write_text(json.dumps(results))

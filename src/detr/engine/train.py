@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -19,6 +20,7 @@ from detr.config import ExperimentConfig
 from detr.data.collate import collate
 from detr.data.sources import EpochSampler, SeededAugmentation, Split, build_datasets, eval_loader
 from detr.engine.checkpoint import load_checkpoint, save_atomic
+from detr.engine.distributed import init_from_environment, is_main, rank, world_size
 from detr.engine.evaluate import evaluate
 from detr.loss import SetCriterion
 from detr.model import DETR, build_model
@@ -72,8 +74,8 @@ class Trainer:
         """`init`: weights (our tensor names) to start from, for fine-tuning."""
         self.config = config
         self.out_dir = Path(out_dir)
-        self.device = torch.device(device)
-        self.progress = progress
+        self.device = init_from_environment(torch.device(device))
+        self.progress = progress and is_main()
         _seed_everything(config.train.seed)
         self.train_set, self.val_set = build_datasets(config.data, train_split, val_split)
         num_classes = len(self.train_set.categories.ids)
@@ -96,19 +98,23 @@ class Trainer:
         self.model.backbone.use_channels_last()
         self.model.to(self.device)
         self.criterion = SetCriterion(num_classes, config.loss).to(self.device)
+        # DDP averages gradients over processes; the criterion's normalisers make
+        # that equal to one process on the global batch (world x batch_size).
+        self.net = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.index
+                                            is not None else None) if world_size() > 1 else self.model)
         self.optimizer = build_optimizer(self.model, config, self.device)
-        self.sampler = EpochSampler(len(self.train_set), config.train.seed)
+        self.sampler = EpochSampler(len(self.train_set), config.train.seed, rank=rank(), world=world_size())
         batch = config.train.batch_size
-        self.drop_last = len(self.train_set) >= 2 * batch
-        self.steps_per_epoch = max(1, len(self.train_set) // batch if self.drop_last
-                                   else math.ceil(len(self.train_set) / batch))
+        shard = len(self.sampler)
+        self.drop_last = shard >= 2 * batch
+        self.steps_per_epoch = max(1, shard // batch if self.drop_last else math.ceil(shard / batch))
         self.scheduler = build_scheduler(self.optimizer, config, self.steps_per_epoch)
         workers = config.train.num_workers
         self.train_loader = DataLoader(
             SeededAugmentation(self.train_set, config.train.seed), batch_size=batch, sampler=self.sampler,
             num_workers=workers, collate_fn=collate, drop_last=self.drop_last,
             pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
-        self.val_loader = eval_loader(self.val_set, batch, workers)
+        self.val_loader = eval_loader(self.val_set, batch, workers, rank(), world_size())
         self.epoch, self.batches_done, self.step = 0, 0, 0
         self.best_ap, self.elapsed = -1.0, 0.0
         self.last_metrics: dict[str, float] = {}
@@ -149,12 +155,16 @@ class Trainer:
         log.info("resumed from %s at epoch %d, batch %d", path, self.epoch, self.batches_done)
 
     def save(self, name: str) -> Path:
+        """Rank 0 writes; the other processes hold the same weights."""
         path = self.out_dir / name
-        save_atomic(self.state(), path)
+        if is_main():
+            save_atomic(self.state(), path)
         return path
 
     # -- loop --------------------------------------------------------------
-    def _log(self, record: dict[str, Any], writer: SummaryWriter) -> None:
+    def _log(self, record: dict[str, Any], writer: SummaryWriter | None) -> None:
+        if writer is None:  # not rank 0
+            return
         with open(self.out_dir / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
         for key, value in record.items():
@@ -165,10 +175,13 @@ class Trainer:
         self.model.train()
         if self.config.train.freeze_backbone:
             self.model.backbone.eval()  # frozen means BatchNorm statistics too
-        outputs = self.model(images.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True))
+        outputs = self.net(images.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True))
         losses = self.criterion(outputs, _to_device(targets, self.device))
         loss = losses["loss"]
-        if not torch.isfinite(loss):
+        finite = torch.isfinite(loss.detach()).float()
+        if world_size() > 1:  # every process must stop together, or the others hang
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if not finite:
             last = self.out_dir / "last.pt"
             kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
             raise TrainingError(f"loss became {loss.item()} at epoch {self.epoch} step {self.step}; {kept}. "
@@ -181,13 +194,13 @@ class Trainer:
         self.scheduler.step()
         return {k: float(losses[k].detach()) for k in _LOGGED}
 
-    def evaluate(self, results_path: Path | None = None) -> tuple[dict, str, dict]:
+    def evaluate(self, results_path: Path | None = None) -> tuple[dict, str, dict] | None:
         return evaluate(self.model, self.val_loader, self.device, results_path, self.progress)
 
     def fit(self) -> dict[str, float]:
         """Train until the epoch count or the time budget is reached; returns the last eval metrics."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+        writer = SummaryWriter(str(self.out_dir / "tensorboard")) if is_main() else None
         budget = self.config.train.time_budget_minutes
         epochs = self.config.train.epochs
         started = time.monotonic() - self.elapsed
@@ -204,10 +217,11 @@ class Trainer:
                     log.info("time budget of %.1f minutes reached", budget)
                     break
         finally:
-            writer.close()
+            if writer is not None:
+                writer.close()
         return self.last_metrics
 
-    def _run_epoch(self, writer: SummaryWriter, started: float, budget: float | None) -> bool:
+    def _run_epoch(self, writer: SummaryWriter | None, started: float, budget: float | None) -> bool:
         self.sampler.set_epoch(self.epoch, self.batches_done * self.config.train.batch_size)
         bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.config.train.epochs}",
                    disable=not self.progress, leave=False)
@@ -227,8 +241,11 @@ class Trainer:
         self.epoch, self.batches_done = self.epoch + 1, 0
         return False
 
-    def _evaluate_and_keep_best(self, writer: SummaryWriter, started: float) -> None:
-        stats, _, _ = self.evaluate()
+    def _evaluate_and_keep_best(self, writer: SummaryWriter | None, started: float) -> None:
+        report = self.evaluate()
+        if report is None:  # not rank 0: the scores live there
+            return
+        stats, _, _ = report
         self.last_metrics = stats
         minutes = (time.monotonic() - started) / 60
         self._log({"step": self.step, "epoch": self.epoch, "minutes": minutes,

@@ -37,15 +37,28 @@ class SetCriterion(nn.Module):
         class_weight[-1] = config.eos_coef
         self.register_buffer("class_weight", class_weight)
 
-    def _num_boxes(self, targets: list[dict], device: torch.device) -> torch.Tensor:
-        """Target boxes per process, averaged over processes, at least 1."""
-        count = torch.tensor(float(sum(len(t["labels"]) for t in targets)), device=device)
+    def _normalisers(self, targets: list[dict], num_queries: int,
+                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(target boxes, summed class weights of all queries): totals over processes
+        divided by the process count (one all-reduce); the box count at least 1.
+
+        Dividing local sums by these makes the per-process losses, averaged by
+        DistributedDataParallel, equal the loss of one process on the global
+        batch: for the box terms as in the paper's code, and for the
+        classification term too (the reference averages that one per process).
+        """
+        boxes = float(sum(len(t["labels"]) for t in targets))
+        # Every target is matched once, so the weight sum is the same for every decoder layer.
+        weights = (len(targets) * num_queries - boxes) * self.config.eos_coef + boxes
+        values = torch.tensor([boxes, weights], device=device)
         world = _world_size()
         if world > 1:
-            torch.distributed.all_reduce(count)
-        return torch.clamp(count / world, min=1)
+            torch.distributed.all_reduce(values)
+        values = values / world
+        return values[0].clamp(min=1), values[1]
 
-    def _layer_losses(self, outputs: dict, targets: list[dict], matches: list[Match], num_boxes) -> dict:
+    def _layer_losses(self, outputs: dict, targets: list[dict], matches: list[Match], num_boxes,
+                      class_weight_sum, with_metrics: bool) -> dict:
         logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
         device = logits.device
         batch_idx = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(matches)]).to(device)
@@ -55,7 +68,8 @@ class SetCriterion(nn.Module):
 
         target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=device)
         target_classes[batch_idx, query_idx] = matched_labels
-        loss_ce = F.cross_entropy(logits.transpose(1, 2).float(), target_classes, self.class_weight)
+        loss_ce = F.cross_entropy(logits.transpose(1, 2).float(), target_classes, self.class_weight,
+                                  reduction="sum") / class_weight_sum
 
         pred = boxes[batch_idx, query_idx].float()
         target = torch.cat([t["boxes"][j.to(t["boxes"].device)] for t, (_, j) in zip(targets, matches)])
@@ -68,6 +82,8 @@ class SetCriterion(nn.Module):
             / num_boxes
         )
         losses = {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
+        if not with_metrics:
+            return losses
         with torch.no_grad():
             if len(matched_labels):
                 correct = (logits[batch_idx, query_idx].argmax(-1) == matched_labels).float().mean()
@@ -81,15 +97,17 @@ class SetCriterion(nn.Module):
 
     def forward(self, outputs: dict, targets: list[dict]) -> dict[str, torch.Tensor]:
         """targets: per image {"labels": int64 [T], "boxes": normalised cxcywh [T, 4]}."""
-        num_boxes = self._num_boxes(targets, outputs["pred_logits"].device)
+        logits = outputs["pred_logits"]
+        num_boxes, class_weight_sum = self._normalisers(targets, logits.shape[1], logits.device)
         weights = {"loss_ce": self.config.weight_ce, "loss_bbox": self.config.weight_bbox,
                    "loss_giou": self.config.weight_giou}
         layers = [("", outputs)] + [(f"_{i}", aux) for i, aux in enumerate(outputs.get("aux_outputs", []))]
         result: dict[str, torch.Tensor] = {}
-        total = torch.zeros((), device=outputs["pred_logits"].device)
+        total = torch.zeros((), device=logits.device)
         for suffix, layer_outputs in layers:
             matches = self.matcher(layer_outputs, targets)
-            losses = self._layer_losses(layer_outputs, targets, matches, num_boxes)
+            losses = self._layer_losses(layer_outputs, targets, matches, num_boxes, class_weight_sum,
+                                        with_metrics=not suffix)
             for name, weight in weights.items():
                 total = total + weight * losses[name]
                 result[name + suffix] = losses[name]

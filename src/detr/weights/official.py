@@ -89,32 +89,30 @@ def is_official_state(state: dict[str, Any]) -> bool:
     return any(n.startswith(("backbone.0.body.", "transformer.encoder.layers.", "detr.")) for n in state)
 
 
-def official_to_ours(state: dict[str, torch.Tensor], source: str = "weights") -> dict[str, torch.Tensor]:
-    """Official tensor names -> ours. BatchNorm step counters are dropped (the BN is frozen)."""
-    if any(n.startswith(_SEGMENTATION) for n in state):
-        raise WeightsError(f"{source} is a panoptic segmentation DETR; only detection models are supported")
+def _rename_all(state: dict[str, torch.Tensor], to_official: bool, source: str) -> dict[str, torch.Tensor]:
+    """Every tensor renamed one way; BatchNorm step counters dropped (the official BN is frozen)."""
     out = {}
     for name, tensor in state.items():
         if name.endswith("num_batches_tracked"):
             continue
-        ours = _rename(name, to_official=False)
-        if ours is None:
-            raise WeightsError(f"{source}: tensor {name!r} has no counterpart in this DETR")
-        out[ours] = tensor
+        renamed = _rename(name, to_official=to_official)
+        if renamed is None:
+            where = "the official DETR layout" if to_official else "this DETR"
+            raise WeightsError(f"{source}: tensor {name!r} has no counterpart in {where}")
+        out[renamed] = tensor
     return out
+
+
+def official_to_ours(state: dict[str, torch.Tensor], source: str = "weights") -> dict[str, torch.Tensor]:
+    """Official tensor names -> ours."""
+    if any(n.startswith(_SEGMENTATION) for n in state):
+        raise WeightsError(f"{source} is a panoptic segmentation DETR; only detection models are supported")
+    return _rename_all(state, to_official=False, source=source)
 
 
 def ours_to_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Our tensor names -> official ones (BatchNorm step counters dropped, as the official BN is frozen)."""
-    out = {}
-    for name, tensor in state.items():
-        if name.endswith("num_batches_tracked"):
-            continue
-        official = _rename(name, to_official=True)
-        if official is None:
-            raise WeightsError(f"tensor {name!r} has no counterpart in the official DETR layout")
-        out[official] = tensor
-    return out
+    """Our tensor names -> official ones."""
+    return _rename_all(state, to_official=True, source="weights")
 
 
 def _arg_values(args: Any) -> dict[str, Any]:
