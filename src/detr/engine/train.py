@@ -234,12 +234,19 @@ class Trainer:
                 record = {"step": self.step, "epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"],
                           "minutes": (time.monotonic() - started) / 60, **losses}
                 self._log(record, writer)
-            if budget is not None and time.monotonic() - started > budget * 60:
+            if budget is not None and self._out_of_time(started, budget):
                 if self.batches_done >= self.steps_per_epoch:
                     self.epoch, self.batches_done = self.epoch + 1, 0
                 return True
         self.epoch, self.batches_done = self.epoch + 1, 0
         return False
+
+    def _out_of_time(self, started: float, budget_minutes: float) -> bool:
+        """Rank 0's clock decides for every process, so that all stop at the same step."""
+        over = torch.tensor(float(time.monotonic() - started > budget_minutes * 60), device=self.device)
+        if world_size() > 1:
+            torch.distributed.broadcast(over, src=0)
+        return bool(over)
 
     def _evaluate_and_keep_best(self, writer: SummaryWriter | None, started: float) -> None:
         report = self.evaluate()
