@@ -34,5 +34,5 @@ def test_eval_shards_cover_each_image_once():
 
 
 def test_missing_split_names_both_layouts(tmp_path):
-    with pytest.raises(DatasetError, match="val/annotations.json .* instances_val2017.json"):
+    with pytest.raises(DatasetError, match="val/annotations.json .*annotations/instances_val2017.json"):
         find_split(tmp_path, "val")
