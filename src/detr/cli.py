@@ -1,4 +1,4 @@
-"""The `detr` command: train | eval | predict | synth | convert | visualize."""
+"""The `detr` command: train | eval | predict | synth | convert | visualize | crowd."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from detr.config import PRESETS, ExperimentConfig, preset
+from detr.crowd.command import add_parser as add_crowd_parser
 from detr.data.coco import CocoDetection, DatasetError
 from detr.data.sources import default_data_dir, eval_loader, find_split
 from detr.data.synthetic import SynthConfig, write_dataset
@@ -151,7 +152,8 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
-    config = SynthConfig(train_images=args.train_images, val_images=args.val_images, seed=args.seed)
+    config = SynthConfig(train_images=args.train_images, val_images=args.val_images, seed=args.seed,
+                         crowded_fraction=1.0 if args.crowd else SynthConfig.crowded_fraction)
     out = write_dataset(args.out, config)
     print(f"built-in dataset: {out}/train, {out}/val")
 
@@ -208,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--train-images", type=int, default=SynthConfig.train_images)
     sy.add_argument("--val-images", type=int, default=SynthConfig.val_images)
     sy.add_argument("--seed", type=int, default=SynthConfig.seed)
+    sy.add_argument("--crowd", action="store_true", help="every image crowded: rows of same-class objects "
+                                                          "overlapping at IoU 0.1-0.85")
     sy.set_defaults(run=cmd_synth)
 
     co = sub.add_parser("convert", help="convert weights between our, the official and the HF layouts")
@@ -217,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     co.set_defaults(run=cmd_convert)
 
     add_visualize_parser(sub)
+    add_crowd_parser(sub)
     return parser
 
 

@@ -1,0 +1,55 @@
+"""`detr crowd --data D`: the overlap histogram of a dataset and the NMS ceiling on it, in seconds."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import torch
+
+from detr.crowd.nms_ceiling import nms_ceiling
+from detr.crowd.overlap import BIN_NAMES, histogram
+from detr.data.coco import CocoDetection
+from detr.data.sources import find_split
+
+NMS_THRESHOLDS = (0.45, 0.5, 0.6, 0.7)
+
+
+def ground_truth_boxes(dataset: CocoDetection) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(xyxy boxes, labels) of each image's non-crowd annotations, without reading any pixels."""
+    per_image = []
+    for image_id in dataset.image_ids:
+        anns = [a for a in dataset.annotations[image_id] if not a.get("iscrowd", 0)]
+        boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        labels = torch.tensor([dataset.categories.label(a["category_id"]) for a in anns], dtype=torch.int64)
+        per_image.append((boxes, labels))
+    return per_image
+
+
+def report(per_image: list[tuple[torch.Tensor, torch.Tensor]], draws: int) -> str:
+    counts = histogram(per_image)
+    lines = ["objects by their largest IoU with another object of their class:",
+             "  " + "  ".join(f"{name:>10}" for name in BIN_NAMES),
+             "  " + "  ".join(f"{n:>10d}" for n in counts),
+             f"NMS ceiling: share of ground-truth boxes that class-wise NMS keeps (random scores, {draws} draws):"]
+    for threshold in NMS_THRESHOLDS:
+        shares = nms_ceiling(per_image, threshold, draws)
+        cells = "  ".join(f"{'-':>10}" if math.isnan(s) else f"{s:>10.3f}" for s in shares)
+        lines.append(f"  NMS@{threshold:<4} {cells}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> None:
+    split = find_split(args.data, args.split)
+    dataset = CocoDetection(split.images, split.annotations)
+    print(f"{args.data} ({args.split}: {len(dataset)} images)")
+    print(report(ground_truth_boxes(dataset), args.draws))
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("crowd", help="how crowded a dataset is, and what NMS would remove from it")
+    parser.add_argument("--data", required=True, help="dataset folder")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--draws", type=int, default=5, help="random scorings averaged for the NMS ceiling")
+    parser.set_defaults(run=run)
