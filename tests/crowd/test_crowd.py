@@ -45,3 +45,18 @@ def test_crowd_command_prints_histogram_and_ceiling(tmp_path, capsys):
     assert main(["crowd", "--data", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "[0.7,1]" in printed and "NMS@0.45" in printed and "NMS@0.7" in printed
+
+
+def test_crowd_command_scores_a_model_with_and_without_nms(tmp_path, capsys):
+    from detr.data.coco import Categories
+    from detr.data.synthetic import CLASSES
+    from detr.weights import write_weights
+    from tests.weights.helpers import tiny_weights
+
+    assert main(["synth", "--out", str(tmp_path), "--crowd", "--train-images", "1", "--val-images", "6"]) == 0
+    weights = tiny_weights(Categories((1, 2, 3, 4), CLASSES), num_classes=4)
+    weights.config.data.val_scale = 128
+    folder = write_weights(weights, tmp_path / "model", "ours")
+    assert main(["crowd", "--data", str(tmp_path), "--checkpoint", str(folder)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("DETR+NMS@0.45") == 2 and printed.count("DETR ") == 2 and "R@0.75" in printed

@@ -1,4 +1,6 @@
-"""`detr crowd --data D`: the overlap histogram of a dataset and the NMS ceiling on it, in seconds."""
+"""`detr crowd --data D [--checkpoint C]`: the overlap histogram of a dataset and the NMS
+ceiling on it, in seconds; with a checkpoint, the model's recall per overlap bin with and
+without NMS."""
 
 from __future__ import annotations
 
@@ -9,8 +11,11 @@ import torch
 
 from detr.crowd.nms_ceiling import nms_ceiling
 from detr.crowd.overlap import BIN_NAMES, histogram
+from detr.crowd.recall import apply_nms, recall_by_bin
 from detr.data.coco import CocoDetection
-from detr.data.sources import find_split
+from detr.data.sources import eval_loader, find_split
+from detr.engine.evaluate import coco_evaluate, predict_dataset
+from detr.inference import Predictor
 
 NMS_THRESHOLDS = (0.45, 0.5, 0.6, 0.7)
 
@@ -40,11 +45,34 @@ def report(per_image: list[tuple[torch.Tensor, torch.Tensor]], draws: int) -> st
     return "\n".join(lines)
 
 
+def detector_report(name: str, ground_truth: dict, results: list[dict]) -> list[str]:
+    """One line per match IoU: recall per overlap bin, then COCO AP of the whole set."""
+    stats, _, _ = coco_evaluate(ground_truth, results)
+    lines = []
+    for match_iou in (0.5, 0.75):
+        shares = recall_by_bin(ground_truth, results, match_iou)
+        cells = "  ".join(f"{'-':>10}" if math.isnan(s) else f"{s:>10.3f}" for s in shares)
+        lines.append(f"  {name:<14} R@{match_iou:<4} {cells}   AP {stats['AP']:.3f}")
+    return lines
+
+
 def run(args: argparse.Namespace) -> None:
     split = find_split(args.data, args.split)
     dataset = CocoDetection(split.images, split.annotations)
     print(f"{args.data} ({args.split}: {len(dataset)} images)")
     print(report(ground_truth_boxes(dataset), args.draws))
+    if args.checkpoint is None:
+        return
+    predictor = Predictor.from_checkpoint(args.checkpoint, args.device)
+    dataset = CocoDetection(split.images, split.annotations, predictor.transforms, predictor.categories)
+    results = predict_dataset(predictor.model, eval_loader(dataset, 8, 0), predictor.device)
+    ground_truth = dataset.ground_truth()
+    print(f"recall per overlap bin (COCO matching, 100 detections an image) of {args.checkpoint}:")
+    print("  " + " " * 22 + "  ".join(f"{name:>10}" for name in BIN_NAMES))
+    for line in detector_report("DETR", ground_truth, results):
+        print(line)
+    for line in detector_report("DETR+NMS@0.45", ground_truth, apply_nms(results, 0.45)):
+        print(line)
 
 
 def add_parser(subparsers) -> None:
@@ -52,4 +80,6 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--data", required=True, help="dataset folder")
     parser.add_argument("--split", default="val")
     parser.add_argument("--draws", type=int, default=5, help="random scorings averaged for the NMS ceiling")
+    parser.add_argument("--checkpoint", help="also score this model per overlap bin, as is and with NMS@0.45")
+    parser.add_argument("--device")
     parser.set_defaults(run=run)
