@@ -58,13 +58,13 @@ def detector_report(name: str, ground_truth: dict, results: list[dict]) -> list[
 
 def run(args: argparse.Namespace) -> None:
     split = find_split(args.data, args.split)
-    dataset = CocoDetection(split.images, split.annotations)
+    predictor = Predictor.from_checkpoint(args.checkpoint, args.device) if args.checkpoint else None
+    dataset = CocoDetection(split.images, split.annotations, predictor and predictor.transforms,
+                            predictor and predictor.categories)
     print(f"{args.data} ({args.split}: {len(dataset)} images)")
     print(report(ground_truth_boxes(dataset), args.draws))
-    if args.checkpoint is None:
+    if predictor is None:
         return
-    predictor = Predictor.from_checkpoint(args.checkpoint, args.device)
-    dataset = CocoDetection(split.images, split.annotations, predictor.transforms, predictor.categories)
     results = predict_dataset(predictor.model, eval_loader(dataset, 8, 0), predictor.device)
     ground_truth = dataset.ground_truth()
     print(f"recall per overlap bin (COCO matching, 100 detections an image) of {args.checkpoint}:")
