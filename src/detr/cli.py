@@ -18,15 +18,14 @@ from detr.crowd.command import add_parser as add_crowd_parser
 from detr.data.coco import CocoDetection, DatasetError
 from detr.data.sources import default_data_dir, eval_loader, find_split
 from detr.data.synthetic import SynthConfig, write_dataset
-from detr.data.transforms import val_transforms
 from detr.engine.checkpoint import CheckpointError
 from detr.engine.distributed import is_main, leave_process_group
 from detr.engine.evaluate import evaluate, format_per_class
 from detr.engine.train import Trainer, TrainingError
 from detr.inference import Predictor, to_uint8_image
 from detr.viz.boxes import draw_detections
-from detr.weights import LAYOUTS, convert, load_weights
 from detr.viz.command import add_parser as add_visualize_parser
+from detr.weights import LAYOUTS, convert, load_weights
 
 log = logging.getLogger("detr")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -61,10 +60,11 @@ def write_predictions(predictor: Predictor, paths: list[Path], out_dir: Path, th
     out_dir.mkdir(parents=True, exist_ok=True)
     records = []
     for path in tqdm(paths, desc="predict", disable=not progress or len(paths) < 2):
-        detections = predictor.predict(path, threshold)
+        pixels = to_uint8_image(path)  # decoded once, for the model and for the picture
+        detections = predictor.predict(pixels, threshold)
         records.append({"image": str(path), **detections.to_dict()})
         captions = [f"{n} {s:.2f}" for n, s in zip(detections.names, detections.scores.tolist())]
-        drawn = draw_detections(to_uint8_image(path), detections.boxes, detections.labels.tolist(), captions)
+        drawn = draw_detections(pixels, detections.boxes, detections.labels.tolist(), captions)
         Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(out_dir / f"{path.stem}.png")
     result = out_dir / "detections.json"
     result.write_text(json.dumps(records, indent=1))
@@ -112,10 +112,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    weights = load_weights(args.checkpoint)
-    predictor = Predictor.from_weights(weights, _device(args.device))
+    predictor = Predictor.from_checkpoint(args.checkpoint, _device(args.device))
     split = find_split(_data_root(args.data), args.split)
-    dataset = CocoDetection(split.images, split.annotations, val_transforms(weights.config.data), predictor.categories)
+    dataset = CocoDetection(split.images, split.annotations, predictor.transforms, predictor.categories)
     loader = eval_loader(dataset, args.batch_size, args.workers)
     results = Path(args.out or Path(args.checkpoint).with_name(f"{args.split}_detections.json"))
     stats, summary, per_class = evaluate(predictor.model, loader, predictor.device, results,

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
-
 
 
 class CheckpointError(ValueError):
