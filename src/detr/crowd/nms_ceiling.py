@@ -37,3 +37,13 @@ def nms_ceiling(per_image: list[tuple[torch.Tensor, torch.Tensor]], iou_threshol
             kept += torch.bincount(bins[alive], minlength=len(BIN_NAMES)).float()
             total += torch.bincount(bins, minlength=len(BIN_NAMES)).float()
     return (kept / total).tolist()  # 0/0 gives NaN for an empty bin
+
+
+def ground_truth_as_detections(ground_truth: dict, seed: int = 0) -> list[dict]:
+    """The (non-crowd) annotations as COCO result records with random scores: fed to NMS and
+    then to the same scorer as the detectors, they give the ceiling's row of the table."""
+    generator = torch.Generator().manual_seed(seed)
+    annotations = [a for a in ground_truth["annotations"] if not a.get("iscrowd", 0)]
+    scores = torch.rand(len(annotations), generator=generator).tolist()
+    return [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": list(a["bbox"]), "score": s}
+            for a, s in zip(annotations, scores)]

@@ -16,12 +16,11 @@ from torchvision.ops import batched_nms, box_convert
 from detr.crowd.overlap import BIN_NAMES, max_same_class_iou, overlap_bin
 
 
-def matched_annotations(ground_truth: dict[str, Any], results: list[dict[str, Any]],
-                        match_iou: float) -> set[int]:
-    """Ids of the (non-crowd) annotations that COCOeval matches to a detection at `match_iou`
-    (its greedy one-to-one matching, 100 detections per image, all areas)."""
+def coco_matches(ground_truth: dict[str, Any], results: list[dict[str, Any]], match_iou: float) -> list[dict]:
+    """COCOeval's per-(image, category) records at one match IoU, all areas, 100 detections
+    an image: its greedy one-to-one matching, which every number here is built on."""
     if not results:
-        return set()
+        return []
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
         coco.dataset = ground_truth
@@ -31,14 +30,40 @@ def matched_annotations(ground_truth: dict[str, Any], results: list[dict[str, An
         evaluator.params.areaRng = [evaluator.params.areaRng[0]]
         evaluator.params.areaRngLbl = ["all"]
         evaluator.evaluate()
+    return [record for record in evaluator.evalImgs if record is not None]
+
+
+def matched_annotations(ground_truth: dict[str, Any], results: list[dict[str, Any]], match_iou: float,
+                        min_score: float = 0.0) -> set[int]:
+    """Ids of the (non-crowd) annotations that COCOeval matches at `match_iou` to a detection
+    scoring at least `min_score`. Its matching is greedy in score order, so dropping the
+    detections below a score leaves the others' matches as they are."""
+    score = {index + 1: r["score"] for index, r in enumerate(results)}  # loadRes numbers them from 1
     matched = set()
-    for record in evaluator.evalImgs:
-        if record is None:
-            continue
+    for record in coco_matches(ground_truth, results, match_iou):
         for gt_id, match, ignored in zip(record["gtIds"], record["gtMatches"][0], record["gtIgnore"]):
-            if match > 0 and not ignored:
+            if match > 0 and not ignored and score[int(match)] >= min_score:
                 matched.add(int(gt_id))
     return matched
+
+
+def best_f1_score_threshold(ground_truth: dict[str, Any], results: list[dict[str, Any]],
+                            match_iou: float = 0.5) -> float:
+    """The detection score above which precision and recall at `match_iou` have the best F1:
+    a fair threshold for drawing two detectors whose scores are calibrated differently."""
+    records = coco_matches(ground_truth, results, match_iou)
+    objects = sum(int(np.sum(np.logical_not(r["gtIgnore"]))) for r in records)
+    scores, hits = [], []
+    for record in records:
+        keep = np.logical_not(record["dtIgnore"][0])
+        scores += np.asarray(record["dtScores"])[keep].tolist()
+        hits += (record["dtMatches"][0][keep] > 0).tolist()
+    if not scores or objects == 0:
+        return 1.0
+    order = np.argsort(scores, kind="stable")[::-1]
+    true_positives = np.cumsum(np.asarray(hits)[order])
+    f1 = 2 * true_positives / (np.arange(1, len(order) + 1) + objects)
+    return float(np.asarray(scores)[order][int(np.argmax(f1))])
 
 
 def annotation_bins(ground_truth: dict[str, Any]) -> dict[int, int]:

@@ -45,15 +45,27 @@ def build_optimizer(model: DETR, config: ExperimentConfig, device: torch.device)
                              fused=device.type == "cuda")
 
 
+class LearningRateSchedule:
+    """Linear warm-up over `warmup` steps, then x0.1 from `drop_step` on (None: not yet).
+
+    A callable object rather than a closure: LambdaLR's state_dict keeps its
+    attributes, so a drop step decided by the clock survives a resume.
+    """
+
+    def __init__(self, warmup: int, drop_step: int | None) -> None:
+        self.warmup, self.drop_step = warmup, drop_step
+
+    def __call__(self, step: int) -> float:
+        ramp = min(1.0, (step + 1) / self.warmup) if self.warmup > 0 else 1.0
+        return ramp * (0.1 if self.drop_step is not None and step >= self.drop_step else 1.0)
+
+
 def build_scheduler(optimizer, config: ExperimentConfig, steps_per_epoch: int):
-    """Linear warm-up over `warmup_steps`, then x0.1 from `lr_drop_epoch` on (stepped per batch)."""
-    warmup, drop = config.train.warmup_steps, config.train.lr_drop_epoch
-
-    def factor(step: int) -> float:
-        ramp = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
-        return ramp * (0.1 if step // steps_per_epoch >= drop else 1.0)
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    """Warm-up, then the x0.1 drop at `lr_drop_epoch`, or, with a time budget and
+    `lr_drop_fraction`, wherever the clock says (stepped per batch)."""
+    timed = config.train.time_budget_minutes is not None and config.train.lr_drop_fraction is not None
+    drop_step = None if timed else config.train.lr_drop_epoch * steps_per_epoch
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, LearningRateSchedule(config.train.warmup_steps, drop_step))
 
 
 def _to_device(targets: list[dict], device: torch.device) -> list[dict]:
@@ -234,19 +246,28 @@ class Trainer:
                 record = {"step": self.step, "epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"],
                           "minutes": (time.monotonic() - started) / 60, **losses}
                 self._log(record, writer)
-            if budget is not None and self._out_of_time(started, budget):
+            if budget is None:
+                continue
+            minutes = self._minutes_since(started)
+            schedule = self.scheduler.lr_lambdas[0]
+            fraction = self.config.train.lr_drop_fraction
+            if fraction is not None and schedule.drop_step is None and minutes > fraction * budget:
+                schedule.drop_step = self.step
+                log.info("lr x0.1 from step %d (%.2f of %.2f minutes)", self.step, minutes, budget)
+            if minutes > budget:
                 if self.batches_done >= self.steps_per_epoch:
                     self.epoch, self.batches_done = self.epoch + 1, 0
                 return True
         self.epoch, self.batches_done = self.epoch + 1, 0
         return False
 
-    def _out_of_time(self, started: float, budget_minutes: float) -> bool:
-        """Rank 0's clock decides for every process, so that all stop at the same step."""
-        over = torch.tensor(float(time.monotonic() - started > budget_minutes * 60), device=self.device)
+    def _minutes_since(self, started: float) -> float:
+        """Rank 0's clock, for every process, so that all drop the lr and stop at the same step."""
+        minutes = torch.tensor((time.monotonic() - started) / 60, dtype=torch.float64)
         if world_size() > 1:
-            torch.distributed.broadcast(over, src=0)
-        return bool(over)
+            minutes = minutes.to(self.device)
+            torch.distributed.broadcast(minutes, src=0)
+        return float(minutes)
 
     def _evaluate_and_keep_best(self, writer: SummaryWriter | None, started: float) -> None:
         report = self.evaluate()

@@ -1,0 +1,92 @@
+"""`detr crowd --train`: DETR and an NMS detector trained on the same crowded data for the
+same wall-clock budget on the same machine, scored by the same code, in one table."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from detr.config import CrowdBenchmarkConfig, preset
+from detr.crowd.figure import side_by_side
+from detr.crowd.nms_ceiling import ground_truth_as_detections
+from detr.crowd.peer import PEER_NAME, build_peer, peer_transforms, predict_peer, train_peer
+from detr.crowd.recall import apply_nms, best_f1_score_threshold
+from detr.crowd.table import Row, format_table, markdown_table, score
+from detr.data.coco import CocoDetection
+from detr.data.sources import Split, eval_loader
+from detr.engine.evaluate import predict_dataset
+from detr.engine.train import Trainer
+
+log = logging.getLogger(__name__)
+
+NMS_THRESHOLDS = (0.45, 0.5, 0.6, 0.7)
+
+
+def train_detr(config: CrowdBenchmarkConfig, train: Split, val: Split, out: Path, device: torch.device,
+               queries: int | None, progress: bool) -> tuple[Trainer, list[dict]]:
+    """The small preset for `config.minutes`, its lr dropped at the same share of the budget
+    as the peer's; returns the trainer and its val detections."""
+    experiment = preset(config.detr_preset)
+    experiment.train.time_budget_minutes = config.minutes
+    experiment.train.lr_drop_fraction = config.lr_drop_fraction
+    experiment.train.epochs = 1_000_000  # the clock ends the run
+    experiment.train.eval_every = 1_000_000  # evaluate once, at the end, outside the budget
+    experiment.train.seed = config.seed
+    if queries is not None:
+        experiment.model.num_queries = queries
+    trainer = Trainer(experiment, train, val, out, device, progress=progress)
+    trainer.fit()
+    results = predict_dataset(trainer.model, eval_loader(trainer.val_set, 8, 0), trainer.device, progress)
+    return trainer, results
+
+
+def train_nms_peer(config: CrowdBenchmarkConfig, train: Split, val: Split, image_size: int,
+                   progress: bool) -> tuple[CocoDetection, list[dict], dict]:
+    """The peer for the same budget; returns its val dataset, its detections and its step count."""
+    train_set = CocoDetection(train.images, train.annotations, peer_transforms(train=True))
+    val_set = CocoDetection(val.images, val.annotations, peer_transforms(train=False), train_set.categories)
+    model = build_peer(len(train_set.categories.ids), image_size)
+    run = train_peer(model, train_set, config.minutes, config.peer_batch_size, config.peer_lr,
+                     config.lr_drop_fraction, config.seed, progress)
+    return val_set, predict_peer(model, val_set, progress=progress), run
+
+
+def compare(config: CrowdBenchmarkConfig, train: Split, val: Split, out: str | Path,
+            device: torch.device, queries: int | None = None, progress: bool = True) -> list[Row]:
+    """Train both, score everything, print and write the table (text, Markdown, json) and the figure."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    trainer, detr_results = train_detr(config, train, val, out / "detr", device, queries, progress)
+    image_size = trainer.config.data.val_scale
+    peer_val, peer_results, peer_run = train_nms_peer(config, train, val, image_size, progress)
+    log.info("DETR: %d steps; %s: %d steps, each in %.1f minutes", trainer.step, PEER_NAME, peer_run["steps"],
+             config.minutes)
+
+    ground_truth = trainer.val_set.ground_truth()
+    perfect = ground_truth_as_detections(ground_truth, config.seed)
+    rows = [score(f"GT+NMS@{t}", ground_truth, apply_nms(perfect, t)) for t in NMS_THRESHOLDS]
+    rows.append(score(f"{PEER_NAME} (NMS@0.6)", ground_truth, peer_results))
+    rows.append(score("DETR", ground_truth, detr_results))
+    rows.append(score(f"DETR+NMS@{config.detr_nms_iou}", ground_truth,
+                      apply_nms(detr_results, config.detr_nms_iou)))
+
+    thresholds = {PEER_NAME: best_f1_score_threshold(ground_truth, peer_results),
+                  "DETR": best_f1_score_threshold(ground_truth, detr_results)}
+    figure = side_by_side(peer_val, [(PEER_NAME, peer_results, thresholds[PEER_NAME]),
+                                     ("DETR", detr_results, thresholds["DETR"])],
+                          out / "side_by_side.png", config.figure_images)
+    table = format_table(rows)
+    (out / "crowd_table.md").write_text(markdown_table(rows) + "\n")
+    (out / "crowd.json").write_text(json.dumps({
+        "config": config.__dict__, "device": str(device), "val_images": len(peer_val),
+        "steps": {"DETR": trainer.step, PEER_NAME: peer_run["steps"]},
+        "figure_score_thresholds": thresholds, "rows": [r.to_dict() for r in rows]}, indent=1))
+    print(f"{config.minutes:g} training minutes each on {device}: DETR {trainer.step} steps, "
+          f"{PEER_NAME} {peer_run['steps']} steps; {len(peer_val)} val images")
+    print(table)
+    print(f"table: {out / 'crowd_table.md'}; figure: {figure}")
+    return rows

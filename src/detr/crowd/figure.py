@@ -1,0 +1,66 @@
+"""The picture that motivates DETR: the same crowded images, the NMS detector's boxes beside
+DETR's, with the objects each one missed marked."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.ops import box_convert
+
+from detr.crowd.overlap import max_same_class_iou
+from detr.crowd.recall import matched_annotations
+from detr.data.coco import CocoDetection
+from detr.viz.figure import colour, draw_box, new_figure, save, show_image
+
+MISSED = "#ff1f1f"
+
+
+def most_crowded_images(ground_truth: dict[str, Any], count: int, min_iou: float = 0.5) -> list[int]:
+    """Ids of the images with the most objects overlapping another of their class at IoU >= `min_iou`
+    (ties: the lower id), chosen from the ground truth alone, before looking at any detections."""
+    by_image = defaultdict(list)
+    for ann in ground_truth["annotations"]:
+        if not ann.get("iscrowd", 0):
+            by_image[ann["image_id"]].append(ann)
+    crowding = {}
+    for image_id, anns in by_image.items():
+        boxes = box_convert(torch.tensor([a["bbox"] for a in anns], dtype=torch.float32), "xywh", "xyxy")
+        labels = torch.tensor([a["category_id"] for a in anns])
+        crowding[image_id] = int((max_same_class_iou(boxes, labels) >= min_iou).sum())
+    return sorted(crowding, key=lambda i: (-crowding[i], i))[:count]
+
+
+def side_by_side(dataset: CocoDetection, detectors: list[tuple[str, list[dict], float]], out: str | Path,
+                 images: int = 3) -> Path:
+    """One row per crowded val image, one column per detector (name, COCO results, score
+    threshold): its detections above the threshold, and dashed red boxes on the objects it
+    did not find at IoU 0.5 (one-to-one, as COCO matches)."""
+    ground_truth = dataset.ground_truth()
+    chosen = most_crowded_images(ground_truth, images)
+    figure, axes = new_figure(len(chosen), len(detectors), panel=3.2)
+    index_of = {image_id: i for i, image_id in enumerate(dataset.image_ids)}
+    annotations = defaultdict(list)
+    for ann in ground_truth["annotations"]:
+        annotations[ann["image_id"]].append(ann)
+    for column, (name, results, threshold) in enumerate(detectors):
+        found = matched_annotations(ground_truth, results, 0.5, min_score=threshold)
+        for row, image_id in enumerate(chosen):
+            image, _ = dataset.raw_item(index_of[image_id])
+            ax = axes[row, column]
+            show_image(ax, np.asarray(image.permute(1, 2, 0)))
+            shown = [r for r in results if r["image_id"] == image_id and r["score"] >= threshold]
+            for record in shown:
+                x, y, w, h = record["bbox"]
+                draw_box(ax, (x, y, x + w, y + h), colour(record["category_id"]), width=1.5)
+            missed = [a for a in annotations[image_id] if not a.get("iscrowd", 0) and a["id"] not in found]
+            for ann in missed:
+                x, y, w, h = ann["bbox"]
+                draw_box(ax, (x, y, x + w, y + h), MISSED, style="--", width=1.5)
+            total = sum(1 for a in annotations[image_id] if not a.get("iscrowd", 0))
+            ax.set_title(f"{name}: {total - len(missed)}/{total} found", fontsize=8)
+    figure.suptitle("detections at each detector's best-F1 score; dashed red: missed objects", fontsize=9)
+    return save(figure, out)
