@@ -34,3 +34,22 @@ def test_path_pil_array_and_tensor_give_the_same_detections(predictor, tmp_path)
 def test_bad_input_is_a_clear_error(predictor):
     with pytest.raises(ValueError, match="takes a path"):
         predictor.predict(torch.zeros(2, 2))
+
+
+def test_bf16_predictions_stay_near_fp32(predictor):
+    pixels = np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    exact = predictor.predict(pixels, threshold=0.0)
+    half = Predictor(predictor.model, predictor.categories, DataConfig(val_scale=64, max_size=128), "cpu",
+                     precision="bf16").predict(pixels, threshold=0.0)
+    # Sorted by score, so compare as sets of boxes: each fp32 box has a bf16 box within
+    # 1e-2 of the image size. Random weights spread boxes widely, so this is a real check.
+    scale = torch.tensor([96, 64, 96, 64])
+    distance = ((exact.boxes[:, None] - half.boxes[None]).abs() / scale).amax(-1).min(1).values
+    assert distance.max() < 1e-2
+    assert not torch.equal(exact.boxes, half.boxes)  # bf16 really ran
+    assert exact.boxes.dtype == half.boxes.dtype == torch.float32
+
+
+def test_unknown_precision_is_refused(predictor):
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Predictor(predictor.model, predictor.categories, DataConfig(), "cpu", precision="fp8")

@@ -1,4 +1,4 @@
-"""The `detr` command: train | eval | predict | synth | convert | visualize | crowd."""
+"""The `detr` command: train | eval | predict | synth | convert | visualize | crowd | benchmark."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from detr.config import PRESETS, ExperimentConfig, preset
+from detr.bench.command import add_parser as add_benchmark_parser
 from detr.crowd.command import add_parser as add_crowd_parser
 from detr.data.coco import CocoDetection, DatasetError
 from detr.data.sources import default_data_dir, eval_loader, find_split
@@ -23,6 +24,7 @@ from detr.engine.distributed import is_main, leave_process_group
 from detr.engine.evaluate import evaluate, format_per_class
 from detr.engine.train import Trainer, TrainingError
 from detr.inference import Predictor, to_uint8_image
+from detr.precision import PRECISIONS
 from detr.viz.boxes import draw_detections
 from detr.viz.command import add_parser as add_visualize_parser
 from detr.weights import LAYOUTS, convert, load_weights
@@ -43,11 +45,18 @@ def _data_root(path: str | None) -> Path:
     return write_dataset(root)
 
 
+def _predictor_options(args: argparse.Namespace) -> dict:
+    """--precision / --compile where given; the Predictor's defaults otherwise."""
+    options = {"precision": args.precision, "compile": args.compile or None}
+    return {name: value for name, value in options.items() if value is not None}
+
+
 def _apply_overrides(config: ExperimentConfig, args: argparse.Namespace) -> ExperimentConfig:
     overrides = {"epochs": args.epochs, "time_budget_minutes": args.minutes, "batch_size": args.batch_size,
                  "lr": args.lr, "lr_backbone": args.lr_backbone, "num_workers": args.workers,
                  "seed": args.seed, "eval_every": args.eval_every,
-                 "freeze_backbone": args.freeze_backbone or None}
+                 "freeze_backbone": args.freeze_backbone or None, "accumulate_steps": args.accumulate,
+                 "precision": args.precision, "compile": args.compile or None}
     for name, value in overrides.items():
         if value is not None:
             setattr(config.train, name, value)
@@ -99,10 +108,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     if not main_process:
         return
     best = out / "best.pt" if (out / "best.pt").exists() else out / "last.pt"
-    predictor = Predictor.from_checkpoint(best, trainer.device)
+    predictor = Predictor.from_checkpoint(best, trainer.device, precision=config.train.precision)
     loader = eval_loader(trainer.val_set, config.train.batch_size, config.train.num_workers)
-    _, summary, per_class = evaluate(predictor.model, loader, trainer.device,
-                                     out / "val_detections.json", progress=not args.no_progress)
+    _, summary, per_class = evaluate(predictor.forward, loader, trainer.device, out / "val_detections.json",
+                                     progress=not args.no_progress, precision=predictor.precision)
     print(f"\nCOCO evaluation of {best} on {len(trainer.val_set)} val images:")
     _print_report(summary, per_class)
     samples = [trainer.val_set.images_dir / trainer.val_set.images[i]["file_name"]
@@ -112,13 +121,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    predictor = Predictor.from_checkpoint(args.checkpoint, _device(args.device))
+    predictor = Predictor.from_checkpoint(args.checkpoint, _device(args.device), **_predictor_options(args))
     split = find_split(_data_root(args.data), args.split)
     dataset = CocoDetection(split.images, split.annotations, predictor.transforms, predictor.categories)
     loader = eval_loader(dataset, args.batch_size, args.workers)
     results = Path(args.out or Path(args.checkpoint).with_name(f"{args.split}_detections.json"))
-    stats, summary, per_class = evaluate(predictor.model, loader, predictor.device, results,
-                                         progress=not args.no_progress)
+    stats, summary, per_class = evaluate(predictor.forward, loader, predictor.device, results,
+                                         progress=not args.no_progress, precision=predictor.precision)
     _print_report(summary, per_class)
     print(f"\ndetections (COCO results format): {results}")
 
@@ -139,7 +148,7 @@ def _collect_images(paths: list[str]) -> list[Path]:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    predictor = Predictor.from_checkpoint(args.checkpoint, _device(args.device))
+    predictor = Predictor.from_checkpoint(args.checkpoint, _device(args.device), **_predictor_options(args))
     result = write_predictions(predictor, _collect_images(args.paths), Path(args.out), args.threshold,
                                progress=not args.no_progress)
     print(f"detections: {result}; pictures: {result.parent}/")
@@ -167,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", type=int, help="data loading processes")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    def speed(p):
+        p.add_argument("--precision", choices=PRECISIONS, help="bf16: autocast (for GPUs; default fp32)")
+        p.add_argument("--compile", action="store_true", help="torch.compile the model")
+
     train = sub.add_parser("train", help="train a DETR (default: the small preset on the built-in dataset)")
     common(train)
     train.add_argument("--preset", default="small", choices=sorted(PRESETS))
@@ -183,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr-backbone", type=float)
     train.add_argument("--seed", type=int)
     train.add_argument("--eval-every", type=int, help="evaluate every N epochs")
+    train.add_argument("--accumulate", type=int, help="micro-batches per optimiser step (gradient accumulation)")
+    speed(train)
     train.add_argument("--threshold", type=float, default=0.5, help="score threshold of the pictures")
     train.add_argument("--pictures", type=int, default=8, help="val images drawn at the end")
     train.set_defaults(run=cmd_train)
@@ -193,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="val")
     ev.add_argument("--batch-size", type=int, default=8)
     ev.add_argument("--out", help="where to write the detections json")
+    speed(ev)
     ev.set_defaults(run=cmd_eval, workers=0)
 
     pr = sub.add_parser("predict", help="detect objects in images or folders")
@@ -202,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", default="predictions")
     pr.add_argument("--device")
     pr.add_argument("--no-progress", action="store_true")
+    speed(pr)
     pr.set_defaults(run=cmd_predict)
 
     sy = sub.add_parser("synth", help="write the built-in dataset")
@@ -221,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_visualize_parser(sub)
     add_crowd_parser(sub)
+    add_benchmark_parser(sub)
     return parser
 
 

@@ -84,6 +84,11 @@ class TrainConfig:
     # passed (instead of at lr_drop_epoch), so a short run still gets its decay.
     lr_drop_fraction: float | None = None
     freeze_backbone: bool = False  # fine-tuning on little data: train the transformer and heads only
+    # Micro-batches per optimiser step: the step equals one batch of
+    # batch_size x accumulate_steps (x processes), live BatchNorm statistics aside.
+    accumulate_steps: int = 1
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast on CUDA; losses and matching stay fp32
+    compile: bool = False  # torch.compile the model (CUDA; recompiles for new image sizes)
 
 
 @dataclass

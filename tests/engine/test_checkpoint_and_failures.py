@@ -11,8 +11,10 @@ from detr.model import build_model
 from tests.conftest import tiny_model_config
 
 
-def _tiny_trainer(tiny_data, out, **train):
+def _tiny_trainer(tiny_data, out, data=None, **train):
     config = preset("small")
+    for key, value in (data or {}).items():
+        setattr(config.data, key, value)
     config.model = tiny_model_config(num_classes=4, num_queries=10)
     config.train.batch_size, config.train.num_workers, config.train.epochs = 4, 0, 2
     for key, value in train.items():
@@ -27,8 +29,8 @@ def test_non_finite_loss_stops_clearly_and_keeps_the_last_checkpoint(tiny_data, 
     trainer.config.train.epochs = 2
     original = trainer.criterion.forward
 
-    def poisoned(outputs, targets):
-        losses = original(outputs, targets)
+    def poisoned(outputs, targets, normalisers=None):
+        losses = original(outputs, targets, normalisers)
         losses["loss"] = losses["loss"] * float("nan")
         return losses
 

@@ -54,6 +54,27 @@ def test_eval_prints_summary_and_per_class_table(straight_run, tiny_data, tmp_pa
     assert records and {"image_id", "category_id", "bbox", "score"} <= set(records[0])
 
 
+def test_eval_in_bf16_stays_near_fp32(straight_run, tiny_data, tmp_path, capsys):
+    aps = []
+    for precision in ("fp32", "bf16"):
+        results = tmp_path / f"{precision}.json"
+        assert main(["eval", "--checkpoint", str(straight_run / "best.pt"), "--data", str(tiny_data),
+                     "--out", str(results), "--no-progress", "--precision", precision]) == 0
+        aps.append(json.loads(results.read_text()))
+    fp32, bf16 = aps
+    assert len(fp32) == len(bf16) and fp32 != bf16
+
+    def scores_by_image(records):
+        by_image = {}
+        for r in records:
+            by_image.setdefault(r["image_id"], []).append(r["score"])
+        return {i: sorted(s) for i, s in by_image.items()}
+
+    a, b = scores_by_image(fp32), scores_by_image(bf16)
+    assert a.keys() == b.keys()
+    assert max(abs(x - y) for i in a for x, y in zip(a[i], b[i])) < 0.05
+
+
 def test_predict_images_and_folders(straight_run, tiny_data, tmp_path):
     folder = tiny_data / "val" / "images"
     one = sorted(folder.iterdir())[0]

@@ -30,8 +30,8 @@ def test_finetuning_from_converted_weights_lowers_the_loss(converted, tiny_data,
     assert "class head re-initialised for 4 classes" in caplog.text
     assert trainer.model.class_embed.out_features == 5
     torch.testing.assert_close(trainer.model.query_embed.weight, loaded.state["query_embed.weight"])
-    images, mask, targets = next(iter(trainer.train_loader))
-    losses = [trainer._train_step(images, mask, targets)["loss"] for _ in range(6)]
+    batch = next(iter(trainer.train_loader))
+    losses = [float(trainer._train_step([batch])["loss"]) for _ in range(6)]
     assert losses[-1] < losses[0]
 
 

@@ -108,7 +108,7 @@ def test_degenerate_predicted_boxes_do_not_crash():
 
 def test_normalisers_count_boxes_and_class_weights():
     criterion = SetCriterion(NUM_CLASSES, LossConfig())
-    boxes, weights = criterion._normalisers(_targets(), 5, torch.device("cpu"))
+    boxes, weights = criterion.normalisers(_targets(), 5, torch.device("cpu"))
     assert boxes == 3 and weights == pytest.approx(3 + 7 * 0.1)
-    boxes, weights = criterion._normalisers([{"labels": torch.zeros(0)}], 5, torch.device("cpu"))
+    boxes, weights = criterion.normalisers([{"labels": torch.zeros(0)}], 5, torch.device("cpu"))
     assert boxes == 1 and weights == pytest.approx(0.5)  # no boxes: 5 no-object queries at 0.1

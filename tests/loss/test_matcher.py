@@ -80,3 +80,21 @@ def test_more_targets_than_queries_is_a_clear_error():
     targets = [{"labels": torch.zeros(3, dtype=torch.int64), "boxes": torch.rand(3, 4) * 0.2 + 0.3}]
     with pytest.raises(ValueError, match="3 target boxes but the model has only 2 queries"):
         matcher(outputs, targets)
+
+
+def test_all_layers_in_one_pass_equal_each_layer_alone():
+    generator = torch.Generator().manual_seed(5)
+    targets = [{"labels": torch.tensor([0, 2, 1]), "boxes": torch.rand(3, 4, generator=generator) * 0.4 + 0.3},
+               {"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)},
+               {"labels": torch.tensor([2]), "boxes": torch.rand(1, 4, generator=generator) * 0.4 + 0.3}]
+    layers = [{"pred_logits": torch.randn(3, 6, 4, generator=generator),
+               "pred_boxes": torch.rand(3, 6, 4, generator=generator) * 0.5 + 0.25} for _ in range(4)]
+    matcher = HungarianMatcher(1.0, 5.0, 2.0)
+    together = matcher.match_layers(layers, targets)
+    costs = matcher.layer_cost_matrices(layers, targets)
+    for layer, matches, layer_costs in zip(layers, together, costs):
+        for (rows, cols), (alone_rows, alone_cols), cost, alone_cost in zip(
+                matches, matcher(layer, targets), layer_costs, matcher.cost_matrices(layer, targets)):
+            assert torch.equal(rows, alone_rows) and torch.equal(cols, alone_cols)
+            assert torch.allclose(cost, alone_cost, atol=1e-6)
+    assert len({tuple(m[0][0].tolist()) for m in together}) > 1  # the layers really differ

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from detr.config import CrowdBenchmarkConfig, crowd_quick
+from detr.config import PRESETS, CrowdBenchmarkConfig, crowd_quick
 from detr.crowd.comparison import NMS_THRESHOLDS, compare
 from detr.crowd.nms_ceiling import nms_ceiling
 from detr.crowd.overlap import BIN_NAMES, histogram
@@ -74,6 +74,8 @@ def run_comparison(args: argparse.Namespace) -> None:
     config = crowd_quick() if args.quick else CrowdBenchmarkConfig()
     if args.minutes is not None:
         config = dataclasses.replace(config, minutes=args.minutes)
+    if args.preset is not None:
+        config = dataclasses.replace(config, detr_preset=args.preset)
     out = Path(args.out)
     if args.data is None:
         synth = SynthConfig(train_images=config.train_images, val_images=config.val_images, crowded_fraction=1.0,
@@ -100,7 +102,10 @@ def add_parser(subparsers) -> None:
                              f"compare them (default {CrowdBenchmarkConfig.minutes:g} minutes each)")
     parser.add_argument("--quick", action="store_true", help="--train on tiny data for a few seconds (smoke test)")
     parser.add_argument("--minutes", type=float, help="training minutes of each detector")
-    parser.add_argument("--queries", type=int, help="DETR's object queries (default: the preset's)")
+    parser.add_argument("--queries", type=int, help="DETR's object queries (default: the preset's, or twice "
+                                                     "the most objects in a training image if that is more)")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="DETR's preset, whose image sizes both detectors use (default: small)")
     parser.add_argument("--out", default="runs/crowd", help="where --train writes its table, figure and runs")
     parser.add_argument("--device")
     parser.add_argument("--no-progress", action="store_true")

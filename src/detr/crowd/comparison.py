@@ -35,6 +35,11 @@ def train_detr(config: CrowdBenchmarkConfig, train: Split, val: Split, out: Path
     experiment.train.epochs = 1_000_000  # the clock ends the run
     experiment.train.eval_every = 1_000_000  # evaluate once, at the end, outside the budget
     experiment.train.seed = config.seed
+    most = max((len(anns) for anns in CocoDetection(train.images, train.annotations).annotations.values()),
+               default=0)
+    if queries is None and most > experiment.model.num_queries:
+        queries = 2 * most
+        log.info("DETR gets %d queries: training images hold up to %d objects", queries, most)
     if queries is not None:
         experiment.model.num_queries = queries
     trainer = Trainer(experiment, train, val, out, device, progress=progress)
@@ -79,6 +84,8 @@ def compare(config: CrowdBenchmarkConfig, train: Split, val: Split, out: str | P
     figure = side_by_side(peer_val, [(PEER_NAME, peer_results, thresholds[PEER_NAME]),
                                      ("DETR", detr_results, thresholds["DETR"])],
                           out / "side_by_side.png", config.figure_images)
+    for name, results in (("detr", detr_results), ("peer", peer_results)):
+        (out / f"{name}_val_detections.json").write_text(json.dumps(results))
     table = format_table(rows)
     (out / "crowd_table.md").write_text(markdown_table(rows) + "\n")
     (out / "crowd.json").write_text(json.dumps({

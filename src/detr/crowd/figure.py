@@ -14,8 +14,9 @@ from torchvision.ops import box_convert
 from detr.crowd.overlap import max_same_class_iou
 from detr.crowd.recall import matched_annotations
 from detr.data.coco import CocoDetection
-from detr.viz.figure import colour, draw_box, new_figure, save, show_image
+from detr.viz.figure import draw_box, new_figure, save, show_image
 
+FOUND = "#00e5ff"  # one colour for every detection: the shapes tell the classes apart
 MISSED = "#ff1f1f"
 
 
@@ -55,12 +56,13 @@ def side_by_side(dataset: CocoDetection, detectors: list[tuple[str, list[dict], 
             shown = [r for r in results if r["image_id"] == image_id and r["score"] >= threshold]
             for record in shown:
                 x, y, w, h = record["bbox"]
-                draw_box(ax, (x, y, x + w, y + h), colour(record["category_id"]), width=1.5)
+                draw_box(ax, (x, y, x + w, y + h), FOUND, width=1.5)
             missed = [a for a in annotations[image_id] if not a.get("iscrowd", 0) and a["id"] not in found]
             for ann in missed:
                 x, y, w, h = ann["bbox"]
-                draw_box(ax, (x, y, x + w, y + h), MISSED, style="--", width=1.5)
+                draw_box(ax, (x, y, x + w, y + h), MISSED, style="--", width=2)
             total = sum(1 for a in annotations[image_id] if not a.get("iscrowd", 0))
             ax.set_title(f"{name}: {total - len(missed)}/{total} found", fontsize=8)
-    figure.suptitle("detections at each detector's best-F1 score; dashed red: missed objects", fontsize=9)
+    figure.suptitle("cyan: detections above each detector's best-F1 score; dashed red: objects it missed "
+                    "(IoU 0.5)", fontsize=9)
     return save(figure, out)

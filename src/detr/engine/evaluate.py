@@ -18,20 +18,23 @@ from tqdm import tqdm
 from detr.data.coco import CocoDetection
 from detr.engine.distributed import gather_to_main
 from detr.postprocess import PostProcess
+from detr.precision import autocast
 
 STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
               "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
 
 
 @torch.no_grad()
-def predict_dataset(model, loader, device, progress: bool = True) -> list[dict[str, Any]]:
-    """Detections for every image of the loader, as COCO result records."""
+def predict_dataset(model, loader, device, progress: bool = True, precision: str = "fp32") -> list[dict[str, Any]]:
+    """Detections for every image of the loader, as COCO result records (model: a DETR or
+    its torch.compile wrapper)."""
     dataset: CocoDetection = loader.dataset
     postprocess = PostProcess()
     model.eval()
     results = []
     for images, mask, targets in tqdm(loader, desc="eval", disable=not progress, leave=False):
-        outputs = model(images.to(device), mask.to(device))
+        with autocast(torch.device(device), precision):
+            outputs = model(images.to(device), mask.to(device))
         sizes = torch.stack([t["orig_size"] for t in targets])
         for target, detections in zip(targets, postprocess(outputs, sizes)):
             xywh = box_convert(detections["boxes"], "xyxy", "xywh").cpu()
@@ -78,10 +81,10 @@ def format_per_class(per_class: dict[str, float]) -> str:
 
 
 def evaluate(model, loader, device, results_path: str | Path | None = None,
-             progress: bool = True) -> tuple[dict, str, dict] | None:
+             progress: bool = True, precision: str = "fp32") -> tuple[dict, str, dict] | None:
     """Detect, write the COCO results json, score. Under torchrun each process
     detects its share of the images and rank 0 scores them all (others get None)."""
-    gathered = gather_to_main(predict_dataset(model, loader, device, progress))
+    gathered = gather_to_main(predict_dataset(model, loader, device, progress, precision))
     if gathered is None:
         return None
     results = [record for part in gathered for record in part]

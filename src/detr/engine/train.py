@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -24,6 +25,7 @@ from detr.engine.distributed import init_from_environment, is_main, rank, world_
 from detr.engine.evaluate import evaluate
 from detr.loss import SetCriterion
 from detr.model import DETR, build_model
+from detr.precision import autocast
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,9 @@ class Trainer:
         if config.train.freeze_backbone:
             self.model.backbone.requires_grad_(False)
         self.model.backbone.use_channels_last()
+        if world_size() > 1 and self.device.type == "cuda" and not config.model.backbone.frozen_batchnorm:
+            # Live BatchNorm over the global batch, as one process would see it (no CPU kernel exists).
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device)
         self.criterion = SetCriterion(num_classes, config.loss).to(self.device)
         # DDP averages gradients over processes; the criterion's normalisers make
@@ -116,10 +121,15 @@ class Trainer:
                                             is not None else None) if world_size() > 1 else self.model)
         self.optimizer = build_optimizer(self.model, config, self.device)
         self.sampler = EpochSampler(len(self.train_set), config.train.seed, rank=rank(), world=world_size())
-        batch = config.train.batch_size
+        batch, accumulate = config.train.batch_size, config.train.accumulate_steps
+        if accumulate < 1:
+            raise TrainingError(f"train.accumulate_steps must be at least 1, not {accumulate}")
         shard = len(self.sampler)
         self.drop_last = shard >= 2 * batch
-        self.steps_per_epoch = max(1, shard // batch if self.drop_last else math.ceil(shard / batch))
+        self.batches_per_epoch = max(1, shard // batch if self.drop_last else math.ceil(shard / batch))
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / accumulate)  # optimiser steps
+        self.forward = torch.compile(self.net) if config.train.compile else self.net
+        self._unchecked: dict[str, Any] | None = None  # the last step's loss, not yet checked for finiteness
         self.scheduler = build_scheduler(self.optimizer, config, self.steps_per_epoch)
         workers = config.train.num_workers
         self.train_loader = DataLoader(
@@ -168,6 +178,7 @@ class Trainer:
 
     def save(self, name: str) -> Path:
         """Rank 0 writes; the other processes hold the same weights."""
+        self._raise_if_not_finite()
         path = self.out_dir / name
         if is_main():
             save_atomic(self.state(), path)
@@ -183,31 +194,59 @@ class Trainer:
             if isinstance(value, (int, float)) and key not in ("step", "epoch"):
                 writer.add_scalar(key, value, record["step"])
 
-    def _train_step(self, images, mask, targets) -> dict[str, float]:
+    def _train_step(self, micro_batches: list[tuple]) -> dict[str, torch.Tensor]:
+        """One optimiser step over `micro_batches` (gradient accumulation when more than one).
+
+        Returns the step's losses as device tensors: reading them is left to
+        the caller's logging, and the finiteness check to the next step, once
+        the matcher has synchronised anyway, so that a step costs one host sync.
+        """
         self.model.train()
         if self.config.train.freeze_backbone:
             self.model.backbone.eval()  # frozen means BatchNorm statistics too
-        outputs = self.net(images.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True))
-        losses = self.criterion(outputs, _to_device(targets, self.device))
-        loss = losses["loss"]
-        finite = torch.isfinite(loss.detach()).float()
+        all_targets = [_to_device(targets, self.device) for _, _, targets in micro_batches]
+        normalisers = self.criterion.normalisers([t for targets in all_targets for t in targets],
+                                                 self.config.model.num_queries, self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        summed: dict[str, torch.Tensor] = {}
+        for index, ((images, mask, _), targets) in enumerate(zip(micro_batches, all_targets)):
+            last = index == len(micro_batches) - 1
+            sync = contextlib.nullcontext() if last or world_size() == 1 else self.net.no_sync()
+            with sync:
+                with autocast(self.device, self.config.train.precision):
+                    outputs = self.forward(images.to(self.device, non_blocking=True),
+                                           mask.to(self.device, non_blocking=True))
+                    losses = self.criterion(outputs, targets, normalisers)
+                if index == 0:
+                    self._raise_if_not_finite()  # the previous step's loss, now on the host for free
+                losses["loss"].backward()
+            for key in _LOGGED:
+                share = losses[key].detach() / (1 if key.startswith("loss") else len(micro_batches))
+                summed[key] = summed[key] + share if key in summed else share
+        finite = torch.isfinite(summed["loss"]).float()
         if world_size() > 1:  # every process must stop together, or the others hang
             torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-        if not finite:
-            last = self.out_dir / "last.pt"
-            kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
-            raise TrainingError(f"loss became {loss.item()} at epoch {self.epoch} step {self.step}; {kept}. "
-                                "Lower the learning rate or check the data.")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self._unchecked = {"finite": finite, "loss": summed["loss"], "epoch": self.epoch, "step": self.step}
         if self.config.train.clip_max_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_max_norm)
         self.optimizer.step()
         self.scheduler.step()
-        return {k: float(losses[k].detach()) for k in _LOGGED}
+        return summed
+
+    def _raise_if_not_finite(self) -> None:
+        """Stop on a non-finite loss of the last step, before its weights are saved or used again."""
+        pending, self._unchecked = self._unchecked, None
+        if pending is None or bool(pending["finite"]):
+            return
+        last = self.out_dir / "last.pt"
+        kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
+        raise TrainingError(f"loss became {float(pending['loss'])} at epoch {pending['epoch']} step "
+                            f"{pending['step']}; {kept}. Lower the learning rate or check the data.")
 
     def evaluate(self, results_path: Path | None = None) -> tuple[dict, str, dict] | None:
-        return evaluate(self.model, self.val_loader, self.device, results_path, self.progress)
+        self._raise_if_not_finite()
+        return evaluate(self.model, self.val_loader, self.device, results_path, self.progress,
+                        self.config.train.precision)
 
     def fit(self) -> dict[str, float]:
         """Train until the epoch count or the time budget is reached; returns the last eval metrics."""
@@ -234,17 +273,27 @@ class Trainer:
         return self.last_metrics
 
     def _run_epoch(self, writer: SummaryWriter | None, started: float, budget: float | None) -> bool:
+        """Train to the end of the epoch, or until the time budget runs out (returns True then)."""
+        accumulate = self.config.train.accumulate_steps
         self.sampler.set_epoch(self.epoch, self.batches_done * self.config.train.batch_size)
-        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.config.train.epochs}",
-                   disable=not self.progress, leave=False)
-        for images, mask, targets in bar:
-            losses = self._train_step(images, mask, targets)
+        remaining = len(self.train_loader)
+        bar = tqdm(total=self.steps_per_epoch, initial=math.ceil(self.batches_done / accumulate),
+                   desc=f"epoch {self.epoch + 1}/{self.config.train.epochs}", disable=not self.progress, leave=False)
+        group: list[tuple] = []
+        for index, micro_batch in enumerate(self.train_loader):
+            group.append(micro_batch)
+            if len(group) < accumulate and index + 1 < remaining:
+                continue
+            losses = self._train_step(group)
             self.step += 1
-            self.batches_done += 1
-            bar.set_postfix(loss=f"{losses['loss']:.3f}")
-            if self.step % 20 == 0:
+            self.batches_done += len(group)
+            group = []
+            bar.update()
+            if self.step % 20 == 0:  # reading the losses waits for the device: only when logging
+                values = {k: float(v) for k, v in losses.items()}
+                bar.set_postfix(loss=f"{values['loss']:.3f}")
                 record = {"step": self.step, "epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"],
-                          "minutes": (time.monotonic() - started) / 60, **losses}
+                          "minutes": (time.monotonic() - started) / 60, **values}
                 self._log(record, writer)
             if budget is None:
                 continue
@@ -255,9 +304,11 @@ class Trainer:
                 schedule.drop_step = self.step
                 log.info("lr x0.1 from step %d (%.2f of %.2f minutes)", self.step, minutes, budget)
             if minutes > budget:
-                if self.batches_done >= self.steps_per_epoch:
+                bar.close()
+                if self.batches_done >= self.batches_per_epoch:
                     self.epoch, self.batches_done = self.epoch + 1, 0
                 return True
+        bar.close()
         self.epoch, self.batches_done = self.epoch + 1, 0
         return False
 

@@ -17,6 +17,13 @@ def _world_size() -> int:
     return 1
 
 
+def _to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host tensor to `device`; to a GPU through pinned memory, so the host does not wait."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 class SetCriterion(nn.Module):
     """DETR's loss, applied to the final output and to every auxiliary output.
 
@@ -37,8 +44,8 @@ class SetCriterion(nn.Module):
         class_weight[-1] = config.eos_coef
         self.register_buffer("class_weight", class_weight)
 
-    def _normalisers(self, targets: list[dict], num_queries: int,
-                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def normalisers(self, targets: list[dict], num_queries: int,
+                    device: torch.device) -> tuple[torch.Tensor | float, torch.Tensor | float]:
         """(target boxes, summed class weights of all queries): totals over processes
         divided by the process count (one all-reduce); the box count at least 1.
 
@@ -46,73 +53,93 @@ class SetCriterion(nn.Module):
         DistributedDataParallel, equal the loss of one process on the global
         batch: for the box terms as in the paper's code, and for the
         classification term too (the reference averages that one per process).
+        With gradient accumulation, `targets` are those of every micro-batch
+        of the step. In one process they stay Python numbers: no transfer.
         """
         boxes = float(sum(len(t["labels"]) for t in targets))
         # Every target is matched once, so the weight sum is the same for every decoder layer.
         weights = (len(targets) * num_queries - boxes) * self.config.eos_coef + boxes
-        values = torch.tensor([boxes, weights], device=device)
         world = _world_size()
-        if world > 1:
-            torch.distributed.all_reduce(values)
+        if world == 1:
+            return max(boxes, 1.0), weights
+        values = torch.tensor([boxes, weights], device=device)
+        torch.distributed.all_reduce(values)
         values = values / world
         return values[0].clamp(min=1), values[1]
 
-    def _layer_losses(self, outputs: dict, targets: list[dict], matches: list[Match], num_boxes,
-                      class_weight_sum, with_metrics: bool) -> dict:
-        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
-        device = logits.device
-        batch_idx = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(matches)]).to(device)
-        query_idx = torch.cat([q for q, _ in matches]).to(device)
-        matched_labels = torch.cat([t["labels"][j.to(t["labels"].device)] for t, (_, j) in zip(targets, matches)])
-        matched_labels = matched_labels.to(device)
+    @staticmethod
+    def _indices_on_device(matches: list[list[Match]], targets: list[dict],
+                           device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per layer (image index, query index, index into the concatenated targets) of every
+        matched pair, moved to the device in one (asynchronous on CUDA) transfer."""
+        offsets = torch.tensor([0] + [len(t["labels"]) for t in targets]).cumsum(0).tolist()
+        per_layer = []
+        for layer in matches:
+            image = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(layer)])
+            query = torch.cat([q for q, _ in layer])
+            target = torch.cat([j + offsets[i] for i, (_, j) in enumerate(layer)])
+            per_layer.append(torch.stack([image, query, target]))
+        packed = torch.cat(per_layer, dim=1)
+        packed = _to_device_async(packed, device)
+        return [tuple(part.unbind(0)) for part in packed.split([p.shape[1] for p in per_layer], dim=1)]
 
-        target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=device)
-        target_classes[batch_idx, query_idx] = matched_labels
+    def _layer_losses(self, outputs: dict, indices, target_labels: torch.Tensor, target_boxes: torch.Tensor,
+                      num_boxes, class_weight_sum) -> dict:
+        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
+        image, query, target = indices
+        matched_labels = target_labels[target]
+
+        target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
+        target_classes[image, query] = matched_labels
         loss_ce = F.cross_entropy(logits.transpose(1, 2).float(), target_classes, self.class_weight,
                                   reduction="sum") / class_weight_sum
 
-        pred = boxes[batch_idx, query_idx].float()
-        target = torch.cat([t["boxes"][j.to(t["boxes"].device)] for t, (_, j) in zip(targets, matches)])
-        target = target.to(device).float()
-        loss_bbox = F.l1_loss(pred, target, reduction="sum") / num_boxes
+        pred = boxes[image, query].float()
+        matched_boxes = target_boxes[target]
+        loss_bbox = F.l1_loss(pred, matched_boxes, reduction="sum") / num_boxes
         loss_giou = (
             generalized_box_iou_loss(
-                box_convert(pred, "cxcywh", "xyxy"), box_convert(target, "cxcywh", "xyxy"), reduction="sum"
+                box_convert(pred, "cxcywh", "xyxy"), box_convert(matched_boxes, "cxcywh", "xyxy"), reduction="sum"
             )
             / num_boxes
         )
-        losses = {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
-        if not with_metrics:
-            return losses
-        with torch.no_grad():
-            if len(matched_labels):
-                correct = (logits[batch_idx, query_idx].argmax(-1) == matched_labels).float().mean()
-                losses["class_error"] = 100 * (1 - correct)
-            else:
-                losses["class_error"] = torch.zeros((), device=device)
-            predicted_objects = (logits.argmax(-1) != self.num_classes).sum(1).float()
-            target_counts = torch.tensor([float(len(t["labels"])) for t in targets], device=device)
-            losses["cardinality_error"] = F.l1_loss(predicted_objects, target_counts)
-        return losses
+        return {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
 
-    def forward(self, outputs: dict, targets: list[dict]) -> dict[str, torch.Tensor]:
-        """targets: per image {"labels": int64 [T], "boxes": normalised cxcywh [T, 4]}."""
+    @torch.no_grad()
+    def _metrics(self, outputs: dict, indices, target_labels: torch.Tensor, targets: list[dict]) -> dict:
         logits = outputs["pred_logits"]
-        num_boxes, class_weight_sum = self._normalisers(targets, logits.shape[1], logits.device)
+        image, query, target = indices
+        if len(target):
+            correct = (logits[image, query].argmax(-1) == target_labels[target]).float().mean()
+            class_error = 100 * (1 - correct)
+        else:
+            class_error = torch.zeros((), device=logits.device)
+        predicted_objects = (logits.argmax(-1) != self.num_classes).sum(1).float()
+        target_counts = torch.tensor([float(len(t["labels"])) for t in targets])
+        target_counts = _to_device_async(target_counts, logits.device)
+        return {"class_error": class_error, "cardinality_error": F.l1_loss(predicted_objects, target_counts)}
+
+    def forward(self, outputs: dict, targets: list[dict], normalisers=None) -> dict[str, torch.Tensor]:
+        """targets: per image {"labels": int64 [T], "boxes": normalised cxcywh [T, 4]}, on the
+        outputs' device. `normalisers`: from `normalisers()` over a whole accumulated step
+        (default: over these targets)."""
+        logits = outputs["pred_logits"]
+        num_boxes, class_weight_sum = normalisers or self.normalisers(targets, logits.shape[1], logits.device)
         weights = {"loss_ce": self.config.weight_ce, "loss_bbox": self.config.weight_bbox,
                    "loss_giou": self.config.weight_giou}
         layers = [("", outputs)] + [(f"_{i}", aux) for i, aux in enumerate(outputs.get("aux_outputs", []))]
+        matches = self.matcher.match_layers([layer for _, layer in layers], targets)
+        indices = self._indices_on_device(matches, targets, logits.device)
+        target_labels = torch.cat([t["labels"] for t in targets])
+        target_boxes = torch.cat([t["boxes"] for t in targets]).float()
         result: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=logits.device)
-        for suffix, layer_outputs in layers:
-            matches = self.matcher(layer_outputs, targets)
-            losses = self._layer_losses(layer_outputs, targets, matches, num_boxes, class_weight_sum,
-                                        with_metrics=not suffix)
+        for (suffix, layer_outputs), layer_indices in zip(layers, indices):
+            losses = self._layer_losses(layer_outputs, layer_indices, target_labels, target_boxes, num_boxes,
+                                        class_weight_sum)
             for name, weight in weights.items():
                 total = total + weight * losses[name]
                 result[name + suffix] = losses[name]
-            if not suffix:
-                result["class_error"] = losses["class_error"]
-                result["cardinality_error"] = losses["cardinality_error"]
+        result.update(self._metrics(outputs, indices[0], target_labels, targets))
         result["loss"] = total
         return result

@@ -14,9 +14,9 @@ Match = tuple[torch.Tensor, torch.Tensor]  # (query indices, target indices), in
 class HungarianMatcher:
     """One-to-one assignment minimising w_class·(−p[class]) + w_bbox·L1 + w_giou·(−GIoU).
 
-    The cost of every (query, target) pair in the batch is computed in one
-    batched pass in fp32, moved to the host once, and solved per image with
-    scipy's linear_sum_assignment.
+    The cost of every (query, target) pair of the batch, for every decoder
+    layer, is computed in one batched pass in fp32, moved to the host once,
+    and solved per image and layer with scipy's linear_sum_assignment.
     """
 
     def __init__(self, cost_class: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0) -> None:
@@ -31,10 +31,15 @@ class HungarianMatcher:
         return cls(config.cost_class, config.cost_bbox, config.cost_giou)
 
     @torch.no_grad()
-    def cost_matrices(self, outputs: dict, targets: list[dict]) -> list[torch.Tensor]:
-        """Per image, the [num_queries, num_targets] cost matrix (on the host)."""
-        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
-        batch, num_queries = logits.shape[:2]
+    def layer_cost_matrices(self, layers: list[dict], targets: list[dict]) -> list[list[torch.Tensor]]:
+        """Per decoder layer, per image, the [num_queries, num_targets] cost matrix (on the host).
+
+        All layers' costs come from one batched fp32 pass and reach the host in
+        one transfer: one synchronisation per training step, not one per layer.
+        """
+        logits = torch.stack([layer["pred_logits"] for layer in layers])  # [L, B, Q, C]
+        boxes = torch.stack([layer["pred_boxes"] for layer in layers])
+        num_layers, batch, num_queries = logits.shape[:3]
         sizes = [len(t["labels"]) for t in targets]
         if len(sizes) != batch:
             raise ValueError(f"{len(sizes)} targets for a batch of {batch} images")
@@ -44,26 +49,35 @@ class HungarianMatcher:
                 "raise model.num_queries"
             )
         if sum(sizes) == 0:
-            return [torch.zeros(num_queries, 0) for _ in sizes]
-        prob = logits.flatten(0, 1).float().softmax(-1)
-        pred_boxes = boxes.flatten(0, 1).float()
+            return [[torch.zeros(num_queries, 0) for _ in sizes] for _ in range(num_layers)]
+        prob = logits.flatten(1, 2).float().softmax(-1)  # [L, B*Q, C]
+        pred_boxes = boxes.flatten(1, 2).float()
         target_labels = torch.cat([t["labels"] for t in targets])
         target_boxes = torch.cat([t["boxes"] for t in targets]).float()
 
-        cost = -self.cost_class * prob[:, target_labels]
-        cost = cost + self.cost_bbox * torch.cdist(pred_boxes, target_boxes, p=1)
+        cost = -self.cost_class * prob[..., target_labels]
+        cost = cost + self.cost_bbox * torch.cdist(pred_boxes, target_boxes.expand(num_layers, -1, -1), p=1)
         giou = generalized_box_iou(
-            box_convert(pred_boxes, "cxcywh", "xyxy"), box_convert(target_boxes, "cxcywh", "xyxy")
+            box_convert(pred_boxes.flatten(0, 1), "cxcywh", "xyxy"), box_convert(target_boxes, "cxcywh", "xyxy")
         )
-        cost = cost - self.cost_giou * giou
+        cost = cost - self.cost_giou * giou.view(num_layers, batch * num_queries, -1)
         # A NaN would make the solver raise; the loss will show the NaN instead.
         cost = torch.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8)
-        cost = cost.view(batch, num_queries, -1).cpu()
-        return [c[i] for i, c in enumerate(cost.split(sizes, dim=-1))]
+        cost = cost.view(num_layers, batch, num_queries, -1).cpu()
+        return [[c[i] for i, c in enumerate(layer.split(sizes, dim=-1))] for layer in cost]
+
+    def cost_matrices(self, outputs: dict, targets: list[dict]) -> list[torch.Tensor]:
+        """Per image, the [num_queries, num_targets] cost matrix of one layer's outputs."""
+        return self.layer_cost_matrices([outputs], targets)[0]
+
+    def match_layers(self, layers: list[dict], targets: list[dict]) -> list[list[Match]]:
+        """Per layer, per image, the optimal (query indices, target indices)."""
+        return [[_solve(cost) for cost in costs] for costs in self.layer_cost_matrices(layers, targets)]
 
     def __call__(self, outputs: dict, targets: list[dict]) -> list[Match]:
-        matches = []
-        for cost in self.cost_matrices(outputs, targets):
-            rows, cols = linear_sum_assignment(cost.numpy())
-            matches.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
-        return matches
+        return self.match_layers([outputs], targets)[0]
+
+
+def _solve(cost: torch.Tensor) -> Match:
+    rows, cols = linear_sum_assignment(cost.numpy())
+    return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)

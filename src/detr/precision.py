@@ -1,0 +1,15 @@
+"""Mixed precision: one switch, "fp32" or "bf16", for training, evaluation and inference."""
+
+from __future__ import annotations
+
+import torch
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """bf16 autocast on `device` (matmuls and convolutions in bf16, reductions and our
+    losses, matching and post-processing in fp32), or a disabled one for fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
