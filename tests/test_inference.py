@@ -53,3 +53,13 @@ def test_bf16_predictions_stay_near_fp32(predictor):
 def test_unknown_precision_is_refused(predictor):
     with pytest.raises(ValueError, match="precision must be one of"):
         Predictor(predictor.model, predictor.categories, DataConfig(), "cpu", precision="fp8")
+
+
+def test_compiled_predictor_matches_eager_on_two_image_sizes(predictor):
+    compiled = Predictor(predictor.model, predictor.categories, DataConfig(val_scale=64, max_size=128), "cpu",
+                         compile=True)
+    for seed, shape in ((1, (64, 96, 3)), (2, (48, 80, 3))):  # the second size reuses the dynamic graph
+        pixels = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+        eager, fast = predictor.predict(pixels, threshold=0.0), compiled.predict(pixels, threshold=0.0)
+        torch.testing.assert_close(fast.boxes, eager.boxes, atol=1e-3, rtol=0)
+        torch.testing.assert_close(fast.scores, eager.scores, atol=1e-5, rtol=0)

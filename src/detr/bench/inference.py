@@ -43,6 +43,10 @@ def _time(forward, runs: int, device: torch.device, warmup: int = 1) -> tuple[fl
     return statistics.median(times), peak
 
 
+def _gib(peak: int) -> str:
+    return f"{peak / 2**30:.2f}" if peak else "-"  # measured on CUDA only
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="detr benchmark inference", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         logits = (ours_out["pred_logits"].float() - hf_out.logits).abs().max().item()
         boxes = (ours_out["pred_boxes"].float() - hf_out.pred_boxes).abs().max().item()
         print(f"{batch:5d} {ours_s:8.3f} {hf_s:8.3f} {batch / ours_s:10.2f} {batch / hf_s:9.2f} {hf_s / ours_s:8.2f} "
-              f"{logits:18.2e} {boxes:15.2e} {ours_peak / 2**30:9.2f} {hf_peak / 2**30:7.2f}")
+              f"{logits:18.2e} {boxes:15.2e} {_gib(ours_peak):>9} {_gib(hf_peak):>7}")
 
 
 if __name__ == "__main__":

@@ -128,7 +128,7 @@ class Trainer:
         self.drop_last = shard >= 2 * batch
         self.batches_per_epoch = max(1, shard // batch if self.drop_last else math.ceil(shard / batch))
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / accumulate)  # optimiser steps
-        self.forward = torch.compile(self.net) if config.train.compile else self.net
+        self.forward = torch.compile(self.net, dynamic=True) if config.train.compile else self.net
         self._unchecked: dict[str, Any] | None = None  # the last step's loss, not yet checked for finiteness
         self.scheduler = build_scheduler(self.optimizer, config, self.steps_per_epoch)
         workers = config.train.num_workers
