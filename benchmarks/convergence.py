@@ -13,6 +13,7 @@ on a 2-core CPU).
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import logging
 import platform
@@ -49,7 +50,10 @@ def main() -> None:
         for part in path:
             target = getattr(target, part)
         current = getattr(target, field)
-        setattr(target, field, type(current)(value) if not isinstance(current, tuple) else eval(value))
+        if current is None or isinstance(current, tuple):
+            setattr(target, field, ast.literal_eval(value))
+        else:
+            setattr(target, field, type(current)(value))
     out = Path(args.out)
     if (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()

@@ -122,24 +122,33 @@ class SetCriterion(nn.Module):
     def forward(self, outputs: dict, targets: list[dict], normalisers=None) -> dict[str, torch.Tensor]:
         """targets: per image {"labels": int64 [T], "boxes": normalised cxcywh [T, 4]}, on the
         outputs' device. `normalisers`: from `normalisers()` over a whole accumulated step
-        (default: over these targets)."""
+        (default: over these targets). With query groups (Group DETR), each group of each
+        layer is matched on its own and the groups' losses are averaged."""
         logits = outputs["pred_logits"]
-        num_boxes, class_weight_sum = normalisers or self.normalisers(targets, logits.shape[1], logits.device)
+        groups = outputs.get("query_groups", 1)
+        num_queries = logits.shape[1] // groups
+        num_boxes, class_weight_sum = normalisers or self.normalisers(targets, num_queries, logits.device)
         weights = {"loss_ce": self.config.weight_ce, "loss_bbox": self.config.weight_bbox,
                    "loss_giou": self.config.weight_giou}
         layers = [("", outputs)] + [(f"_{i}", aux) for i, aux in enumerate(outputs.get("aux_outputs", []))]
-        matches = self.matcher.match_layers([layer for _, layer in layers], targets)
+        # One entry per (layer, group), the final layer's first group first.
+        entries = [(suffix, {key: layer[key][:, g * num_queries:(g + 1) * num_queries]
+                             for key in ("pred_logits", "pred_boxes")})
+                   for suffix, layer in layers for g in range(groups)]
+        matches = self.matcher.match_layers([entry for _, entry in entries], targets)
         indices = self._indices_on_device(matches, targets, logits.device)
         target_labels = torch.cat([t["labels"] for t in targets])
         target_boxes = torch.cat([t["boxes"] for t in targets]).float()
         result: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=logits.device)
-        for (suffix, layer_outputs), layer_indices in zip(layers, indices):
-            losses = self._layer_losses(layer_outputs, layer_indices, target_labels, target_boxes, num_boxes,
+        for (suffix, entry), entry_indices in zip(entries, indices):
+            losses = self._layer_losses(entry, entry_indices, target_labels, target_boxes, num_boxes,
                                         class_weight_sum)
             for name, weight in weights.items():
-                total = total + weight * losses[name]
-                result[name + suffix] = losses[name]
-        result.update(self._metrics(outputs, indices[0], target_labels, targets))
+                share = losses[name] / groups
+                total = total + weight * share
+                key = name + suffix
+                result[key] = result[key] + share if key in result else share
+        result.update(self._metrics(entries[0][1], indices[0], target_labels, targets))
         result["loss"] = total
         return result

@@ -19,6 +19,7 @@ allowed, for the official `args`) or safetensors; nothing in a file runs code.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -215,7 +216,22 @@ def write_weights(weights: LoadedWeights, destination: str | Path, to: Layout) -
         raise WeightsError(f"{destination} is a folder; the official layout is one file, e.g. {destination}/model.pth")
     if to != "official" and destination.is_file():
         raise WeightsError(f"{destination} is a file; the {to} layout is a folder")
+    if to != "ours":
+        weights = first_query_group(weights)
     return writers[to](destination, weights)
+
+
+def first_query_group(weights: LoadedWeights) -> LoadedWeights:
+    """Drop Group DETR's training-only query groups: inference uses the first alone, and
+    the other layouts have no place for the rest."""
+    model = weights.config.model
+    if model.query_groups == 1:
+        return weights
+    config = copy.deepcopy(weights.config)
+    config.model.query_groups = 1
+    state = dict(weights.state)
+    state["query_embed.weight"] = state["query_embed.weight"][: model.num_queries].clone()
+    return LoadedWeights(config, state, weights.categories)
 
 
 def convert(source: str | Path, destination: str | Path, to: Layout = "ours",

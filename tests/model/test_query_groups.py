@@ -1,0 +1,76 @@
+import pytest
+import torch
+
+from detr.config import LossConfig
+from detr.loss import SetCriterion
+from detr.model import build_model
+from detr.weights.formats import load_weights, write_weights
+from tests.conftest import tiny_model_config
+from tests.weights.helpers import tiny_weights
+
+
+def _pair(groups=3):
+    """A model with query groups and the same model with one group (its first group's queries)."""
+    grouped = build_model(tiny_model_config(query_groups=groups))
+    single = build_model(tiny_model_config())
+    state = grouped.state_dict()
+    state["query_embed.weight"] = state["query_embed.weight"][:6]
+    single.load_state_dict(state)
+    return grouped, single
+
+
+def test_groups_train_side_by_side_and_only_the_first_runs_at_inference():
+    grouped, single = _pair()
+    images, mask = torch.randn(2, 3, 64, 96), torch.zeros(2, 64, 96, dtype=torch.bool)
+    mask[1, :, 64:] = True
+    grouped.eval(), single.eval()
+    with torch.no_grad():
+        a, b = grouped(images, mask), single(images, mask)
+    assert a["pred_logits"].shape == (2, 6, 4) and "query_groups" not in a
+    torch.testing.assert_close(a["pred_boxes"], b["pred_boxes"], atol=1e-6, rtol=0)
+    # Training mode (frozen BatchNorm, no dropout): three groups, each decoding on its own,
+    # so the first equals the single-group model and the others differ from it.
+    grouped.train(), single.train()
+    with torch.no_grad():
+        a, b = grouped(images, mask), single(images, mask)
+    assert a["pred_logits"].shape == (2, 18, 4) and a["query_groups"] == 3
+    assert len(a["aux_outputs"]) == 1 and a["aux_outputs"][0]["pred_boxes"].shape == (2, 18, 4)
+    torch.testing.assert_close(a["pred_logits"][:, :6], b["pred_logits"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(a["aux_outputs"][0]["pred_boxes"][:, :6], b["aux_outputs"][0]["pred_boxes"],
+                               atol=1e-6, rtol=0)
+    assert (a["pred_logits"][:, 6:12] - b["pred_logits"]).abs().max() > 1e-3
+
+
+def test_the_loss_averages_groups_each_matched_on_its_own():
+    criterion = SetCriterion(3, LossConfig())
+    targets = [{"labels": torch.tensor([0, 2]), "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.6, 0.6, 0.3, 0.4]])},
+               {"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.4, 0.5, 0.3]])}]
+
+    def layer():
+        return {"pred_logits": torch.randn(2, 10, 4), "pred_boxes": torch.rand(2, 10, 4) * 0.4 + 0.3}
+
+    outputs = {**layer(), "aux_outputs": [layer()], "query_groups": 2}
+    together = criterion(outputs, targets)
+    per_group = []
+    for g in range(2):
+        part = slice(5 * g, 5 * g + 5)
+
+        def chunk(o):
+            return {"pred_logits": o["pred_logits"][:, part], "pred_boxes": o["pred_boxes"][:, part]}
+
+        per_group.append(criterion({**chunk(outputs), "aux_outputs": [chunk(outputs["aux_outputs"][0])]}, targets))
+    for key in ("loss", "loss_ce", "loss_bbox", "loss_giou_0"):
+        assert float(together[key]) == pytest.approx((float(per_group[0][key]) + float(per_group[1][key])) / 2,
+                                                     rel=1e-6), key
+    assert float(together["class_error"]) == pytest.approx(float(per_group[0]["class_error"]))
+    assert float(per_group[0]["loss"]) != pytest.approx(float(per_group[1]["loss"]))
+
+
+def test_other_layouts_get_the_first_group_only(tmp_path):
+    weights = tiny_weights(query_groups=4)
+    assert weights.state["query_embed.weight"].shape[0] == 24
+    back = load_weights(write_weights(weights, tmp_path / "hf", "hf"))
+    assert back.config.model.query_groups == 1 and back.config.model.num_queries == 6
+    torch.testing.assert_close(back.state["query_embed.weight"], weights.state["query_embed.weight"][:6])
+    ours = load_weights(write_weights(weights, tmp_path / "ours", "ours"))
+    assert ours.config.model.query_groups == 4 and ours.state["query_embed.weight"].shape[0] == 24
