@@ -63,3 +63,13 @@ def test_compiled_predictor_matches_eager_on_two_image_sizes(predictor):
         eager, fast = predictor.predict(pixels, threshold=0.0), compiled.predict(pixels, threshold=0.0)
         torch.testing.assert_close(fast.boxes, eager.boxes, atol=1e-3, rtol=0)
         torch.testing.assert_close(fast.scores, eager.scores, atol=1e-5, rtol=0)
+
+
+def test_load_passes_precision_through(tmp_path):
+    import detr
+    from detr.weights import write_weights
+    from tests.weights.helpers import tiny_weights
+
+    folder = write_weights(tiny_weights(), tmp_path / "model", "ours")
+    assert detr.load(folder, "cpu", precision="bf16").precision == "bf16"
+    assert detr.load(folder, "cpu").precision == "fp32"
