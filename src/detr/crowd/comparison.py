@@ -49,11 +49,12 @@ def train_detr(config: CrowdBenchmarkConfig, train: Split, val: Split, out: Path
 
 
 def train_nms_peer(config: CrowdBenchmarkConfig, train: Split, val: Split, image_size: int,
-                   progress: bool) -> tuple[CocoDetection, list[dict], dict]:
-    """The peer for the same budget; returns its val dataset, its detections and its step count."""
+                   device: torch.device, progress: bool) -> tuple[CocoDetection, list[dict], dict]:
+    """The peer for the same budget, on the same device; returns its val dataset, its
+    detections and its step count."""
     train_set = CocoDetection(train.images, train.annotations, peer_transforms(train=True))
     val_set = CocoDetection(val.images, val.annotations, peer_transforms(train=False), train_set.categories)
-    model = build_peer(len(train_set.categories.ids), image_size)
+    model = build_peer(len(train_set.categories.ids), image_size).to(device)
     run = train_peer(model, train_set, config.minutes, config.peer_batch_size, config.peer_lr,
                      config.lr_drop_fraction, config.seed, progress)
     return val_set, predict_peer(model, val_set, progress=progress), run
@@ -67,7 +68,7 @@ def compare(config: CrowdBenchmarkConfig, train: Split, val: Split, out: str | P
     torch.manual_seed(config.seed)
     trainer, detr_results = train_detr(config, train, val, out / "detr", device, queries, progress)
     image_size = trainer.config.data.val_scale
-    peer_val, peer_results, peer_run = train_nms_peer(config, train, val, image_size, progress)
+    peer_val, peer_results, peer_run = train_nms_peer(config, train, val, image_size, trainer.device, progress)
     log.info("DETR: %d steps; %s: %d steps, each in %.1f minutes", trainer.step, PEER_NAME, peer_run["steps"],
              config.minutes)
 

@@ -87,7 +87,9 @@ def train_peer(model: FCOS, dataset: CocoDetection, minutes: float, batch_size: 
                 dropped = True
             for group in optimizer.param_groups:
                 group["lr"] = lr * min(1.0, (step + 1) / warmup) * (0.1 if dropped else 1.0)
-            losses = model(images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
+            device = next(model.parameters()).device
+            losses = model([i.to(device) for i in images],
+                           [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets])
             loss = sum(losses.values())
             if not math.isfinite(float(loss.detach())):
                 raise RuntimeError(f"{PEER_NAME} loss became {float(loss)} at step {step}")
@@ -113,8 +115,9 @@ def predict_peer(model: FCOS, dataset: CocoDetection, batch_size: int = 8,
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=_as_lists)
     results = []
     for images, targets in tqdm(loader, desc=f"eval {PEER_NAME}", disable=not progress, leave=False):
-        for target, detections in zip(targets, model(images)):
-            xywh = box_convert(detections["boxes"], "xyxy", "xywh")
+        device = next(model.parameters()).device
+        for target, detections in zip(targets, model([i.to(device) for i in images])):
+            xywh = box_convert(detections["boxes"], "xyxy", "xywh").cpu()
             for box, score, label in zip(xywh.tolist(), detections["scores"].tolist(),
                                          detections["labels"].tolist()):
                 results.append({"image_id": int(target["image_id"]),
