@@ -13,7 +13,6 @@ on a 2-core CPU).
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import logging
 import platform
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from detr.config import preset
+from detr.config import apply_settings, preset
 from detr.data.sources import default_data_dir, find_split
 from detr.data.synthetic import write_dataset
 from detr.engine.train import Trainer
@@ -43,17 +42,7 @@ def main() -> None:
     config = preset("small")
     config.train.time_budget_minutes = args.minutes
     config.train.eval_every = args.eval_every
-    for item in args.set:
-        key, value = item.split("=", 1)
-        *path, field = key.split(".")
-        target = config
-        for part in path:
-            target = getattr(target, part)
-        current = getattr(target, field)
-        if current is None or isinstance(current, tuple):
-            setattr(target, field, ast.literal_eval(value))
-        else:
-            setattr(target, field, type(current)(value))
+    apply_settings(config, args.set)
     out = Path(args.out)
     if (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from detr.config import PRESETS, ExperimentConfig, preset
+from detr.config import PRESETS, ExperimentConfig, apply_settings, preset
 from detr.bench.command import add_parser as add_benchmark_parser
 from detr.crowd.command import add_parser as add_crowd_parser
 from detr.data.coco import CocoDetection, DatasetError
@@ -95,6 +95,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         config.model = loaded.config.model
         init = loaded.state
         log.info("starting from %s", args.init)
+    apply_settings(config, args.set)  # last, so that it also reaches the model of --init
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     trainer = Trainer(config, find_split(root, "train"), find_split(root, "val"), out,
                       _device(args.device), progress=not args.no_progress, init=init)
@@ -197,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--eval-every", type=int, help="evaluate every N epochs")
     train.add_argument("--accumulate", type=int, help="micro-batches per optimiser step (gradient accumulation)")
+    train.add_argument("--set", nargs="+", default=[], metavar="SECTION.FIELD=VALUE",
+                       help="override any config field, e.g. model.query_groups=1 data.val_scale=160")
     speed(train)
     train.add_argument("--threshold", type=float, default=0.5, help="score threshold of the pictures")
     train.add_argument("--pictures", type=int, default=8, help="val images drawn at the end")

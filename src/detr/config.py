@@ -7,6 +7,7 @@ overrides fields of a preset, it never restates a default.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -130,6 +131,39 @@ class CrowdBenchmarkConfig:
 def crowd_quick() -> CrowdBenchmarkConfig:
     """A smoke test in seconds: tiny data, a few steps of each detector."""
     return CrowdBenchmarkConfig(minutes=0.05, train_images=16, val_images=8, figure_images=1)
+
+
+def apply_settings(config: ExperimentConfig, settings: list[str]) -> ExperimentConfig:
+    """Override fields by dotted name, e.g. ["model.query_groups=1", "data.train_scales=(96, 128)"].
+
+    Values are read as Python literals (numbers, booleans, None, tuples) or,
+    failing that, as strings; an unknown field is an error naming it.
+    """
+    for item in settings:
+        key, separator, text = item.partition("=")
+        if not separator:
+            raise ValueError(f"a setting looks like section.field=value, not {item!r}")
+        *path, name = key.strip().split(".")
+        target = config
+        for part in path:
+            if not dataclasses.is_dataclass(target) or not hasattr(target, part):
+                raise ValueError(f"unknown setting {key!r}")
+            target = getattr(target, part)
+        if not dataclasses.is_dataclass(target) or name not in {f.name for f in dataclasses.fields(target)}:
+            raise ValueError(f"unknown setting {key!r}")
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            value = text.strip()
+        current = getattr(target, name)
+        if dataclasses.is_dataclass(current):
+            raise ValueError(f"{key!r} is a section; set its fields, e.g. {key}.name=...")
+        if isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        setattr(target, name, value)
+    return config
 
 
 def _build(kind: type, values: dict[str, Any]) -> Any:

@@ -1,0 +1,28 @@
+import pytest
+
+from detr.cli import build_parser
+from detr.config import apply_settings, preset
+
+
+def test_settings_reach_any_field_with_its_type():
+    config = apply_settings(preset("small"), ["model.query_groups=1", "data.train_scales=(96, 112)",
+                                              "train.lr=1", "train.lr_drop_fraction=0.8",
+                                              "model.backbone.name=resnet34", "train.time_budget_minutes=None"])
+    assert config.model.query_groups == 1 and config.data.train_scales == (96, 112)
+    assert config.train.lr == 1.0 and isinstance(config.train.lr, float)
+    assert config.train.lr_drop_fraction == 0.8 and config.model.backbone.name == "resnet34"
+    assert config.train.time_budget_minutes is None
+
+
+@pytest.mark.parametrize("setting, message", [("model.nope=1", "unknown setting 'model.nope'"),
+                                              ("nope.lr=1", "unknown setting 'nope.lr'"),
+                                              ("model.backbone=1", "is a section"),
+                                              ("train.lr", "section.field=value")])
+def test_bad_settings_are_clear_errors(setting, message):
+    with pytest.raises(ValueError, match=message):
+        apply_settings(preset("small"), [setting])
+
+
+def test_train_command_takes_settings():
+    args = build_parser().parse_args(["train", "--set", "model.query_groups=2", "train.epochs=3"])
+    assert args.set == ["model.query_groups=2", "train.epochs=3"]
