@@ -17,30 +17,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 
 import torch
 
+from detr.bench.timing import median_time
 from detr.precision import PRECISIONS, autocast
-
-
-def _time(forward, runs: int, device: torch.device, warmup: int = 1) -> tuple[float, int]:
-    """(median seconds, peak CUDA bytes or 0)."""
-    for _ in range(warmup):
-        forward()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        forward()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - started)
-    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
-    return statistics.median(times), peak
 
 
 def _gib(peak: int) -> str:
@@ -93,8 +74,9 @@ def main(argv: list[str] | None = None) -> None:
         with torch.inference_mode():
             ours_out = run_ours(images)
             hf_out = hf(pixel_values=images)
-            ours_s, ours_peak = _time(lambda: run_ours(images), args.runs, device, warmup=2 if args.compile else 1)
-            hf_s, hf_peak = _time(lambda: hf(pixel_values=images), args.runs, device)
+            ours_s, ours_peak = median_time(lambda: run_ours(images), args.runs, device,
+                                            warmup=2 if args.compile else 1)
+            hf_s, hf_peak = median_time(lambda: hf(pixel_values=images), args.runs, device)
         logits = (ours_out["pred_logits"].float() - hf_out.logits).abs().max().item()
         boxes = (ours_out["pred_boxes"].float() - hf_out.pred_boxes).abs().max().item()
         print(f"{batch:5d} {ours_s:8.3f} {hf_s:8.3f} {batch / ours_s:10.2f} {batch / hf_s:9.2f} {hf_s / ours_s:8.2f} "

@@ -8,10 +8,11 @@ auxiliary decoder losses, backward, gradient clipping and an AdamW step (the
 paper's recipe: lr 1e-4, backbone 1e-5, clip 0.1), on the same weights (HF's
 random R50 model, mapped into ours) and the same batch of padded images and
 targets. Each implementation runs in a process of its own, so that its peak
-memory is its own: on CUDA the allocator's peak, on the CPU the growth of the
-resident set over the process's size before the first step. Before timing, the
-losses of both on the same batch (dropout off) are printed: HF's loss is an
-independent check of ours. Median of --runs steps after --warmup. Not a test.
+memory is its own: on CUDA the allocator's peak over the timed steps, on the
+CPU the growth of the resident set over the process's size before the first
+step (warm-up included). Before timing, the losses of both on the same batch
+(dropout off) are printed: HF's loss is an independent check of ours. Median
+of --runs steps after --warmup. Not a test.
 """
 
 from __future__ import annotations
@@ -20,15 +21,14 @@ import argparse
 import json
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
+from detr.bench.timing import median_time
 from detr.precision import PRECISIONS, autocast
 
 
@@ -133,23 +133,11 @@ def worker(impl: str, inputs: Path, device: torch.device, precision: str, warmup
     check, step = _step_functions(impl, state, device, precision)
     del state
     loss = check()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
     before = _resident_bytes()
-    times = []
-    for index in range(warmup + runs):
-        started = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if index >= warmup:
-            times.append(time.perf_counter() - started)
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated()
-    else:  # ru_maxrss is in KiB on Linux
+    seconds, peak = median_time(step, runs, device, warmup)
+    if device.type != "cuda":  # ru_maxrss is in KiB on Linux
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
-    return {"impl": impl, "loss": loss, "seconds": statistics.median(times), "peak_bytes": peak}
+    return {"impl": impl, "loss": loss, "seconds": seconds, "peak_bytes": peak}
 
 
 def main(argv: list[str] | None = None) -> None:
