@@ -8,11 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torchvision.ops import box_convert
 
-from detr.crowd.overlap import max_same_class_iou
-from detr.crowd.recall import matched_annotations
+from detr.crowd.recall import largest_same_class_iou, matched_annotations
 from detr.data.coco import CocoDetection
 from detr.viz.figure import draw_box, new_figure, save, show_image
 
@@ -23,15 +20,9 @@ MISSED = "#ff1f1f"
 def most_crowded_images(ground_truth: dict[str, Any], count: int, min_iou: float = 0.5) -> list[int]:
     """Ids of the images with the most objects overlapping another of their class at IoU >= `min_iou`
     (ties: the lower id), chosen from the ground truth alone, before looking at any detections."""
-    by_image = defaultdict(list)
-    for ann in ground_truth["annotations"]:
-        if not ann.get("iscrowd", 0):
-            by_image[ann["image_id"]].append(ann)
-    crowding = {}
-    for image_id, anns in by_image.items():
-        boxes = box_convert(torch.tensor([a["bbox"] for a in anns], dtype=torch.float32), "xywh", "xyxy")
-        labels = torch.tensor([a["category_id"] for a in anns])
-        crowding[image_id] = int((max_same_class_iou(boxes, labels) >= min_iou).sum())
+    crowding: dict[int, int] = defaultdict(int)
+    for image_id, iou in largest_same_class_iou(ground_truth).values():
+        crowding[image_id] += iou >= min_iou
     return sorted(crowding, key=lambda i: (-crowding[i], i))[:count]
 
 

@@ -66,19 +66,27 @@ def best_f1_score_threshold(ground_truth: dict[str, Any], results: list[dict[str
     return float(np.asarray(scores)[order][int(np.argmax(f1))])
 
 
-def annotation_bins(ground_truth: dict[str, Any]) -> dict[int, int]:
-    """Annotation id -> overlap bin, for the non-crowd annotations."""
+def largest_same_class_iou(ground_truth: dict[str, Any]) -> dict[int, tuple[int, float]]:
+    """Annotation id -> (image id, its largest IoU with another annotation of its class in
+    the image), for the non-crowd annotations."""
     by_image = defaultdict(list)
     for ann in ground_truth["annotations"]:
         if not ann.get("iscrowd", 0):
             by_image[ann["image_id"]].append(ann)
-    bins = {}
-    for anns in by_image.values():
+    overlap = {}
+    for image_id, anns in by_image.items():
         boxes = box_convert(torch.tensor([a["bbox"] for a in anns], dtype=torch.float32), "xywh", "xyxy")
         labels = torch.tensor([a["category_id"] for a in anns])
-        for ann, index in zip(anns, overlap_bin(max_same_class_iou(boxes, labels)).tolist()):
-            bins[ann["id"]] = index
-    return bins
+        for ann, iou in zip(anns, max_same_class_iou(boxes, labels).tolist()):
+            overlap[ann["id"]] = (image_id, iou)
+    return overlap
+
+
+def annotation_bins(ground_truth: dict[str, Any]) -> dict[int, int]:
+    """Annotation id -> overlap bin, for the non-crowd annotations."""
+    overlap = largest_same_class_iou(ground_truth)
+    bins = overlap_bin(torch.tensor([iou for _, iou in overlap.values()])).tolist()
+    return dict(zip(overlap, bins))
 
 
 def recall_by_bin(ground_truth: dict[str, Any], results: list[dict[str, Any]], match_iou: float) -> list[float]:
