@@ -16,7 +16,7 @@ from detr.data.collate import pad_images
 from detr.data.transforms import val_transforms
 from detr.model import DETR, build_model
 from detr.postprocess import PostProcess
-from detr.precision import autocast
+from detr.precision import autocast, check_precision
 from detr.weights import LoadedWeights, load_weights
 
 ImageInput = str | Path | Image.Image | torch.Tensor | np.ndarray
@@ -67,11 +67,10 @@ class Predictor:
                  compile: bool = False) -> None:
         """`precision`: "fp32" (exact) or "bf16" (autocast; boxes move by ~1e-3 of the image).
         `compile`: run the model through torch.compile (pays off on CUDA for many images)."""
-        autocast(torch.device("cpu"), precision)  # refuses an unknown precision now, not at the first image
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.model.backbone.use_channels_last()
-        self.precision = precision
+        self.precision = check_precision(precision)  # refused now, not at the first image
         self.forward = torch.compile(self.model, dynamic=True) if compile else self.model
         self.categories = categories
         self.transforms = val_transforms(data)

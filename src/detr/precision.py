@@ -7,9 +7,14 @@ import torch
 PRECISIONS = ("fp32", "bf16")
 
 
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    return precision
+
+
 def autocast(device: torch.device, precision: str) -> torch.autocast:
     """bf16 autocast on `device` (matmuls and convolutions in bf16, reductions and our
     losses, matching and post-processing in fp32), or a disabled one for fp32."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    check_precision(precision)
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

@@ -35,8 +35,8 @@ def train_detr(config: CrowdBenchmarkConfig, train: Split, val: Split, out: Path
     experiment.train.epochs = 1_000_000  # the clock ends the run
     experiment.train.eval_every = 1_000_000  # evaluate once, at the end, outside the budget
     experiment.train.seed = config.seed
-    most = max((len(anns) for anns in CocoDetection(train.images, train.annotations).annotations.values()),
-               default=0)
+    most = max((sum(not a.get("iscrowd", 0) for a in anns)  # crowd boxes are not targets, as in Trainer
+                for anns in CocoDetection(train.images, train.annotations).annotations.values()), default=0)
     if queries is None and most > experiment.model.num_queries:
         queries = 2 * most
         log.info("DETR gets %d queries: training images hold up to %d objects", queries, most)

@@ -77,6 +77,7 @@ def train_peer(model: FCOS, dataset: CocoDetection, minutes: float, batch_size: 
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
     warmup = 300
     model.train()
+    device = next(model.parameters()).device
     started, step, epoch, dropped = time.monotonic(), 0, 0, False
     bar = tqdm(desc=f"train {PEER_NAME}", disable=not progress, leave=False, unit="step")
     while True:
@@ -87,7 +88,6 @@ def train_peer(model: FCOS, dataset: CocoDetection, minutes: float, batch_size: 
                 dropped = True
             for group in optimizer.param_groups:
                 group["lr"] = lr * min(1.0, (step + 1) / warmup) * (0.1 if dropped else 1.0)
-            device = next(model.parameters()).device
             losses = model([i.to(device) for i in images],
                            [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets])
             loss = sum(losses.values())
@@ -113,9 +113,9 @@ def predict_peer(model: FCOS, dataset: CocoDetection, batch_size: int = 8,
     """COCO result records for every image of `dataset` (built with `peer_transforms(False)`)."""
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=_as_lists)
+    device = next(model.parameters()).device
     results = []
     for images, targets in tqdm(loader, desc=f"eval {PEER_NAME}", disable=not progress, leave=False):
-        device = next(model.parameters()).device
         for target, detections in zip(targets, model([i.to(device) for i in images])):
             xywh = box_convert(detections["boxes"], "xyxy", "xywh").cpu()
             for box, score, label in zip(xywh.tolist(), detections["scores"].tolist(),
