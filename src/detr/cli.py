@@ -17,6 +17,7 @@ from detr.config import PRESETS, ExperimentConfig, apply_settings, preset
 from detr.bench.command import add_parser as add_benchmark_parser
 from detr.crowd.command import add_parser as add_crowd_parser
 from detr.data.coco import CocoDetection, DatasetError
+from detr.data.fit import dataset_stats, fit_to_data
 from detr.data.sources import default_data_dir, eval_loader, find_split
 from detr.data.synthetic import SynthConfig, write_dataset
 from detr.engine.checkpoint import CheckpointError
@@ -60,6 +61,8 @@ def _apply_overrides(config: ExperimentConfig, args: argparse.Namespace) -> Expe
     for name, value in overrides.items():
         if value is not None:
             setattr(config.train, name, value)
+    if args.minutes is not None and args.epochs is None:
+        config.train.epochs = None  # the budget is the schedule: the clock ends the run
     return config
 
 
@@ -95,9 +98,12 @@ def cmd_train(args: argparse.Namespace) -> None:
         config.model = loaded.config.model
         init = loaded.state
         log.info("starting from %s", args.init)
+    train_split = find_split(root, "train")
+    fitted = fit_to_data(config, dataset_stats(train_split.annotations), queries=not args.init)
     apply_settings(config, args.set)  # last, so that it also reaches the model of --init
+    log.info("fitted to the data (--set overrides): %s", "; ".join(fitted))
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-    trainer = Trainer(config, find_split(root, "train"), find_split(root, "val"), out,
+    trainer = Trainer(config, train_split, find_split(root, "val"), out,
                       _device(args.device), progress=not args.no_progress, init=init)
     if args.resume:
         trainer.resume(args.resume)
@@ -190,8 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "or Hugging Face file/folder, or a hub id; the class head is "
                                       "re-initialised when the class count differs")
     train.add_argument("--freeze-backbone", action="store_true", help="train the transformer and heads only")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--minutes", type=float, help="stop after this much training time")
+    train.add_argument("--epochs", type=int, help="train this many epochs (with --minutes: whichever ends first)")
+    train.add_argument("--minutes", type=float, help="train for this much time; alone, the warm-up and the lr "
+                                                     "drop are laid out over it and epochs do not end the run")
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
     train.add_argument("--lr-backbone", type=float)

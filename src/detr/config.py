@@ -45,6 +45,22 @@ class ModelConfig:
     # that do not attend to each other. More matched queries per image speed
     # up convergence; inference uses the first group alone (1 = the paper).
     query_groups: int = 1
+    # Faster-converging variants; each off gives the paper's model exactly.
+    # DAB-DETR / Deformable DETR: each query is a learned anchor box that every
+    # decoder layer refines (a delta in inverse-sigmoid space); its positional
+    # query is an MLP of the box's sine encoding, its content a learned vector.
+    anchor_queries: bool = False
+    # Two-stage query selection (Deformable DETR, DINO): every encoder token
+    # proposes a box and a class; the top-scoring tokens give the initial
+    # anchors (needs anchor_queries). The proposals get a set loss of their own.
+    query_selection: bool = False
+    # DN-DETR: in training, this many groups of noised ground-truth boxes and
+    # labels decode as extra queries that learn to reconstruct the originals.
+    # Each group rides as an extra batch entry, so neither the matching queries
+    # nor the other groups can see it. Needs anchor_queries.
+    denoising_groups: int = 0
+    denoising_box_noise: float = 0.4  # corner shifts up to this share of the box's half size
+    denoising_label_noise: float = 0.2  # half of these labels are flipped to a random class
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
 
 
@@ -57,6 +73,10 @@ class LossConfig:
     weight_bbox: float = 5.0
     weight_giou: float = 2.0
     eos_coef: float = 0.1  # weight of the no-object class in the cross-entropy
+    # IoU-aware classification (in the spirit of varifocal loss, RT-DETR): a matched
+    # query's target is its box's IoU on its class and the rest on no-object, so
+    # scores rank boxes by localisation quality. False: the paper's one-hot target.
+    iou_aware_classes: bool = False
 
 
 @dataclass
@@ -78,7 +98,7 @@ class TrainConfig:
     lr_backbone: float = 1e-5
     weight_decay: float = 1e-4
     clip_max_norm: float = 0.1
-    epochs: int = 300
+    epochs: int | None = 300  # None: until the time budget runs out
     lr_drop_epoch: int = 200  # step decay x0.1 at this epoch
     warmup_steps: int = 0
     batch_size: int = 2
@@ -87,14 +107,18 @@ class TrainConfig:
     eval_every: int = 1  # epochs
     time_budget_minutes: float | None = None
     # With a time budget: drop the lr x0.1 once this share of the budget has
-    # passed (instead of at lr_drop_epoch), so a short run still gets its decay.
-    lr_drop_fraction: float | None = None
+    # passed (or at lr_drop_epoch, if that comes first), so a short run still gets its decay.
+    lr_drop_fraction: float = 0.85
     freeze_backbone: bool = False  # fine-tuning on little data: train the transformer and heads only
     # Micro-batches per optimiser step: the step equals one batch of
     # batch_size x accumulate_steps (x processes), live BatchNorm statistics aside.
     accumulate_steps: int = 1
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast on CUDA; losses and matching stay fp32
     compile: bool = False  # torch.compile the model (CUDA; recompiles for new image sizes)
+    # Evaluate and export an exponential moving average of the weights (decay
+    # ramped up over the first steps, as in YOLOv5 and RT-DETR); None: off.
+    ema_decay: float | None = None
+    ema_warmup_steps: int = 1000
 
 
 @dataclass

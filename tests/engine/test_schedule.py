@@ -1,8 +1,15 @@
 import pytest
+import torch
 
+from detr.config import TrainConfig
 from detr.engine.checkpoint import load_checkpoint
-from detr.engine.train import LearningRateSchedule
+from detr.engine.optim import STEPS_BEFORE_ESTIMATE, LearningRateSchedule, Schedule
 from tests.engine.test_checkpoint_and_failures import _tiny_trainer
+
+
+def _schedule(**train) -> Schedule:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    return Schedule(optimizer, TrainConfig(**train), steps_per_epoch=10)
 
 
 def test_warm_up_then_drop():
@@ -13,19 +20,61 @@ def test_warm_up_then_drop():
 
 def test_epoch_drop_is_fixed_up_front(tiny_data, tmp_path):
     trainer = _tiny_trainer(tiny_data, tmp_path, lr_drop_epoch=1)
-    assert trainer.scheduler.lr_lambdas[0].drop_step == trainer.steps_per_epoch
+    assert trainer.scheduler.rule.drop_step == trainer.steps_per_epoch
+
+
+def test_a_budget_alone_drops_by_the_clock_only():
+    """--minutes without --epochs: no epoch-based drop; the drop lands at the share of the budget."""
+    schedule = _schedule(epochs=None, time_budget_minutes=10.0, lr_drop_fraction=0.5, warmup_steps=0)
+    assert schedule.rule.drop_step is None
+    for step, minutes in enumerate([1.0, 2.0, 4.9, 5.1, 6.0], start=1):
+        schedule.after_step(step, minutes)
+    assert schedule.rule.drop_step == 4
+    assert schedule.scheduler.optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
+
+
+def test_with_epochs_and_budget_the_earlier_drop_wins():
+    """Both given: the epoch drop is set up front, and the clock brings it forward if it passes first."""
+    schedule = _schedule(epochs=5, lr_drop_epoch=4, time_budget_minutes=10.0, lr_drop_fraction=0.1, warmup_steps=0)
+    assert schedule.rule.drop_step == 40
+    schedule.after_step(1, 0.5)
+    assert schedule.rule.drop_step == 40
+    schedule.after_step(2, 1.5)
+    assert schedule.rule.drop_step == 2
+    late = _schedule(epochs=5, lr_drop_epoch=1, time_budget_minutes=10.0, lr_drop_fraction=0.9, warmup_steps=0)
+    for step in range(1, 12):
+        late.after_step(step, step * 0.1)
+    assert late.rule.drop_step == 10  # the epoch came first; the clock never moved it
+
+
+def test_the_warm_up_is_cut_to_a_share_of_the_budget():
+    """A 1-minute budget at 0.01 min a step holds ~100 steps: a 300-step warm-up becomes 5 of them."""
+    schedule = _schedule(epochs=None, time_budget_minutes=1.0, warmup_steps=300)
+    for step in range(1, STEPS_BEFORE_ESTIMATE + 1):
+        schedule.after_step(step, 0.01 * step)
+    assert schedule.rule.warmup == STEPS_BEFORE_ESTIMATE  # never shorter than the steps already taken
+    long = _schedule(epochs=None, time_budget_minutes=100.0, warmup_steps=300)
+    for step in range(1, STEPS_BEFORE_ESTIMATE + 1):
+        long.after_step(step, 0.01 * step)
+    assert long.rule.warmup == 300  # 10000 expected steps: 5% is 500, so the configured 300 stays
+
+
+def test_the_start_line_says_what_ends_the_run():
+    assert "10 minutes;" in _schedule(epochs=None, time_budget_minutes=10.0).describe(10)
+    both = _schedule(epochs=3, time_budget_minutes=10.0).describe(10)
+    assert "10 minutes or 3 epochs, whichever ends first" in both
+    assert "3 epochs of 10 steps" in _schedule(epochs=3).describe(10)
 
 
 def test_a_time_budget_drops_the_lr_by_the_clock_and_a_resume_keeps_the_step(tiny_data, tmp_path):
     # A zero share of the budget: the clock passes it after the first step.
-    trainer = _tiny_trainer(tiny_data, tmp_path, epochs=1, time_budget_minutes=10.0, lr_drop_fraction=0.0,
-                            warmup_steps=0)
-    assert trainer.scheduler.lr_lambdas[0].drop_step is None
+    trainer = _tiny_trainer(tiny_data, tmp_path, epochs=1, lr_drop_epoch=100, time_budget_minutes=10.0,
+                            lr_drop_fraction=0.0, warmup_steps=0)
     trainer.fit()
-    assert trainer.scheduler.lr_lambdas[0].drop_step == 1
+    assert trainer.scheduler.rule.drop_step == 1
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * trainer.config.train.lr)
     saved = load_checkpoint(tmp_path / "last.pt")["scheduler"]
-    resumed = _tiny_trainer(tiny_data, tmp_path / "again", epochs=2, time_budget_minutes=10.0,
+    resumed = _tiny_trainer(tiny_data, tmp_path / "again", epochs=2, lr_drop_epoch=100, time_budget_minutes=10.0,
                             lr_drop_fraction=0.9, warmup_steps=0)
     resumed.scheduler.load_state_dict(saved)
-    assert resumed.scheduler.lr_lambdas[0].drop_step == 1
+    assert resumed.scheduler.rule.drop_step == 1

@@ -22,7 +22,9 @@ from detr.data.collate import collate
 from detr.data.sources import EpochSampler, SeededAugmentation, Split, build_datasets, eval_loader
 from detr.engine.checkpoint import load_checkpoint, save_atomic
 from detr.engine.distributed import init_from_environment, is_main, rank, world_size
+from detr.engine.ema import ModelEMA
 from detr.engine.evaluate import evaluate
+from detr.engine.optim import Schedule, build_optimizer
 from detr.loss import SetCriterion
 from detr.model import DETR, build_model
 from detr.precision import autocast
@@ -35,39 +37,6 @@ _LOGGED = ("loss", "loss_ce", "loss_bbox", "loss_giou", "class_error", "cardinal
 
 class TrainingError(RuntimeError):
     """Training stopped for a reason the user must act on (the message says which)."""
-
-
-def build_optimizer(model: DETR, config: ExperimentConfig, device: torch.device) -> torch.optim.AdamW:
-    backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
-    rest = [p for n, p in model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
-    groups = [{"params": rest, "lr": config.train.lr}]
-    if backbone:
-        groups.append({"params": backbone, "lr": config.train.lr_backbone})
-    return torch.optim.AdamW(groups, lr=config.train.lr, weight_decay=config.train.weight_decay,
-                             fused=device.type == "cuda")
-
-
-class LearningRateSchedule:
-    """Linear warm-up over `warmup` steps, then x0.1 from `drop_step` on (None: not yet).
-
-    A callable object rather than a closure: LambdaLR's state_dict keeps its
-    attributes, so a drop step decided by the clock survives a resume.
-    """
-
-    def __init__(self, warmup: int, drop_step: int | None) -> None:
-        self.warmup, self.drop_step = warmup, drop_step
-
-    def __call__(self, step: int) -> float:
-        ramp = min(1.0, (step + 1) / self.warmup) if self.warmup > 0 else 1.0
-        return ramp * (0.1 if self.drop_step is not None and step >= self.drop_step else 1.0)
-
-
-def build_scheduler(optimizer, config: ExperimentConfig, steps_per_epoch: int):
-    """Warm-up, then the x0.1 drop at `lr_drop_epoch`, or, with a time budget and
-    `lr_drop_fraction`, wherever the clock says (stepped per batch)."""
-    timed = config.train.time_budget_minutes is not None and config.train.lr_drop_fraction is not None
-    drop_step = None if timed else config.train.lr_drop_epoch * steps_per_epoch
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, LearningRateSchedule(config.train.warmup_steps, drop_step))
 
 
 def _to_device(targets: list[dict], device: torch.device) -> list[dict]:
@@ -100,7 +69,7 @@ class Trainer:
                    default=0)
         if most > config.model.num_queries:
             raise TrainingError(f"training images hold up to {most} objects but the model predicts "
-                                f"{config.model.num_queries}; use a preset with more queries")
+                                f"{config.model.num_queries}; add --set model.num_queries={math.ceil(most * 1.5)}")
         self.model = build_model(config.model)
         if init is not None:
             fresh = init_from(self.model, init)
@@ -119,7 +88,9 @@ class Trainer:
         # that equal to one process on the global batch (world x batch_size).
         self.net = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.index
                                             is not None else None) if world_size() > 1 else self.model)
-        self.optimizer = build_optimizer(self.model, config, self.device)
+        self.optimizer = build_optimizer(self.model, config.train, self.device)
+        self.ema = (ModelEMA(self.model, config.train.ema_decay, config.train.ema_warmup_steps)
+                    if config.train.ema_decay is not None else None)
         self.sampler = EpochSampler(len(self.train_set), config.train.seed, rank=rank(), world=world_size())
         batch, accumulate = config.train.batch_size, config.train.accumulate_steps
         if accumulate < 1:
@@ -130,7 +101,9 @@ class Trainer:
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / accumulate)  # optimiser steps
         self.forward = torch.compile(self.net, dynamic=True) if config.train.compile else self.net
         self._unchecked: dict[str, Any] | None = None  # the last step's loss, not yet checked for finiteness
-        self.scheduler = build_scheduler(self.optimizer, config, self.steps_per_epoch)
+        if config.train.epochs is None and config.train.time_budget_minutes is None:
+            raise TrainingError("train.epochs=None trains until the time budget runs out: give --minutes too")
+        self.scheduler = Schedule(self.optimizer, config.train, self.steps_per_epoch)
         workers = config.train.num_workers
         self.train_loader = DataLoader(
             SeededAugmentation(self.train_set, config.train.seed), batch_size=batch, sampler=self.sampler,
@@ -147,6 +120,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
             "epoch": self.epoch,
             "batches_done": self.batches_done,
             "step": self.step,
@@ -169,6 +143,10 @@ class Trainer:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
+        if self.ema is not None:
+            if "ema" not in payload:
+                raise TrainingError(f"{path} was trained without EMA weights; resume it with train.ema_decay=None")
+            self.ema.load_state_dict(payload["ema"])
         self.epoch, self.batches_done, self.step = payload["epoch"], payload["batches_done"], payload["step"]
         self.best_ap, self.elapsed = payload["best_ap"], payload["elapsed"]
         self.last_metrics = payload["metrics"]
@@ -215,7 +193,7 @@ class Trainer:
             with sync:
                 with autocast(self.device, self.config.train.precision):
                     outputs = self.forward(images.to(self.device, non_blocking=True),
-                                           mask.to(self.device, non_blocking=True))
+                                           mask.to(self.device, non_blocking=True), **self._model_targets(targets))
                     losses = self.criterion(outputs, targets, normalisers)
                 if index == 0:
                     self._raise_if_not_finite()  # the previous step's loss, now on the host for free
@@ -230,8 +208,18 @@ class Trainer:
         if self.config.train.clip_max_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_max_norm)
         self.optimizer.step()
-        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         return summed
+
+    def _model_targets(self, targets: list[dict]) -> dict:
+        """Denoising queries are made from the targets, so the model sees them in training."""
+        return {"targets": targets} if self.config.model.denoising_groups else {}
+
+    @property
+    def eval_model(self) -> DETR:
+        """The weights that are evaluated and exported: the moving average when there is one."""
+        return self.ema.model if self.ema is not None else self.model
 
     def _raise_if_not_finite(self) -> None:
         """Stop on a non-finite loss of the last step, before its weights are saved or used again."""
@@ -245,7 +233,7 @@ class Trainer:
 
     def evaluate(self, results_path: Path | None = None) -> tuple[dict, str, dict] | None:
         self._raise_if_not_finite()
-        return evaluate(self.model, self.val_loader, self.device, results_path, self.progress,
+        return evaluate(self.eval_model, self.val_loader, self.device, results_path, self.progress,
                         self.config.train.precision)
 
     def fit(self) -> dict[str, float]:
@@ -255,12 +243,13 @@ class Trainer:
         budget = self.config.train.time_budget_minutes
         epochs = self.config.train.epochs
         started = time.monotonic() - self.elapsed
+        log.info(self.scheduler.describe(self.steps_per_epoch))
         try:
-            while self.epoch < epochs:
+            while epochs is None or self.epoch < epochs:
                 out_of_time = self._run_epoch(writer, started, budget)
                 self.elapsed = time.monotonic() - started
                 epoch_done = self.batches_done == 0
-                last_epoch = self.epoch >= epochs
+                last_epoch = epochs is not None and self.epoch >= epochs
                 if out_of_time or last_epoch or (epoch_done and self.epoch % self.config.train.eval_every == 0):
                     self._evaluate_and_keep_best(writer, started)
                 self.save("last.pt")
@@ -278,7 +267,7 @@ class Trainer:
         self.sampler.set_epoch(self.epoch, self.batches_done * self.config.train.batch_size)
         remaining = len(self.train_loader)
         bar = tqdm(total=self.steps_per_epoch, initial=math.ceil(self.batches_done / accumulate),
-                   desc=f"epoch {self.epoch + 1}/{self.config.train.epochs}", disable=not self.progress, leave=False)
+                   desc=f"epoch {self.epoch + 1}/{self.config.train.epochs or '-'}", disable=not self.progress, leave=False)
         group: list[tuple] = []
         for index, micro_batch in enumerate(self.train_loader):
             group.append(micro_batch)
@@ -286,6 +275,10 @@ class Trainer:
                 continue
             losses = self._train_step(group)
             self.step += 1
+            minutes = self._minutes_since(started) if budget is not None else 0.0
+            message = self.scheduler.after_step(self.step, minutes)
+            if message:
+                log.info(message)
             self.batches_done += len(group)
             group = []
             bar.update()
@@ -295,15 +288,7 @@ class Trainer:
                 record = {"step": self.step, "epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"],
                           "minutes": (time.monotonic() - started) / 60, **values}
                 self._log(record, writer)
-            if budget is None:
-                continue
-            minutes = self._minutes_since(started)
-            schedule = self.scheduler.lr_lambdas[0]
-            fraction = self.config.train.lr_drop_fraction
-            if fraction is not None and schedule.drop_step is None and minutes > fraction * budget:
-                schedule.drop_step = self.step
-                log.info("lr x0.1 from step %d (%.2f of %.2f minutes)", self.step, minutes, budget)
-            if minutes > budget:
+            if budget is not None and minutes > budget:
                 bar.close()
                 if self.batches_done >= self.batches_per_epoch:
                     self.epoch, self.batches_done = self.epoch + 1, 0

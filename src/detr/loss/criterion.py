@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import box_convert, generalized_box_iou_loss
+from torchvision.ops import box_convert, box_iou, generalized_box_iou_loss
 
 from detr.config import LossConfig
 from detr.loss.matcher import HungarianMatcher, Match
@@ -84,25 +84,38 @@ class SetCriterion(nn.Module):
         return [tuple(part.unbind(0)) for part in packed.split([p.shape[1] for p in per_layer], dim=1)]
 
     def _layer_losses(self, outputs: dict, indices, target_labels: torch.Tensor, target_boxes: torch.Tensor,
-                      num_boxes, class_weight_sum) -> dict:
+                      num_boxes, class_weight_sum, valid: torch.Tensor | None = None) -> dict:
+        """The weighted-CE, L1 and GIoU terms of one layer's matched pairs `indices`.
+        `valid` [B, N]: queries that count in the classification term (default: all)."""
         logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
         image, query, target = indices
         matched_labels = target_labels[target]
-
-        target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
-        target_classes[image, query] = matched_labels
-        loss_ce = F.cross_entropy(logits.transpose(1, 2).float(), target_classes, self.class_weight,
-                                  reduction="sum") / class_weight_sum
-
         pred = boxes[image, query].float()
         matched_boxes = target_boxes[target]
+        pred_xyxy, matched_xyxy = box_convert(pred, "cxcywh", "xyxy"), box_convert(matched_boxes, "cxcywh", "xyxy")
+
+        if not self.config.iou_aware_classes and valid is None:  # the paper's loss, exactly
+            target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64,
+                                        device=logits.device)
+            target_classes[image, query] = matched_labels
+            loss_ce = F.cross_entropy(logits.transpose(1, 2).float(), target_classes, self.class_weight,
+                                      reduction="sum") / class_weight_sum
+        else:
+            # Soft targets: a matched query's IoU (or 1) on its class, the rest on no-object.
+            quality = (box_iou(pred_xyxy, matched_xyxy).diagonal().detach() if self.config.iou_aware_classes
+                       else torch.ones_like(matched_labels, dtype=torch.float32))
+            soft = torch.zeros(*logits.shape, device=logits.device)
+            soft[..., self.num_classes] = 1.0
+            soft[image, query, self.num_classes] = 1.0 - quality
+            soft[image, query, matched_labels] = quality
+            per_query = F.cross_entropy(logits.transpose(1, 2).float(), soft.transpose(1, 2), self.class_weight,
+                                        reduction="none")
+            if valid is not None:
+                per_query = per_query * valid
+            loss_ce = per_query.sum() / class_weight_sum
+
         loss_bbox = F.l1_loss(pred, matched_boxes, reduction="sum") / num_boxes
-        loss_giou = (
-            generalized_box_iou_loss(
-                box_convert(pred, "cxcywh", "xyxy"), box_convert(matched_boxes, "cxcywh", "xyxy"), reduction="sum"
-            )
-            / num_boxes
-        )
+        loss_giou = generalized_box_iou_loss(pred_xyxy, matched_xyxy, reduction="sum") / num_boxes
         return {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
 
     @torch.no_grad()
@@ -123,13 +136,13 @@ class SetCriterion(nn.Module):
         """targets: per image {"labels": int64 [T], "boxes": normalised cxcywh [T, 4]}, on the
         outputs' device. `normalisers`: from `normalisers()` over a whole accumulated step
         (default: over these targets). With query groups (Group DETR), each group of each
-        layer is matched on its own and the groups' losses are averaged."""
+        layer is matched on its own and the groups' losses are averaged. Query selection's
+        proposals (`enc_outputs`, suffix `_enc`) are matched on their own too; denoising
+        queries (`dn_outputs`, suffix `_dn`) are paired with the targets they were made from."""
         logits = outputs["pred_logits"]
         groups = outputs.get("query_groups", 1)
         num_queries = logits.shape[1] // groups
         num_boxes, class_weight_sum = normalisers or self.normalisers(targets, num_queries, logits.device)
-        weights = {"loss_ce": self.config.weight_ce, "loss_bbox": self.config.weight_bbox,
-                   "loss_giou": self.config.weight_giou}
         layers = [("", outputs)] + [(f"_{i}", aux) for i, aux in enumerate(outputs.get("aux_outputs", []))]
         # One entry per (layer, group), the final layer's first group first.
         entries = [(suffix, {key: layer[key][:, g * num_queries:(g + 1) * num_queries]
@@ -139,16 +152,49 @@ class SetCriterion(nn.Module):
         indices = self._indices_on_device(matches, targets, logits.device)
         target_labels = torch.cat([t["labels"] for t in targets])
         target_boxes = torch.cat([t["boxes"] for t in targets]).float()
+        terms = [(suffix, 1 / groups, self._layer_losses(entry, entry_indices, target_labels, target_boxes,
+                                                          num_boxes, class_weight_sum))
+                 for (suffix, entry), entry_indices in zip(entries, indices)]
+        if "enc_outputs" in outputs:
+            terms.append(("_enc", 1.0, self._proposal_losses(outputs["enc_outputs"], targets, target_labels,
+                                                             target_boxes, num_boxes)))
+        if "dn_outputs" in outputs:
+            terms += self._denoising_losses(outputs["dn_outputs"], targets, target_labels, target_boxes, num_boxes)
+        weights = {"loss_ce": self.config.weight_ce, "loss_bbox": self.config.weight_bbox,
+                   "loss_giou": self.config.weight_giou}
         result: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=logits.device)
-        for (suffix, entry), entry_indices in zip(entries, indices):
-            losses = self._layer_losses(entry, entry_indices, target_labels, target_boxes, num_boxes,
-                                        class_weight_sum)
+        for suffix, scale, losses in terms:
             for name, weight in weights.items():
-                share = losses[name] / groups
+                share = losses[name] * scale
                 total = total + weight * share
                 key = name + suffix
                 result[key] = result[key] + share if key in result else share
         result.update(self._metrics(entries[0][1], indices[0], target_labels, targets))
         result["loss"] = total
         return result
+
+    def _proposal_losses(self, proposals: dict, targets: list[dict], target_labels: torch.Tensor,
+                         target_boxes: torch.Tensor, num_boxes) -> dict:
+        """The set loss of query selection's per-token proposals; padding tokens do not count.
+        Its classification normaliser is this process's own (valid tokens, weighted)."""
+        indices = self._indices_on_device([self.matcher(proposals, targets)], targets, target_boxes.device)[0]
+        valid = proposals["valid"]
+        boxes = float(sum(len(t["labels"]) for t in targets))
+        weight_sum = ((valid.sum() - boxes) * self.config.eos_coef + boxes).clamp(min=1)
+        return self._layer_losses(proposals, indices, target_labels, target_boxes, num_boxes, weight_sum, valid)
+
+    def _denoising_losses(self, dn: dict, targets: list[dict], target_labels: torch.Tensor,
+                          target_boxes: torch.Tensor, num_boxes) -> list[tuple[str, float, dict]]:
+        """Each denoising query against the target it was made from, on every layer,
+        averaged over the groups; queries that only pad the batch do not count."""
+        groups, padding = dn["groups"], dn["padding"]
+        valid = ~padding
+        entry, query = valid.nonzero(as_tuple=True)
+        offsets = torch.tensor([0] + [len(t["labels"]) for t in targets], device=padding.device).cumsum(0)
+        indices = (entry, query, offsets[entry // groups] + query)
+        weight_sum = valid.sum().clamp(min=1).float() / groups  # every valid query has a real class
+        layers = [("_dn", dn)] + [(f"_dn_{i}", aux) for i, aux in enumerate(dn.get("aux_outputs", []))]
+        return [(suffix, 1 / groups, self._layer_losses(layer, indices, target_labels, target_boxes, num_boxes,
+                                                        weight_sum, valid))
+                for suffix, layer in layers]

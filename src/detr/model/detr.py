@@ -8,9 +8,12 @@ import torch
 from torch import nn
 
 from detr.config import ModelConfig
+from detr.model.anchor_decoder import AnchorDecoder, inverse_sigmoid
 from detr.model.backbone import Backbone
+from detr.model.denoising import noised_queries
 from detr.model.position_encoding import LearnedPositionEncoding, SinePositionEncoding
-from detr.model.transformer import Transformer
+from detr.model.query_selection import QuerySelection
+from detr.model.transformer import AttentionMaps, Transformer
 
 
 class MLP(nn.Module):
@@ -40,8 +43,19 @@ class DETR(nn.Module):
         self.input_proj = nn.Conv2d(self.backbone.num_channels, dim, kernel_size=1)
         if config.query_groups < 1:
             raise ValueError(f"model.query_groups must be at least 1, not {config.query_groups}")
+        if (config.query_selection or config.denoising_groups) and not config.anchor_queries:
+            raise ValueError("model.query_selection and model.denoising_groups need model.anchor_queries=True")
+        queries = config.num_queries * config.query_groups
         # Group g's queries are rows g*N .. (g+1)*N - 1; inference uses group 0.
-        self.query_embed = nn.Embedding(config.num_queries * config.query_groups, dim)
+        if config.anchor_queries:
+            self.query_content = nn.Embedding(queries, dim)
+            self.query_anchor = nn.Embedding(queries, 4)  # inverse-sigmoid cxcywh
+            with torch.no_grad():
+                boxes = torch.cat([torch.rand(queries, 2), torch.full((queries, 2), 0.1)], dim=1)
+                self.query_anchor.weight.copy_(inverse_sigmoid(boxes))
+            self.anchor_decoder = AnchorDecoder(dim)
+        else:
+            self.query_embed = nn.Embedding(queries, dim)
         self.transformer = Transformer(
             dim,
             config.num_heads,
@@ -53,9 +67,16 @@ class DETR(nn.Module):
         )
         self.class_embed = nn.Linear(dim, config.num_classes + 1)
         self.bbox_embed = MLP(dim, dim, 4, 3)
+        if config.anchor_queries:  # boxes start as the anchors; the head learns corrections
+            _zero_last_layer(self.bbox_embed)
+        if config.query_selection:
+            self.query_selection = QuerySelection(dim, config.num_classes, _zero_last_layer(MLP(dim, dim, 4, 3)))
+        if config.denoising_groups:
+            self.label_embed = nn.Embedding(config.num_classes, dim)
 
     def forward(
-        self, images: torch.Tensor, mask: torch.Tensor | None = None, need_weights: bool = False
+        self, images: torch.Tensor, mask: torch.Tensor | None = None, need_weights: bool = False,
+        targets: list[dict] | None = None,
     ) -> dict[str, Any]:
         """images [B, 3, H, W] normalised; mask [B, H, W] True on padding, or None.
 
@@ -63,7 +84,9 @@ class DETR(nn.Module):
         cxcywh), aux_outputs (one dict per earlier decoder layer) and, with
         need_weights, `attention` (AttentionMaps) and `feature_shape` (h, w).
         In training with G > 1 query groups, N is G x num_queries and
-        `query_groups` says G.
+        `query_groups` says G. In training, the variants add `enc_outputs`
+        (query selection's proposals) and, given `targets` (as the criterion
+        takes them), `dn_outputs` (the denoising queries' outputs).
         """
         features, feature_mask = self.backbone(images, mask)
         pos = self.position_encoding(features, feature_mask).flatten(2).transpose(1, 2)
@@ -71,26 +94,93 @@ class DETR(nn.Module):
         height, width = src.shape[-2:]
         src = src.flatten(2).transpose(1, 2)
         padding = None if feature_mask is None else feature_mask.flatten(1)
-        batch, queries = src.shape[0], self.config.num_queries
         groups = self.config.query_groups if self.training else 1
-        query_pos = self.query_embed.weight[: groups * queries].view(groups, queries, -1)
-        query_pos = query_pos[None].expand(batch, -1, -1, -1).flatten(0, 1)  # [B x G, N, D]
-        hidden, _, maps = self.transformer(src, pos, query_pos, padding, need_weights)
-        hidden = hidden.unflatten(1, (batch, groups)).flatten(2, 3)  # [layers, B, G x N, D]
-
-        logits = self.class_embed(hidden)
-        boxes = self.bbox_embed(hidden).sigmoid()
-        out: dict[str, Any] = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
+        if self.config.anchor_queries:
+            maps = AttentionMaps([], [], [])
+            memory = self.transformer.encode(src, pos, padding, maps, need_weights)
+            out = self._decode_anchors(memory, pos, padding, feature_mask, (height, width), groups, maps,
+                                       need_weights)
+            if self.training and targets is not None and self.config.denoising_groups:
+                out.update(self._decode_denoising(memory, pos, padding, targets))
+        else:
+            out, maps = self._decode_paper(src, pos, padding, groups, need_weights)
         if groups > 1:
             out["query_groups"] = groups  # the criterion matches each group on its own
-        if self.config.aux_loss:
-            out["aux_outputs"] = [
-                {"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])
-            ]
         if need_weights:
             out["attention"] = maps
             out["feature_shape"] = (height, width)
         return out
+
+    def _heads(self, hidden: torch.Tensor, boxes: torch.Tensor | None = None) -> dict[str, Any]:
+        """The class head (and the box head, for the paper's queries) on every layer's output
+        [layers, B, N, D]: the last layer's outputs, and the others' as aux_outputs."""
+        logits = self.class_embed(hidden)
+        if boxes is None:
+            boxes = self.bbox_embed(hidden).sigmoid()
+        out: dict[str, Any] = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
+        if self.config.aux_loss:
+            out["aux_outputs"] = [
+                {"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])
+            ]
+        return out
+
+    def _decode_paper(self, src, pos, padding, groups: int, need_weights: bool
+                      ) -> tuple[dict[str, Any], AttentionMaps | None]:
+        batch, queries = src.shape[0], self.config.num_queries
+        query_pos = self.query_embed.weight[: groups * queries].view(groups, queries, -1)
+        query_pos = query_pos[None].expand(batch, -1, -1, -1).flatten(0, 1)  # [B x G, N, D]
+        hidden, _, maps = self.transformer(src, pos, query_pos, padding, need_weights)
+        return self._heads(hidden.unflatten(1, (batch, groups)).flatten(2, 3)), maps  # [layers, B, G x N, D]
+
+    def _decode_anchors(self, memory, pos, padding, feature_mask, shape: tuple[int, int], groups: int,
+                        maps: AttentionMaps, need_weights: bool) -> dict[str, Any]:
+        batch, queries, dim = memory.shape[0], self.config.num_queries, memory.shape[-1]
+        content = self.query_content.weight[: groups * queries].view(groups, queries, dim)
+        content = content[None].expand(batch, -1, -1, -1).flatten(0, 1)  # [B x G, N, D]
+        proposals = None
+        if self.config.query_selection:
+            if feature_mask is None:
+                feature_mask = torch.zeros(batch, *shape, dtype=torch.bool, device=memory.device)
+            proposals, anchors = self.query_selection(memory, feature_mask, queries)
+            anchors = anchors.repeat_interleave(groups, 0)  # every group starts from the same boxes
+        else:
+            anchors = self.query_anchor.weight[: groups * queries].view(groups, queries, 4)
+            anchors = anchors[None].expand(batch, -1, -1, -1).flatten(0, 1)
+        hidden, boxes = self.anchor_decoder(self.transformer, self.bbox_embed, content, anchors,
+                                            *_per_entry(groups, memory, pos, padding),
+                                            maps=maps, need_weights=need_weights)
+        out = self._heads(hidden.unflatten(1, (batch, groups)).flatten(2, 3),
+                          boxes.unflatten(1, (batch, groups)).flatten(2, 3))
+        if proposals is not None and self.training:
+            out["enc_outputs"] = proposals
+        return out
+
+    def _decode_denoising(self, memory, pos, padding, targets: list[dict]) -> dict[str, Any]:
+        config = self.config
+        queries = noised_queries(targets, config.denoising_groups, config.num_classes,
+                                 config.denoising_box_noise, config.denoising_label_noise)
+        if queries is None:
+            return {}
+        hidden, boxes = self.anchor_decoder(self.transformer, self.bbox_embed, self.label_embed(queries.labels),
+                                            queries.anchors, *_per_entry(queries.groups, memory, pos, padding),
+                                            query_padding=queries.padding)
+        out = self._heads(hidden, boxes)
+        out.update(padding=queries.padding, groups=queries.groups)
+        return {"dn_outputs": out}
+
+
+def _zero_last_layer(head: MLP) -> MLP:
+    """A box head that starts by predicting no correction to its anchors."""
+    nn.init.zeros_(head.layers[-1].weight)
+    nn.init.zeros_(head.layers[-1].bias)
+    return head
+
+
+def _per_entry(groups: int, *tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
+    """Each image's tensors repeated for its `groups` batch entries (entry b x G + g)."""
+    if groups == 1:
+        return list(tensors)
+    return [None if t is None else t.repeat_interleave(groups, 0) for t in tensors]
 
 
 def build_model(config: ModelConfig) -> DETR:

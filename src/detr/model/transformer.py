@@ -79,10 +79,10 @@ class DecoderLayer(nn.Module):
         self.cross_block = _Residual(dim, dropout, pre_norm)
         self.ffn_block = _Residual(dim, dropout, pre_norm)
 
-    def forward(self, tgt, memory, pos, query_pos, padding_mask, need_weights=False):
+    def forward(self, tgt, memory, pos, query_pos, padding_mask, need_weights=False, self_padding_mask=None):
         x = self.self_block.branch_input(tgt)
         q = k = x + query_pos
-        attended, self_weights = self.self_attn(q, k, x, None, need_weights)
+        attended, self_weights = self.self_attn(q, k, x, self_padding_mask, need_weights)
         tgt = self.self_block.merge(tgt, attended)
         x = self.cross_block.branch_input(tgt)
         attended, cross_weights = self.cross_attn(x + query_pos, memory + pos, memory, padding_mask, need_weights)

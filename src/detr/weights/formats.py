@@ -162,7 +162,9 @@ def read_weights(path: str | Path, dilation: bool | None = None) -> LoadedWeight
         if layout is None:
             raise WeightsError(f"{path} {_NO_LAYOUT}")
         if layout == "ours" and isinstance(payload.get("config"), dict):
-            weights = _ours(payload, payload["model"], source)
+            # A run with EMA is evaluated and shipped with the averaged weights.
+            state = payload["ema"]["model"] if isinstance(payload.get("ema"), dict) else payload["model"]
+            weights = _ours(payload, state, source)
         elif layout == "official":
             if dilation is None and (named := named_for_file(path)) is not None:
                 dilation = named.dilation
@@ -217,6 +219,10 @@ def write_weights(weights: LoadedWeights, destination: str | Path, to: Layout) -
     if to != "official" and destination.is_file():
         raise WeightsError(f"{destination} is a file; the {to} layout is a folder")
     if to != "ours":
+        model = weights.config.model
+        if model.anchor_queries:
+            raise WeightsError(f"the {to} layout holds the paper's DETR only; this model uses anchor-box queries "
+                               "(model.anchor_queries): keep it in our layout (--to ours)")
         weights = first_query_group(weights)
     return writers[to](destination, weights)
 
@@ -230,7 +236,9 @@ def first_query_group(weights: LoadedWeights) -> LoadedWeights:
     config = copy.deepcopy(weights.config)
     config.model.query_groups = 1
     state = dict(weights.state)
-    state["query_embed.weight"] = state["query_embed.weight"][: model.num_queries].clone()
+    for name in ("query_embed.weight", "query_content.weight", "query_anchor.weight"):
+        if name in state:
+            state[name] = state[name][: model.num_queries].clone()
     return LoadedWeights(config, state, weights.categories)
 
 

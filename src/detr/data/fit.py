@@ -1,0 +1,85 @@
+"""Defaults that fit the data: query count and input scale from a training split's annotations.
+
+A preset is sized for a typical dataset; a user's data may hold more objects
+an image, or larger images of small objects, than the preset expects. These
+rules only ever raise a preset's numbers (more queries, larger inputs), so a
+dataset that fits the preset trains exactly as the preset says.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from detr.config import ExperimentConfig
+
+QUERY_MARGIN = 1.5  # queries per object in the fullest training image
+SCALE_STEP = 16  # input sizes are multiples of this (the small backbones' stride)
+LONG_SIDE_FACTOR = 1.7  # room for aspect ratios up to about 1.7:1 before the long-side cap bites
+
+
+@dataclass(frozen=True)
+class DatasetStats:
+    images: int
+    most_objects: int  # non-crowd boxes in the fullest image
+    median_short_side: float
+    median_long_side: float
+    small_object_side: float  # 10th percentile of the shorter box side, in pixels
+
+
+def dataset_stats(annotations: str | Path) -> DatasetStats:
+    """Read only the json: image sizes and boxes, no pixels."""
+    data = json.loads(Path(annotations).read_text())
+    images = data.get("images", [])
+    counts = {image["id"]: 0 for image in images}
+    sides = []
+    for ann in data.get("annotations", []):
+        if ann.get("iscrowd", 0):
+            continue
+        counts[ann["image_id"]] = counts.get(ann["image_id"], 0) + 1
+        sides.append(min(ann["bbox"][2], ann["bbox"][3]))
+    short = [min(i["height"], i["width"]) for i in images] or [0]
+    long = [max(i["height"], i["width"]) for i in images] or [0]
+    sides.sort()
+    return DatasetStats(
+        images=len(images),
+        most_objects=max(counts.values(), default=0),
+        median_short_side=statistics.median(short),
+        median_long_side=statistics.median(long),
+        small_object_side=sides[len(sides) // 10] if sides else 0.0,
+    )
+
+
+def _round(size: float) -> int:
+    return max(SCALE_STEP, int(round(size / SCALE_STEP)) * SCALE_STEP)
+
+
+def fit_to_data(config: ExperimentConfig, stats: DatasetStats, queries: bool = True) -> list[str]:
+    """Raise the query count and the input scale where the data needs it; returns one phrase
+    per decision (for a one-line report). `queries=False` keeps the count (fine-tuning)."""
+    notes = []
+    if queries:
+        needed = math.ceil(stats.most_objects * QUERY_MARGIN)
+        if needed > config.model.num_queries:
+            config.model.num_queries = needed
+            notes.append(f"{needed} queries (up to {stats.most_objects} objects an image)")
+        else:
+            notes.append(f"{config.model.num_queries} queries (up to {stats.most_objects} objects an image)")
+    data = config.data
+    # Never shrink images below their typical size (small objects vanish), up to the preset's long-side cap.
+    scale = min(_round(stats.median_short_side), data.max_size)
+    if scale > data.val_scale:
+        ratio = scale / data.val_scale
+        data.val_scale = scale
+        data.train_scales = tuple(sorted({_round(s * ratio) for s in data.train_scales}))
+        data.crop_resize_scales = tuple(sorted({_round(s * ratio) for s in data.crop_resize_scales}))
+        data.crop_min, data.crop_max = _round(data.crop_min * ratio), _round(data.crop_max * ratio)
+        data.max_size = max(data.max_size, _round(scale * LONG_SIDE_FACTOR))
+        notes.append(f"input {scale} px short side (images' median {stats.median_short_side:g} px; "
+                     f"small objects {stats.small_object_side:g} px)")
+    else:
+        notes.append(f"input {data.val_scale} px short side (images' median {stats.median_short_side:g} px)")
+    return notes

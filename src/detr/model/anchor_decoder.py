@@ -1,0 +1,72 @@
+"""Anchor-box queries refined layer by layer (DAB-DETR, Deformable DETR's box refinement).
+
+Each query carries a box. Its positional query is an MLP of the box's sine
+encoding, so cross-attention looks where the box is; each decoder layer
+predicts a correction in inverse-sigmoid space, and the corrected box (cut
+from the graph, as in Deformable DETR) is the next layer's anchor.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from detr.model.transformer import AttentionMaps, Transformer
+
+
+def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    x = x.clamp(0, 1)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+
+
+def box_sine_encoding(boxes: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """[..., 4] normalised cxcywh -> [..., 4 * dim / 2]: each coordinate encoded as the
+    paper's sine position encoding encodes x or y (dim / 2 channels each)."""
+    half = dim // 2
+    index = torch.arange(half, dtype=torch.float32, device=boxes.device)
+    frequencies = temperature ** (2 * torch.div(index, 2, rounding_mode="floor") / half)
+    angles = boxes.float()[..., None] * (2 * math.pi) / frequencies  # [..., 4, half]
+    encoded = torch.stack((angles[..., 0::2].sin(), angles[..., 1::2].cos()), dim=-1).flatten(-2)
+    return encoded.flatten(-2).to(boxes.dtype)
+
+
+class AnchorDecoder(nn.Module):
+    """Runs the transformer's decoder layers on (content, anchor box) queries.
+
+    The layers, their final norm and the box head are the model's own; this
+    module adds only the MLP that turns a box into a positional query.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.query_pos_head = nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+
+    def forward(self, transformer: Transformer, box_head: nn.Module, content: torch.Tensor,
+                anchors: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor,
+                padding_mask: torch.Tensor | None, query_padding: torch.Tensor | None = None,
+                maps: AttentionMaps | None = None, need_weights: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """content [B, N, D]; anchors [B, N, 4] in inverse-sigmoid space; memory, pos [B, L, D];
+        query_padding [B, N] True on queries that only pad the batch (hidden from the others).
+
+        Returns every layer's normalised output [layers, B, N, D] and box [layers, B, N, 4]
+        (sigmoid cxcywh).
+        """
+        tgt, reference = content, anchors
+        outputs, boxes = [], []
+        for layer in transformer.decoder_layers:
+            query_pos = self.query_pos_head(box_sine_encoding(reference.sigmoid(), self.dim))
+            tgt, self_weights, cross_weights = layer(tgt, memory, pos, query_pos, padding_mask, need_weights,
+                                                     self_padding_mask=query_padding)
+            out = transformer.decoder_norm(tgt)
+            box_logit = reference + box_head(out)
+            outputs.append(out)
+            boxes.append(box_logit.sigmoid())
+            reference = box_logit.detach()  # each layer learns its own correction
+            if maps is not None:
+                maps.decoder_self.append(self_weights)
+                maps.decoder_cross.append(cross_weights)
+        return torch.stack(outputs), torch.stack(boxes)

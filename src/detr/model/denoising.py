@@ -1,0 +1,56 @@
+"""Denoising queries (DN-DETR): noised ground truth that the decoder learns to restore.
+
+In training, each image's target boxes and labels are copied into G groups,
+each with its own noise: box corners shift by up to `box_noise` of the half
+size, and a share of labels flips to a random class. A group's queries start
+from the noised boxes (anchors) and the noised labels' embeddings (content)
+and must reconstruct the originals: no matching is needed, which steadies
+the early training that bipartite matching makes slow. Every group decodes
+as an extra batch entry, so the matching queries and the other groups never
+see it (DN-DETR's attention mask, by construction).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchvision.ops import box_convert
+
+from detr.model.anchor_decoder import inverse_sigmoid
+
+
+@dataclass
+class DenoisingQueries:
+    labels: torch.Tensor  # [B x G, T] noised labels (padding: 0)
+    anchors: torch.Tensor  # [B x G, T, 4] noised boxes in inverse-sigmoid space
+    padding: torch.Tensor  # [B x G, T] True on queries past the image's target count
+    groups: int
+
+
+def noised_queries(targets: list[dict], groups: int, num_classes: int, box_noise: float,
+                   label_noise: float) -> DenoisingQueries | None:
+    """targets: per image {"labels" [T_i], "boxes" [T_i, 4] normalised cxcywh}. None when the
+    batch holds no target. Entry b x G + g is image b's group g."""
+    most = max(len(t["labels"]) for t in targets)
+    if most == 0 or groups == 0:
+        return None
+    device = targets[0]["boxes"].device
+    batch = len(targets)
+    labels = torch.zeros(batch, most, dtype=torch.int64, device=device)
+    boxes = torch.full((batch, most, 4), 0.5, device=device)
+    padding = torch.ones(batch, most, dtype=torch.bool, device=device)
+    for i, target in enumerate(targets):
+        count = len(target["labels"])
+        labels[i, :count], boxes[i, :count], padding[i, :count] = target["labels"], target["boxes"], False
+    labels = labels.repeat_interleave(groups, 0)
+    boxes = boxes.float().repeat_interleave(groups, 0)
+    padding = padding.repeat_interleave(groups, 0)
+
+    flip = torch.rand(labels.shape, device=device) < label_noise * 0.5
+    labels = torch.where(flip, torch.randint_like(labels, num_classes), labels)
+    half_size = boxes[..., 2:].repeat(1, 1, 2) / 2  # (w/2, h/2, w/2, h/2)
+    corners = box_convert(boxes, "cxcywh", "xyxy")
+    corners = corners + (torch.rand_like(corners) * 2 - 1) * half_size * box_noise
+    noised = box_convert(corners.clamp(0, 1), "xyxy", "cxcywh")
+    return DenoisingQueries(labels.masked_fill(padding, 0), inverse_sigmoid(noised), padding, groups)

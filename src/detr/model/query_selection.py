@@ -1,0 +1,67 @@
+"""Two-stage query selection: encoder tokens propose boxes, the best become the anchors.
+
+Every valid token of the encoder output predicts a class and a box relative
+to a proposal at its own cell (Deformable DETR's two-stage, DINO's query
+selection). The top-scoring tokens' boxes, cut from the graph, are the
+decoder's initial anchors; the proposals are trained by a set loss of their
+own (the criterion's `enc_outputs`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from detr.model.anchor_decoder import inverse_sigmoid
+
+
+def cell_proposals(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """mask [B, h, w] True on padding -> (boxes [B, h*w, 4] normalised cxcywh, valid [B, h*w]).
+
+    Each cell's box is centred on it and one cell in size, measured in the
+    image's unpadded part, so padding never moves a proposal.
+    """
+    batch, height, width = mask.shape
+    valid_rows = (~mask[:, :, 0]).sum(1).clamp(min=1).float()  # [B]
+    valid_cols = (~mask[:, 0, :]).sum(1).clamp(min=1).float()
+    ys = torch.arange(height, device=mask.device, dtype=torch.float32) + 0.5
+    xs = torch.arange(width, device=mask.device, dtype=torch.float32) + 0.5
+    cy = ys[None, :, None] / valid_rows[:, None, None]
+    cx = xs[None, None, :] / valid_cols[:, None, None]
+    h = (1.0 / valid_rows)[:, None, None]
+    w = (1.0 / valid_cols)[:, None, None]
+    boxes = torch.stack(torch.broadcast_tensors(cx, cy, w, h), dim=-1).flatten(1, 2)
+    return boxes, ~mask.flatten(1)
+
+
+class QuerySelection(nn.Module):
+    """Heads on the encoder output: per-token class logits [B, L, K+1] and boxes [B, L, 4]."""
+
+    def __init__(self, dim: int, num_classes: int, box_head: nn.Module) -> None:
+        super().__init__()
+        self.project = nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim))
+        self.class_head = nn.Linear(dim, num_classes + 1)
+        self.box_head = box_head
+
+    def forward(self, memory: torch.Tensor, feature_mask: torch.Tensor, count: int
+                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """memory [B, L, D]; feature_mask [B, h, w] (all False without padding); count: queries.
+
+        Returns the proposals' outputs ({"pred_logits", "pred_boxes"}, padding tokens
+        scored as certain no-object) and the chosen anchors [B, count, 4] in
+        inverse-sigmoid space, detached.
+        """
+        proposals, valid = cell_proposals(feature_mask)
+        tokens = self.project(memory)
+        logits = self.class_head(tokens)
+        box_logits = inverse_sigmoid(proposals) + self.box_head(tokens)
+        scores = logits.softmax(-1)[..., :-1].amax(-1).masked_fill(~valid, -1.0)
+        if count > scores.shape[1]:
+            raise ValueError(f"{count} queries but the encoder has only {scores.shape[1]} tokens to choose "
+                             "from; use larger images or fewer queries")
+        chosen = scores.topk(count, dim=1).indices
+        anchors = box_logits.gather(1, chosen[..., None].expand(-1, -1, 4)).detach()
+        # Padding tokens must never be matched: far-off boxes make them the costliest choice.
+        far = torch.tensor([-1.0, -1.0, 1e-3, 1e-3], device=memory.device, dtype=box_logits.dtype)
+        boxes = torch.where(valid[..., None], box_logits.sigmoid(), far)
+        return {"pred_logits": logits, "pred_boxes": boxes, "valid": valid}, anchors
