@@ -112,3 +112,63 @@ def test_normalisers_count_boxes_and_class_weights():
     assert boxes == 3 and weights == pytest.approx(3 + 7 * 0.1)
     boxes, weights = criterion.normalisers([{"labels": torch.zeros(0)}], 5, torch.device("cpu"))
     assert boxes == 1 and weights == pytest.approx(0.5)  # no boxes: 5 no-object queries at 0.1
+
+
+def _matched_outputs_and_criterion(**loss):
+    criterion = SetCriterion(NUM_CLASSES, LossConfig(**loss))
+    outputs, targets = _outputs(), _targets()
+    indices = criterion._indices_on_device([criterion.matcher(outputs, targets)], targets, torch.device("cpu"))[0]
+    labels = torch.cat([t["labels"] for t in targets])
+    boxes = torch.cat([t["boxes"] for t in targets])
+    return criterion, outputs, indices, labels, boxes
+
+
+def test_the_soft_target_path_with_full_quality_is_the_paper_cross_entropy():
+    criterion, outputs, indices, labels, boxes = _matched_outputs_and_criterion()
+    paper = criterion._layer_losses(outputs, indices, labels, boxes, 3.0, 4.0)
+    soft = criterion._layer_losses(outputs, indices, labels, boxes, 3.0, 4.0, valid=torch.ones(2, 5))
+    torch.testing.assert_close(soft["loss_ce"], paper["loss_ce"])
+
+
+def test_iou_aware_targets_put_the_box_iou_on_the_class_and_the_rest_on_no_object():
+    criterion, outputs, indices, labels, boxes = _matched_outputs_and_criterion(iou_aware_classes=True)
+    image, query, target = indices
+    from torchvision.ops import box_iou
+    iou = box_iou(box_convert(outputs["pred_boxes"][image, query], "cxcywh", "xyxy"),
+                  box_convert(boxes[target], "cxcywh", "xyxy")).diagonal()
+    logp = outputs["pred_logits"].log_softmax(-1)
+    weight = torch.tensor([1.0, 1.0, 1.0, 0.1])
+    expected = -(logp[..., NUM_CLASSES] * weight[-1]).sum()  # every query: no-object, weight 0.1 ...
+    for i, q, t, quality in zip(image, query, target, iou):  # ... except the matched ones
+        expected += logp[i, q, NUM_CLASSES] * weight[-1]
+        expected -= quality * logp[i, q, labels[t]] + (1 - quality) * weight[-1] * logp[i, q, NUM_CLASSES]
+    losses = criterion._layer_losses(outputs, indices, labels, boxes, 3.0, 4.0)
+    torch.testing.assert_close(losses["loss_ce"], expected / 4.0)
+
+
+def test_denoising_queries_are_paired_with_the_targets_they_came_from():
+    criterion = SetCriterion(NUM_CLASSES, LossConfig())
+    targets = _targets()
+    # Two groups; image 1 has one target, so its second query pads. Perfect boxes: no box loss.
+    boxes = torch.zeros(4, 2, 4) + 0.5
+    boxes[0:2, :2] = targets[0]["boxes"]
+    boxes[2:4, 0] = targets[1]["boxes"][0]
+    padding = torch.tensor([[False, False]] * 2 + [[False, True]] * 2)
+    logits = torch.randn(4, 2, NUM_CLASSES + 1)
+    dn = {"pred_logits": logits, "pred_boxes": boxes, "padding": padding, "groups": 2}
+    losses = criterion({**_outputs(), "dn_outputs": dn}, targets)
+    assert losses["loss_bbox_dn"] < 1e-5 and losses["loss_giou_dn"] < 1e-5
+    logp = logits.log_softmax(-1)
+    expected = -(logp[0, 0, 0] + logp[0, 1, 2] + logp[1, 0, 0] + logp[1, 1, 2] + logp[2, 0, 1] + logp[3, 0, 1]) / 6
+    torch.testing.assert_close(losses["loss_ce_dn"], expected)
+
+
+def test_proposals_on_padding_tokens_do_not_count():
+    criterion = SetCriterion(NUM_CLASSES, LossConfig())
+    proposals = {"pred_logits": torch.randn(2, 6, NUM_CLASSES + 1), "pred_boxes": torch.rand(2, 6, 4) * 0.4 + 0.3,
+                 "valid": torch.tensor([[True] * 6, [True] * 4 + [False] * 2])}
+    first = criterion({**_outputs(), "enc_outputs": proposals}, _targets())["loss_ce_enc"]
+    proposals["pred_logits"][1, 4:] = 100.0  # padding tokens' scores change nothing
+    second = criterion({**_outputs(), "enc_outputs": proposals}, _targets())["loss_ce_enc"]
+    assert torch.isfinite(first)
+    torch.testing.assert_close(first, second)

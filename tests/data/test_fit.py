@@ -1,0 +1,46 @@
+import json
+
+from detr.config import preset
+from detr.data.fit import dataset_stats, fit_to_data
+
+
+def _annotations(tmp_path, sizes, boxes_per_image, box=(10, 10, 8, 6)):
+    images = [{"id": i, "file_name": f"{i}.png", "width": w, "height": h} for i, (w, h) in enumerate(sizes)]
+    annotations = []
+    for i, count in enumerate(boxes_per_image):
+        annotations += [{"id": len(annotations) + 1, "image_id": i, "category_id": 1, "bbox": list(box),
+                         "area": box[2] * box[3], "iscrowd": 0} for _ in range(count)]
+    annotations.append({"id": 999, "image_id": 0, "category_id": 1, "bbox": [0, 0, 50, 50], "area": 2500,
+                        "iscrowd": 1})  # crowd boxes are no targets: never counted
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations,
+                                "categories": [{"id": 1, "name": "tree"}]}))
+    return path
+
+
+def test_stats_read_sizes_and_counts_from_the_json(tmp_path):
+    stats = dataset_stats(_annotations(tmp_path, [(256, 200), (300, 240), (160, 320)], [3, 40, 0]))
+    assert stats.images == 3 and stats.most_objects == 40
+    assert stats.median_short_side == 200 and stats.median_long_side == 300
+    assert stats.small_object_side == 6
+
+
+def test_many_objects_and_large_images_raise_the_preset(tmp_path):
+    config = preset("small")
+    stats = dataset_stats(_annotations(tmp_path, [(256, 240), (280, 250), (300, 270)], [5, 40, 7]))
+    notes = fit_to_data(config, stats)
+    assert config.model.num_queries == 60  # 40 objects x 1.5
+    assert config.data.val_scale == 256  # the median short side (250 -> 256), within the preset's 256 cap
+    assert config.data.train_scales == (224, 256, 288)  # the preset's 112/128/144, scaled alike
+    assert config.data.max_size == 432 and config.data.crop_max == 256  # 256 x 1.7, to a multiple of 16
+    assert "60 queries" in notes[0] and "input 256 px" in notes[1]
+
+
+def test_a_dataset_that_fits_the_preset_trains_exactly_as_the_preset_says(tmp_path):
+    config, untouched = preset("small"), preset("small")
+    stats = dataset_stats(_annotations(tmp_path, [(128, 128)] * 3, [6, 2, 1]))
+    fit_to_data(config, stats)
+    assert config == untouched
+    fine_tuning = preset("small")
+    fit_to_data(fine_tuning, dataset_stats(_annotations(tmp_path, [(64, 64)], [30])), queries=False)
+    assert fine_tuning.model.num_queries == untouched.model.num_queries  # never shrinks, keeps --init's count

@@ -1,0 +1,59 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from detr.config import preset
+from detr.data.sources import find_split
+from detr.engine.checkpoint import load_checkpoint
+from detr.engine.ema import ModelEMA
+from detr.engine.train import Trainer
+from detr.weights import load_weights
+from tests.conftest import tiny_model_config
+
+
+def test_the_average_follows_the_ramped_decay():
+    model = nn.Linear(2, 1)
+    ema = ModelEMA(model, decay=0.9, warmup_steps=10)
+    shadow = model.weight.detach().clone()
+    for step in range(1, 6):
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        ema.update(model)
+        decay = 0.9 * (1 - math.exp(-step / 10))
+        shadow = decay * shadow + (1 - decay) * model.weight.detach()
+    torch.testing.assert_close(ema.model.weight, shadow)
+    assert not ema.model.weight.requires_grad
+
+
+def test_a_bad_decay_is_refused():
+    with pytest.raises(ValueError, match="ema_decay"):
+        ModelEMA(nn.Linear(1, 1), decay=1.0, warmup_steps=1)
+
+
+def _fast_trainer(tiny_data, out, epochs):
+    config = preset("fast")
+    config.model = tiny_model_config(num_classes=4, num_queries=10, anchor_queries=True, query_selection=True,
+                                     denoising_groups=2, query_groups=2)
+    config.train.batch_size, config.train.num_workers, config.train.epochs = 4, 0, epochs
+    config.train.ema_warmup_steps = 2
+    return Trainer(config, find_split(tiny_data, "train"), find_split(tiny_data, "val"), out, progress=False)
+
+
+def test_a_fast_variant_run_trains_saves_the_average_and_resumes_it(tiny_data, tmp_path):
+    """Every variant on at once through the real Trainer: the checkpoint carries the EMA weights,
+    load_weights serves them, and a resume restores them."""
+    run = _fast_trainer(tiny_data, tmp_path / "a", 1)
+    run.fit()
+    saved = load_checkpoint(tmp_path / "a" / "last.pt")
+    assert saved["ema"]["updates"] == run.step > 0
+    served = load_weights(str(tmp_path / "a" / "last.pt")).state
+    for name, tensor in saved["ema"]["model"].items():
+        torch.testing.assert_close(served[name], tensor)
+    assert any(not torch.equal(saved["ema"]["model"][n], saved["model"][n]) for n in saved["model"])
+    resumed = _fast_trainer(tiny_data, tmp_path / "b", 2)
+    resumed.resume(tmp_path / "a" / "last.pt")
+    assert resumed.ema.updates == run.step
+    for name, tensor in resumed.ema.model.state_dict().items():
+        torch.testing.assert_close(tensor, saved["ema"]["model"][name])

@@ -1,0 +1,67 @@
+import math
+
+import pytest
+import torch
+
+from detr.model import build_model
+from detr.model.anchor_decoder import box_sine_encoding, inverse_sigmoid
+from tests.conftest import tiny_model_config
+
+
+def _anchor_model(**overrides):
+    return build_model(tiny_model_config(anchor_queries=True, **overrides)).eval()
+
+
+def test_box_sine_encoding_matches_the_formula_coordinate_by_coordinate():
+    box = torch.tensor([[0.25, 0.5, 0.1, 0.9]])
+    dim = 8  # 4 channels per coordinate: sin f0, cos f0, sin f1, cos f1
+    encoded = box_sine_encoding(box, dim)[0]
+    expected = []
+    for value in box[0].tolist():
+        for i in range(dim // 2):
+            frequency = 10000 ** (2 * (i // 2) / (dim // 2))
+            angle = value * 2 * math.pi / frequency
+            expected.append(math.sin(angle) if i % 2 == 0 else math.cos(angle))
+    torch.testing.assert_close(encoded, torch.tensor(expected))
+
+
+def test_boxes_start_as_the_anchors_and_each_layer_adds_its_correction_in_logit_space():
+    model = _anchor_model(decoder_layers=3)
+    images = torch.randn(1, 3, 64, 64)
+    anchors = model.query_anchor.weight  # inverse-sigmoid cxcywh
+    out = model(images)
+    # A fresh box head predicts no correction: every layer returns the anchors.
+    for layer in out["aux_outputs"] + [out]:
+        torch.testing.assert_close(layer["pred_boxes"][0], anchors.sigmoid())
+    delta = torch.tensor([0.3, -0.2, 0.1, 0.4])
+    with torch.no_grad():
+        model.bbox_embed.layers[-1].bias.copy_(delta)
+    out = model(images)
+    layers = out["aux_outputs"] + [out]
+    for k, layer in enumerate(layers, start=1):  # layer k's box is anchor + k corrections
+        torch.testing.assert_close(layer["pred_boxes"][0], (anchors + k * delta).sigmoid(), atol=1e-5, rtol=0)
+
+
+def test_inverse_sigmoid_undoes_sigmoid():
+    x = torch.linspace(-5, 5, 11)
+    torch.testing.assert_close(inverse_sigmoid(x.sigmoid()), x, atol=1e-4, rtol=0)
+
+
+def test_anchor_model_with_groups_uses_the_first_group_in_eval():
+    grouped = _anchor_model(query_groups=3)
+    single = _anchor_model()
+    state = grouped.state_dict()
+    state["query_content.weight"] = state["query_content.weight"][:6]
+    state["query_anchor.weight"] = state["query_anchor.weight"][:6]
+    single.load_state_dict(state)
+    images = torch.randn(2, 3, 64, 80)
+    torch.testing.assert_close(grouped(images)["pred_boxes"], single(images)["pred_boxes"])
+    grouped.train()
+    assert grouped(images)["pred_logits"].shape[1] == 18
+
+
+def test_variants_need_anchor_queries():
+    with pytest.raises(ValueError, match="need model.anchor_queries"):
+        build_model(tiny_model_config(query_selection=True))
+    with pytest.raises(ValueError, match="need model.anchor_queries"):
+        build_model(tiny_model_config(denoising_groups=1))
