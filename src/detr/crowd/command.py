@@ -87,7 +87,7 @@ def run_comparison(args: argparse.Namespace) -> None:
     print(f"{data} ({args.split} split)")
     print(report(ground_truth_boxes(CocoDetection(val.images, val.annotations)), args.draws))
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    compare(config, train, val, out, device, args.queries, progress=not args.no_progress)
+    compare(config, train, val, out, device, args.queries, progress=not args.no_progress, settings=args.set)
 
 
 def add_parser(subparsers) -> None:
@@ -102,10 +102,13 @@ def add_parser(subparsers) -> None:
                              f"compare them (default {CrowdBenchmarkConfig.minutes:g} minutes each)")
     parser.add_argument("--quick", action="store_true", help="--train on tiny data for a few seconds (smoke test)")
     parser.add_argument("--minutes", type=float, help="training minutes of each detector")
-    parser.add_argument("--queries", type=int, help="DETR's object queries (default: the preset's, or twice "
-                                                     "the most objects in a training image if that is more)")
+    parser.add_argument("--queries", type=int, help="DETR's object queries (default: the preset's, or 1.5 "
+                                                     "times the most objects in a training image if that is more)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override any of DETR's config fields, as for detr train")
     parser.add_argument("--preset", choices=sorted(PRESETS),
-                        help="DETR's preset, whose image sizes both detectors use (default: small)")
+                        help="DETR's preset, whose image sizes (fitted to the data) both detectors use "
+                             f"(default: {CrowdBenchmarkConfig.detr_preset})")
     parser.add_argument("--out", default="runs/crowd", help="where --train writes its table, figure and runs")
     parser.add_argument("--device")
     parser.add_argument("--no-progress", action="store_true")

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import torch
 
-from detr.config import CrowdBenchmarkConfig, preset
+from detr.config import CrowdBenchmarkConfig, apply_settings, preset
 from detr.crowd.figure import side_by_side
 from detr.crowd.nms_ceiling import ground_truth_as_detections
 from detr.crowd.peer import PEER_NAME, build_peer, peer_transforms, predict_peer, train_peer
 from detr.crowd.recall import apply_nms, best_f1_score_threshold
 from detr.crowd.table import Row, format_table, markdown_table, score
 from detr.data.coco import CocoDetection
+from detr.data.fit import dataset_stats, fit_to_data
 from detr.data.sources import Split, eval_loader
 from detr.engine.evaluate import predict_dataset
 from detr.engine.train import Trainer
@@ -26,25 +27,23 @@ NMS_THRESHOLDS = (0.45, 0.5, 0.6, 0.7)
 
 
 def train_detr(config: CrowdBenchmarkConfig, train: Split, val: Split, out: Path, device: torch.device,
-               queries: int | None, progress: bool) -> tuple[Trainer, list[dict]]:
-    """The small preset for `config.minutes`, its lr dropped at the same share of the budget
-    as the peer's; returns the trainer and its val detections."""
+               queries: int | None, progress: bool, settings: list[str] = ()) -> tuple[Trainer, list[dict]]:
+    """The preset for `config.minutes`, fitted to the data as `detr train` fits it, its lr
+    dropped at the same share of the budget as the peer's; `settings` (SECTION.FIELD=VALUE)
+    last. Returns the trainer and its val detections (of the EMA weights, if any)."""
     experiment = preset(config.detr_preset)
     experiment.train.time_budget_minutes = config.minutes
     experiment.train.lr_drop_fraction = config.lr_drop_fraction
-    experiment.train.epochs = 1_000_000  # the clock ends the run
+    experiment.train.epochs = None  # the clock ends the run
     experiment.train.eval_every = 1_000_000  # evaluate once, at the end, outside the budget
     experiment.train.seed = config.seed
-    most = max((sum(not a.get("iscrowd", 0) for a in anns)  # crowd boxes are not targets, as in Trainer
-                for anns in CocoDetection(train.images, train.annotations).annotations.values()), default=0)
-    if queries is None and most > experiment.model.num_queries:
-        queries = 2 * most
-        log.info("DETR gets %d queries: training images hold up to %d objects", queries, most)
+    log.info("DETR fitted to the data: %s", "; ".join(fit_to_data(experiment, dataset_stats(train.annotations))))
     if queries is not None:
         experiment.model.num_queries = queries
+    apply_settings(experiment, list(settings))
     trainer = Trainer(experiment, train, val, out, device, progress=progress)
     trainer.fit()
-    results = predict_dataset(trainer.model, eval_loader(trainer.val_set, 8, 0), trainer.device, progress)
+    results = predict_dataset(trainer.eval_model, eval_loader(trainer.val_set, 8, 0), trainer.device, progress)
     return trainer, results
 
 
@@ -61,12 +60,13 @@ def train_nms_peer(config: CrowdBenchmarkConfig, train: Split, val: Split, image
 
 
 def compare(config: CrowdBenchmarkConfig, train: Split, val: Split, out: str | Path,
-            device: torch.device, queries: int | None = None, progress: bool = True) -> list[Row]:
+            device: torch.device, queries: int | None = None, progress: bool = True,
+            settings: list[str] = ()) -> list[Row]:
     """Train both, score everything, print and write the table (text, Markdown, json) and the figure."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    trainer, detr_results = train_detr(config, train, val, out / "detr", device, queries, progress)
+    trainer, detr_results = train_detr(config, train, val, out / "detr", device, queries, progress, settings)
     image_size = trainer.config.data.val_scale
     peer_val, peer_results, peer_run = train_nms_peer(config, train, val, image_size, trainer.device, progress)
     log.info("DETR: %d steps; %s: %d steps, each in %.1f minutes", trainer.step, PEER_NAME, peer_run["steps"],
@@ -90,7 +90,7 @@ def compare(config: CrowdBenchmarkConfig, train: Split, val: Split, out: str | P
     table = format_table(rows)
     (out / "crowd_table.md").write_text(markdown_table(rows) + "\n")
     (out / "crowd.json").write_text(json.dumps({
-        "config": config.__dict__, "device": str(device), "val_images": len(peer_val),
+        "config": config.__dict__, "detr_config": trainer.config.to_dict(), "device": str(device), "val_images": len(peer_val),
         "steps": {"DETR": trainer.step, PEER_NAME: peer_run["steps"]},
         "figure_score_thresholds": thresholds, "rows": [r.to_dict() for r in rows]}, indent=1))
     print(f"{config.minutes:g} training minutes each on {device}: DETR {trainer.step} steps, "
