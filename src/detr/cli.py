@@ -21,7 +21,7 @@ from detr.data.fit import dataset_stats, fit_to_data
 from detr.data.sources import default_data_dir, eval_loader, find_split
 from detr.data.synthetic import SynthConfig, write_dataset
 from detr.engine.checkpoint import CheckpointError
-from detr.engine.distributed import is_main, leave_process_group
+from detr.distributed import is_main, leave_process_group
 from detr.engine.evaluate import evaluate, format_per_class
 from detr.engine.train import Trainer, TrainingError
 from detr.inference import Predictor, to_uint8_image

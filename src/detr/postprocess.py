@@ -7,6 +7,12 @@ import torch.nn.functional as F
 from torchvision.ops import box_convert
 
 
+def class_scores(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each query's score and label: softmax over the classes and no-object, no-object
+    dropped, the best real class. `logits` [..., K+1] -> (scores, labels), each [...]."""
+    return F.softmax(logits.float(), -1)[..., :-1].max(-1)
+
+
 class PostProcess:
     """Softmax, drop no-object, score = best real class, boxes to absolute xyxy.
 
@@ -24,8 +30,7 @@ class PostProcess:
         logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
         if len(image_sizes) != len(logits):
             raise ValueError(f"{len(image_sizes)} image sizes for {len(logits)} predictions")
-        prob = F.softmax(logits.float(), -1)[..., :-1]
-        scores, labels = prob.max(-1)
+        scores, labels = class_scores(logits)
         height, width = image_sizes.to(boxes.device).float().unbind(1)
         scale = torch.stack([width, height, width, height], dim=1)[:, None, :]
         xyxy = box_convert(boxes.float(), "cxcywh", "xyxy") * scale

@@ -27,14 +27,7 @@ from detr.inference import Predictor
 
 def ground_truth_boxes(dataset: CocoDetection) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(xyxy boxes, labels) of each image's non-crowd annotations, without reading any pixels."""
-    per_image = []
-    for image_id in dataset.image_ids:
-        anns = [a for a in dataset.annotations[image_id] if not a.get("iscrowd", 0)]
-        boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
-        boxes[:, 2:] += boxes[:, :2]
-        labels = torch.tensor([dataset.categories.label(a["category_id"]) for a in anns], dtype=torch.int64)
-        per_image.append((boxes, labels))
-    return per_image
+    return [dataset.target_boxes(image_id) for image_id in dataset.image_ids]
 
 
 def report(per_image: list[tuple[torch.Tensor, torch.Tensor]], draws: int) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from detr.crowd.recall import largest_same_class_iou, matched_annotations
-from detr.data.coco import CocoDetection
+from detr.data.coco import CocoDetection, object_annotations
 from detr.viz.figure import draw_box, new_figure, save, show_image
 
 FOUND = "#00e5ff"  # one colour for every detection: the shapes tell the classes apart
@@ -48,11 +48,12 @@ def side_by_side(dataset: CocoDetection, detectors: list[tuple[str, list[dict], 
             for record in shown:
                 x, y, w, h = record["bbox"]
                 draw_box(ax, (x, y, x + w, y + h), FOUND, width=1.5)
-            missed = [a for a in annotations[image_id] if not a.get("iscrowd", 0) and a["id"] not in found]
+            objects = object_annotations(annotations[image_id])
+            missed = [a for a in objects if a["id"] not in found]
             for ann in missed:
                 x, y, w, h = ann["bbox"]
                 draw_box(ax, (x, y, x + w, y + h), MISSED, style="--", width=2)
-            total = sum(1 for a in annotations[image_id] if not a.get("iscrowd", 0))
+            total = len(objects)
             ax.set_title(f"{name}: {total - len(missed)}/{total} found", fontsize=8)
     figure.suptitle("cyan: detections above each detector's best-F1 score; dashed red: objects it missed "
                     "(IoU 0.5)", fontsize=9)

@@ -12,6 +12,7 @@ import torch
 from torchvision.ops import batched_nms
 
 from detr.crowd.overlap import BIN_NAMES, max_same_class_iou, overlap_bin
+from detr.data.coco import object_annotations
 
 
 def surviving(boxes: torch.Tensor, labels: torch.Tensor, iou_threshold: float, scores: torch.Tensor) -> torch.Tensor:
@@ -43,7 +44,7 @@ def ground_truth_as_detections(ground_truth: dict, seed: int = 0) -> list[dict]:
     """The (non-crowd) annotations as COCO result records with random scores: fed to NMS and
     then to the same scorer as the detectors, they give the ceiling's row of the table."""
     generator = torch.Generator().manual_seed(seed)
-    annotations = [a for a in ground_truth["annotations"] if not a.get("iscrowd", 0)]
+    annotations = object_annotations(ground_truth["annotations"])
     scores = torch.rand(len(annotations), generator=generator).tolist()
     return [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": list(a["bbox"]), "score": s}
             for a, s in zip(annotations, scores)]

@@ -14,6 +14,7 @@ from pycocotools.cocoeval import COCOeval
 from torchvision.ops import batched_nms, box_convert
 
 from detr.crowd.overlap import BIN_NAMES, max_same_class_iou, overlap_bin
+from detr.data.coco import object_annotations
 
 
 def coco_matches(ground_truth: dict[str, Any], results: list[dict[str, Any]], match_iou: float) -> list[dict]:
@@ -70,9 +71,8 @@ def largest_same_class_iou(ground_truth: dict[str, Any]) -> dict[int, tuple[int,
     """Annotation id -> (image id, its largest IoU with another annotation of its class in
     the image), for the non-crowd annotations."""
     by_image = defaultdict(list)
-    for ann in ground_truth["annotations"]:
-        if not ann.get("iscrowd", 0):
-            by_image[ann["image_id"]].append(ann)
+    for ann in object_annotations(ground_truth["annotations"]):
+        by_image[ann["image_id"]].append(ann)
     overlap = {}
     for image_id, anns in by_image.items():
         boxes = box_convert(torch.tensor([a["bbox"] for a in anns], dtype=torch.float32), "xywh", "xyxy")

@@ -7,7 +7,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -15,6 +15,12 @@ from PIL import Image, UnidentifiedImageError
 from torchvision import tv_tensors
 
 log = logging.getLogger(__name__)
+
+
+def object_annotations(annotations: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The annotations that are detection targets: COCO's crowd regions (iscrowd=1) are not
+    (they are kept in the files for evaluation, which ignores detections on them)."""
+    return [a for a in annotations if not a.get("iscrowd", 0)]
 
 
 class DatasetError(ValueError):
@@ -169,6 +175,18 @@ class CocoDetection(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    def target_boxes(self, image_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(absolute xyxy boxes [N, 4], labels [N]) of an image's targets, from the json alone."""
+        anns = object_annotations(self.annotations[image_id])
+        boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        labels = torch.tensor([self.categories.label(a["category_id"]) for a in anns], dtype=torch.int64)
+        return boxes, labels
+
+    def most_objects(self) -> int:
+        """Targets in the fullest image: the least number of queries that can match them all."""
+        return max((len(object_annotations(anns)) for anns in self.annotations.values()), default=0)
+
     def raw_item(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
         image_id = self.image_ids[index]
         info = self.images[image_id]
@@ -176,13 +194,11 @@ class CocoDetection(torch.utils.data.Dataset):
         if image.size != (info["width"], info["height"]):
             raise DatasetError(f"{self.annotation_file}: image {image_id} ({info['file_name']}) is "
                                f"{image.size[0]}x{image.size[1]} but the file says {info['width']}x{info['height']}")
-        anns = [a for a in self.annotations[image_id] if not a.get("iscrowd", 0)]
-        boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
-        boxes[:, 2:] += boxes[:, :2]
+        boxes, labels = self.target_boxes(image_id)
         height, width = info["height"], info["width"]
         target = {
             "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)),
-            "labels": torch.tensor([self.categories.label(a["category_id"]) for a in anns], dtype=torch.int64),
+            "labels": labels,
             "image_id": image_id,
             "orig_size": torch.tensor([height, width]),
         }

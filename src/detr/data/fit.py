@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detr.config import ExperimentConfig
+from detr.data.coco import object_annotations
 
 QUERY_MARGIN = 1.5  # queries per object in the fullest training image
 SCALE_STEP = 16  # input sizes are multiples of this (the small backbones' stride)
@@ -36,9 +37,7 @@ def dataset_stats(annotations: str | Path) -> DatasetStats:
     images = data.get("images", [])
     counts = {image["id"]: 0 for image in images}
     sides = []
-    for ann in data.get("annotations", []):
-        if ann.get("iscrowd", 0):
-            continue
+    for ann in object_annotations(data.get("annotations", [])):
         counts[ann["image_id"]] = counts.get(ann["image_id"], 0) + 1
         sides.append(min(ann["bbox"][2], ann["bbox"][3]))
     short = [min(i["height"], i["width"]) for i in images] or [0]

@@ -16,7 +16,7 @@ from torchvision.ops import box_convert
 from tqdm import tqdm
 
 from detr.data.coco import CocoDetection
-from detr.engine.distributed import gather_to_main
+from detr.distributed import gather_to_main
 from detr.postprocess import PostProcess
 from detr.precision import autocast
 

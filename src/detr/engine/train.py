@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -21,7 +22,7 @@ from detr.config import ExperimentConfig
 from detr.data.collate import collate
 from detr.data.sources import EpochSampler, SeededAugmentation, Split, build_datasets, eval_loader
 from detr.engine.checkpoint import load_checkpoint, save_atomic
-from detr.engine.distributed import init_from_environment, is_main, rank, world_size
+from detr.distributed import init_from_environment, is_main, rank, world_size
 from detr.engine.ema import ModelEMA
 from detr.engine.evaluate import evaluate
 from detr.engine.optim import Schedule, build_optimizer
@@ -54,65 +55,77 @@ class Trainer:
     def __init__(self, config: ExperimentConfig, train_split: Split, val_split: Split, out_dir: str | Path,
                  device: str | torch.device = "cpu", progress: bool = True,
                  init: dict[str, torch.Tensor] | None = None) -> None:
-        """`init`: weights (our tensor names) to start from, for fine-tuning."""
-        self.config = config
+        """`init`: weights (our tensor names) to start from, for fine-tuning. The trainer keeps
+        its own copy of `config`, completed from the data (the class count); the caller's stays."""
+        self.config = config = copy.deepcopy(config)
         self.out_dir = Path(out_dir)
         self.device = init_from_environment(torch.device(device))
         self.progress = progress and is_main()
         _seed_everything(config.train.seed)
         self.train_set, self.val_set = build_datasets(config.data, train_split, val_split)
-        num_classes = len(self.train_set.categories.ids)
-        if config.model.num_classes != num_classes:
-            log.info("model.num_classes set to %d, the dataset's category count", num_classes)
-            config.model.num_classes = num_classes
-        most = max((len([a for a in anns if not a.get("iscrowd", 0)]) for anns in self.train_set.annotations.values()),
-                   default=0)
-        if most > config.model.num_queries:
-            raise TrainingError(f"training images hold up to {most} objects but the model predicts "
-                                f"{config.model.num_queries}; add --set model.num_queries={math.ceil(most * 1.5)}")
-        self.model = build_model(config.model)
-        if init is not None:
-            fresh = init_from(self.model, init)
-            if fresh:
-                log.info("class head re-initialised for %d classes; the rest, object queries included, "
-                         "comes from the given weights", num_classes)
-        if config.train.freeze_backbone:
-            self.model.backbone.requires_grad_(False)
-        self.model.backbone.use_channels_last()
-        if world_size() > 1 and self.device.type == "cuda" and not config.model.backbone.frozen_batchnorm:
-            # Live BatchNorm over the global batch, as one process would see it (no CPU kernel exists).
-            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        self.model.to(self.device)
-        self.criterion = SetCriterion(num_classes, config.loss).to(self.device)
+        self._check_against_data()
+        self.model = self._build_model(init)
+        self.criterion = SetCriterion(self.config.model.num_classes, config.loss).to(self.device)
         # DDP averages gradients over processes; the criterion's normalisers make
         # that equal to one process on the global batch (world x batch_size).
         self.net = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.index
                                             is not None else None) if world_size() > 1 else self.model)
+        self.forward = torch.compile(self.net, dynamic=True) if config.train.compile else self.net
         self.optimizer = build_optimizer(self.model, config.train, self.device)
         self.ema = (ModelEMA(self.model, config.train.ema_decay, config.train.ema_warmup_steps)
                     if config.train.ema_decay is not None else None)
-        self.sampler = EpochSampler(len(self.train_set), config.train.seed, rank=rank(), world=world_size())
-        batch, accumulate = config.train.batch_size, config.train.accumulate_steps
-        if accumulate < 1:
-            raise TrainingError(f"train.accumulate_steps must be at least 1, not {accumulate}")
-        shard = len(self.sampler)
-        self.drop_last = shard >= 2 * batch
-        self.batches_per_epoch = max(1, shard // batch if self.drop_last else math.ceil(shard / batch))
-        self.steps_per_epoch = math.ceil(self.batches_per_epoch / accumulate)  # optimiser steps
-        self.forward = torch.compile(self.net, dynamic=True) if config.train.compile else self.net
-        self._unchecked: dict[str, Any] | None = None  # the last step's loss, not yet checked for finiteness
-        if config.train.epochs is None and config.train.time_budget_minutes is None:
-            raise TrainingError("train.epochs=None trains until the time budget runs out: give --minutes too")
+        self._build_loaders()
         self.scheduler = Schedule(self.optimizer, config.train, self.steps_per_epoch)
-        workers = config.train.num_workers
-        self.train_loader = DataLoader(
-            SeededAugmentation(self.train_set, config.train.seed), batch_size=batch, sampler=self.sampler,
-            num_workers=workers, collate_fn=collate, drop_last=self.drop_last,
-            pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
-        self.val_loader = eval_loader(self.val_set, batch, workers, rank(), world_size())
+        self._unchecked: dict[str, Any] | None = None  # the last step's loss, not yet checked for finiteness
         self.epoch, self.batches_done, self.step = 0, 0, 0
         self.best_ap, self.elapsed = -1.0, 0.0
         self.last_metrics: dict[str, float] = {}
+
+    # -- set-up ------------------------------------------------------------
+    def _check_against_data(self) -> None:
+        """The class count comes from the data; the settings must be able to train on it."""
+        config = self.config
+        num_classes = len(self.train_set.categories.ids)
+        if config.model.num_classes != num_classes:
+            log.info("model.num_classes set to %d, the dataset's category count", num_classes)
+            config.model.num_classes = num_classes
+        most = self.train_set.most_objects()
+        if most > config.model.num_queries:
+            raise TrainingError(f"training images hold up to {most} objects but the model predicts "
+                                f"{config.model.num_queries}; add --set model.num_queries={math.ceil(most * 1.5)}")
+        if config.train.accumulate_steps < 1:
+            raise TrainingError(f"train.accumulate_steps must be at least 1, not {config.train.accumulate_steps}")
+        if config.train.epochs is None and config.train.time_budget_minutes is None:
+            raise TrainingError("train.epochs=None trains until the time budget runs out: give --minutes too")
+
+    def _build_model(self, init: dict[str, torch.Tensor] | None) -> DETR:
+        config = self.config
+        model = build_model(config.model)
+        if init is not None and init_from(model, init):
+            log.info("class head re-initialised for %d classes; the rest, object queries included, "
+                     "comes from the given weights", config.model.num_classes)
+        if config.train.freeze_backbone:
+            model.backbone.requires_grad_(False)
+        model.backbone.use_channels_last()
+        if world_size() > 1 and self.device.type == "cuda" and not config.model.backbone.frozen_batchnorm:
+            # Live BatchNorm over the global batch, as one process would see it (no CPU kernel exists).
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return model.to(self.device)
+
+    def _build_loaders(self) -> None:
+        """The seeded, resumable train order (this process's shard) and the val loader."""
+        train = self.config.train
+        batch, workers = train.batch_size, train.num_workers
+        self.sampler = EpochSampler(len(self.train_set), train.seed, rank=rank(), world=world_size())
+        shard = len(self.sampler)
+        self.drop_last = shard >= 2 * batch
+        self.batches_per_epoch = max(1, shard // batch if self.drop_last else math.ceil(shard / batch))
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / train.accumulate_steps)  # optimiser steps
+        self.train_loader = DataLoader(
+            SeededAugmentation(self.train_set, train.seed), batch_size=batch, sampler=self.sampler,
+            num_workers=workers, collate_fn=collate, drop_last=self.drop_last,
+            pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
+        self.val_loader = eval_loader(self.val_set, batch, workers, rank(), world_size())
 
     # -- state -------------------------------------------------------------
     def state(self) -> dict[str, Any]:

@@ -8,13 +8,8 @@ from torch import nn
 from torchvision.ops import box_convert, box_iou, generalized_box_iou_loss
 
 from detr.config import LossConfig
+from detr.distributed import world_size
 from detr.loss.matcher import HungarianMatcher, Match
-
-
-def _world_size() -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size()
-    return 1
 
 
 def _to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -59,7 +54,7 @@ class SetCriterion(nn.Module):
         boxes = float(sum(len(t["labels"]) for t in targets))
         # Every target is matched once, so the weight sum is the same for every decoder layer.
         weights = (len(targets) * num_queries - boxes) * self.config.eos_coef + boxes
-        world = _world_size()
+        world = world_size()
         if world == 1:
             return max(boxes, 1.0), weights
         values = torch.tensor([boxes, weights], device=device)

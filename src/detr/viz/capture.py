@@ -18,6 +18,7 @@ from torchvision.ops import box_convert
 from detr.data.collate import pad_images
 from detr.inference import ImageInput, Predictor, to_uint8_image
 from detr.model.transformer import AttentionMaps
+from detr.postprocess import class_scores
 
 
 @dataclass
@@ -106,7 +107,7 @@ def capture(predictor: Predictor, image: ImageInput, threshold: float = 0.5) -> 
     batch, mask = pad_images([prepared])
     out = predictor.model(batch.to(predictor.device), mask.to(predictor.device), need_weights=True)
     logits, boxes = out["pred_logits"][0].float().cpu(), out["pred_boxes"][0].float().cpu()
-    scores, labels = logits.softmax(-1)[:, :-1].max(-1)
+    scores, labels = class_scores(logits)
     height, width = pixels.shape[-2:]
     scale = torch.tensor([width, height, width, height], dtype=torch.float32)
     return Capture(

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from detr.data.collate import pad_images
 from detr.inference import ImageInput, Predictor, to_uint8_image
+from detr.postprocess import class_scores
 from detr.viz.figure import hide_unused, new_figure, save
 
 SIZE_NAMES = ("small", "medium", "large")
@@ -59,7 +60,7 @@ def collect_query_boxes(predictor: Predictor, images: Iterable[ImageInput], batc
         boxes = out["pred_boxes"].float().cpu()
         centres.append(boxes[..., :2].numpy())
         sizes.append(boxes[..., 2:].numpy())
-        scores.append(out["pred_logits"].float().softmax(-1)[..., :-1].amax(-1).cpu().numpy())
+        scores.append(class_scores(out["pred_logits"])[0].cpu().numpy())
         batch.clear()
 
     for image in tqdm(images, desc="queries", disable=not progress):
