@@ -3,7 +3,9 @@ import json
 from dataclasses import replace
 
 import numpy as np
+import torch
 from PIL import Image
+from torchvision.ops import box_convert, box_iou
 
 from detr.data.coco import CocoDetection
 from detr.data.synthetic_general import CLASSES, GeneralSynthConfig, objects, render, write_dataset
@@ -51,8 +53,6 @@ def test_colour_does_not_follow_the_class():
 
 
 def test_overlaps_are_moderate():
-    from torchvision.ops import box_convert, box_iou
-    import torch
     config = GeneralSynthConfig()
     for index in range(40):
         boxes = torch.tensor([a["bbox"] for a in render(config, "val", index).annotations])
