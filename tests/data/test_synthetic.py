@@ -1,7 +1,9 @@
+import hashlib
 import json
 
 import numpy as np
 import torch
+from PIL import Image
 from torchvision.ops import box_iou
 
 from detr.data.coco import CocoDetection
@@ -43,3 +45,19 @@ def test_written_dataset_loads_as_coco(tmp_path):
     mtime = (out / "train" / "annotations.json").stat().st_mtime_ns
     write_dataset(tmp_path, SynthConfig(train_images=6, val_images=3))  # complete: not rewritten
     assert (out / "train" / "annotations.json").stat().st_mtime_ns == mtime
+
+
+def test_output_is_unchanged_since_the_generators_shared_their_parts(tmp_path):
+    # md5s of the 6/3-image dataset written by the code before synthetic_writer and
+    # synthetic_drawing were split out of it (commit 58eb099); pixels rather than PNG
+    # bytes, which depend on the zlib build.
+    out = write_dataset(tmp_path, SynthConfig(train_images=6, val_images=3))
+    jsons = {name: hashlib.md5((out / name).read_bytes()).hexdigest()
+             for name in ("synth.json", "train/annotations.json", "val/annotations.json")}
+    assert jsons == {"synth.json": "ef7772b0d3ea68ce07d22dd18d12f408",
+                     "train/annotations.json": "34502dd145d7d5e6801e2f88023c8d37",
+                     "val/annotations.json": "5e67505db7c46ba8dfdcbd31c89dded8"}
+    pixels = hashlib.md5()
+    for path in sorted(out.rglob("*.png")):
+        pixels.update(np.asarray(Image.open(path)).tobytes())
+    assert pixels.hexdigest() == "f6f8dfaca92ad9755123883e96ae3ec1"
