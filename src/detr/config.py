@@ -61,6 +61,17 @@ class ModelConfig:
     denoising_groups: int = 0
     denoising_box_noise: float = 0.4  # corner shifts up to this share of the box's half size
     denoising_label_noise: float = 0.2  # half of these labels are flipped to a random class
+    # Deformable DETR: "deformable" makes the encoder attend, per token, to
+    # deformable_points sampled points per head on every feature level instead
+    # of to all tokens (post-norm only); the decoder cross-attends all the
+    # levels' tokens. "full" = the paper.
+    encoder_attention: Literal["full", "deformable"] = "full"
+    deformable_points: int = 4
+    # Feature levels: the last backbone stages up to backbone.last_layer (strides
+    # 8/16/32), then extra stride-2 convs (Deformable DETR: 4 = layer2-4 + one).
+    # 1 = the paper's single map; more (or "deformable") adds per-level
+    # conv + GroupNorm projections and level embeddings.
+    feature_levels: int = 1
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
 
 

@@ -32,7 +32,7 @@ def test_the_top_scoring_valid_tokens_give_the_anchors():
     memory[0, [2, 5, 7], 0] = torch.tensor([3.0, 5.0, 9.0])
     mask = torch.zeros(1, 2, 4, dtype=torch.bool)
     mask[0, 1, 3] = True  # token 7 is padding: never chosen, however high it scores
-    outputs, anchors = selection(memory, mask, count=2)
+    outputs, anchors = selection(memory, [mask], count=2)
     proposals, _ = cell_proposals(mask)
     expected = proposals[0, [5, 2]]
     torch.testing.assert_close(anchors[0].sigmoid(), expected, atol=1e-5, rtol=0)
@@ -44,4 +44,4 @@ def test_the_top_scoring_valid_tokens_give_the_anchors():
 def test_more_queries_than_tokens_is_a_clear_error():
     selection = QuerySelection(4, 2, _ZeroHead())
     with pytest.raises(ValueError, match="only 8 tokens"):
-        selection(torch.zeros(1, 8, 4), torch.zeros(1, 2, 4, dtype=torch.bool), count=9)
+        selection(torch.zeros(1, 8, 4), [torch.zeros(1, 2, 4, dtype=torch.bool)], count=9)

@@ -1,4 +1,5 @@
-"""ResNet backbone: image batch + padding mask in, one feature map + its mask out."""
+"""ResNet backbone: image batch + padding mask in, one feature map + its mask out
+(or, for multi-scale models, the maps of several stages)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,13 @@ _TRAINABLE_STAGES = ("layer2", "layer3", "layer4")
 
 
 class Backbone(nn.Module):
-    """A torchvision ResNet cut at `last_layer`, stem and layer1 frozen by default."""
+    """A torchvision ResNet cut at `last_layer`, stem and layer1 frozen by default.
 
-    def __init__(self, config: BackboneConfig) -> None:
+    `stages` (a tail of layer2..last_layer) are the maps `forward_levels` returns;
+    `forward` returns the last one alone, as the single-scale model needs.
+    """
+
+    def __init__(self, config: BackboneConfig, stages: tuple[str, ...] = ()) -> None:
         super().__init__()
         if config.name not in _WEIGHTS:
             raise ValueError(f"unknown backbone {config.name!r}; choose one of {sorted(_WEIGHTS)}")
@@ -40,11 +45,17 @@ class Backbone(nn.Module):
             for name, parameter in resnet.named_parameters():
                 if not name.startswith(_TRAINABLE_STAGES):
                     parameter.requires_grad_(False)
-        self.body = IntermediateLayerGetter(resnet, return_layers={config.last_layer: "out"})
+        available = _TRAINABLE_STAGES[: _TRAINABLE_STAGES.index(config.last_layer) + 1]
+        if stages != available[len(available) - len(stages):]:
+            raise ValueError(f"backbone stages {stages} must be a tail of {available}")
+        return_layers = {stage: stage for stage in stages}
+        return_layers[config.last_layer] = "out"
+        self.body = IntermediateLayerGetter(resnet, return_layers=return_layers)
+        self.stages = stages
+        self.config_last_layer = config.last_layer
         self.channels_last = False
-        last_block = getattr(resnet, config.last_layer)[-1]
-        last_conv = getattr(last_block, "conv3", None) or last_block.conv2
-        self.num_channels: int = last_conv.out_channels
+        self.stage_channels: list[int] = [_out_channels(resnet, stage) for stage in stages]
+        self.num_channels: int = _out_channels(resnet, config.last_layer)
         self.stride: int = {"layer2": 8, "layer3": 16, "layer4": 16 if config.dilation else 32}[config.last_layer]
 
     def use_channels_last(self, enabled: bool = True) -> Backbone:
@@ -64,6 +75,21 @@ class Backbone(nn.Module):
         features = self.body(images)["out"]
         if mask is None:
             return features, None
-        # Nearest-neighbour resize of the padding mask, as the reference does.
-        feature_mask = F.interpolate(mask[None].float(), size=features.shape[-2:]).to(torch.bool)[0]
-        return features, feature_mask
+        return features, resize_mask(mask, features.shape[-2:])
+
+    def forward_levels(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The maps of `stages`, finest first."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        features = self.body(images)
+        return [features["out" if stage == self.config_last_layer else stage] for stage in self.stages]
+
+
+def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour resize of a [B, H, W] padding mask, as the reference does."""
+    return F.interpolate(mask[None].float(), size=tuple(size)).to(torch.bool)[0]
+
+
+def _out_channels(resnet: nn.Module, stage: str) -> int:
+    last_block = getattr(resnet, stage)[-1]
+    return (getattr(last_block, "conv3", None) or last_block.conv2).out_channels

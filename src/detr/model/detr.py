@@ -10,7 +10,9 @@ from torch import nn
 from detr.config import ModelConfig
 from detr.model.anchor_decoder import AnchorDecoder, inverse_sigmoid
 from detr.model.backbone import Backbone
+from detr.model.deformable_encoder import DeformableEncoder
 from detr.model.denoising import noised_queries
+from detr.model.multi_scale import MultiScaleInput, backbone_stages
 from detr.model.position_encoding import LearnedPositionEncoding, SinePositionEncoding
 from detr.model.query_selection import QuerySelection
 from detr.model.transformer import AttentionMaps, Transformer
@@ -37,10 +39,20 @@ class DETR(nn.Module):
         super().__init__()
         self.config = config
         dim = config.hidden_dim
-        self.backbone = Backbone(config.backbone)
+        _check_encoder(config)
+        deformable = config.encoder_attention == "deformable"
+        self.multi_scale = None
+        if config.feature_levels > 1 or deformable:
+            stages, extra_levels = backbone_stages(config.backbone.last_layer, config.feature_levels)
+            self.backbone = Backbone(config.backbone, stages)
+        else:
+            self.backbone = Backbone(config.backbone)
         encodings = {"sine": SinePositionEncoding, "learned": LearnedPositionEncoding}
         self.position_encoding = encodings[config.position_encoding](dim)
-        self.input_proj = nn.Conv2d(self.backbone.num_channels, dim, kernel_size=1)
+        if self.backbone.stages:
+            self.multi_scale = MultiScaleInput(self.backbone.stage_channels, dim, extra_levels)
+        else:
+            self.input_proj = nn.Conv2d(self.backbone.num_channels, dim, kernel_size=1)
         if config.query_groups < 1:
             raise ValueError(f"model.query_groups must be at least 1, not {config.query_groups}")
         if (config.query_selection or config.denoising_groups) and not config.anchor_queries:
@@ -59,12 +71,16 @@ class DETR(nn.Module):
         self.transformer = Transformer(
             dim,
             config.num_heads,
-            config.encoder_layers,
+            0 if deformable else config.encoder_layers,  # the deformable encoder stands in for its encoder
             config.decoder_layers,
             config.feedforward_dim,
             config.dropout,
             config.pre_norm,
         )
+        if deformable:
+            self.deformable_encoder = DeformableEncoder(dim, config.num_heads, config.encoder_layers,
+                                                        config.feedforward_dim, config.dropout,
+                                                        config.feature_levels, config.deformable_points)
         self.class_embed = nn.Linear(dim, config.num_classes + 1)
         self.bbox_embed = MLP(dim, dim, 4, 3)
         if config.anchor_queries:  # boxes start as the anchors; the head learns corrections
@@ -87,19 +103,32 @@ class DETR(nn.Module):
         `query_groups` says G. In training, the variants add `enc_outputs`
         (query selection's proposals) and, given `targets` (as the criterion
         takes them), `dn_outputs` (the denoising queries' outputs).
+        With several feature levels, the tokens are the levels' maps flattened
+        one after another, and attention maps are not available.
         """
-        features, feature_mask = self.backbone(images, mask)
-        pos = self.position_encoding(features, feature_mask).flatten(2).transpose(1, 2)
-        src = self.input_proj(features)
-        height, width = src.shape[-2:]
-        src = src.flatten(2).transpose(1, 2)
-        padding = None if feature_mask is None else feature_mask.flatten(1)
+        if self.multi_scale is None:
+            features, feature_mask = self.backbone(images, mask)
+            pos = self.position_encoding(features, feature_mask).flatten(2).transpose(1, 2)
+            src = self.input_proj(features)
+            height, width = src.shape[-2:]
+            src = src.flatten(2).transpose(1, 2)
+            padding = None if feature_mask is None else feature_mask.flatten(1)
+            feature_masks = [feature_mask if feature_mask is not None else
+                             torch.zeros(src.shape[0], height, width, dtype=torch.bool, device=src.device)]
+        else:
+            if need_weights:
+                raise ValueError("attention maps are drawn for the single-level model only "
+                                 "(model.feature_levels=1, model.encoder_attention='full')")
+            src, pos, padding, levels = self.multi_scale(self.backbone.forward_levels(images), mask,
+                                                         self.position_encoding)
+            feature_masks = levels.masks
+            if self.config.encoder_attention == "deformable":
+                src = self.deformable_encoder(src, pos, padding, levels)  # the transformer's encoder is empty
         groups = self.config.query_groups if self.training else 1
         if self.config.anchor_queries:
             maps = AttentionMaps([], [], [])
             memory = self.transformer.encode(src, pos, padding, maps, need_weights)
-            out = self._decode_anchors(memory, pos, padding, feature_mask, (height, width), groups, maps,
-                                       need_weights)
+            out = self._decode_anchors(memory, pos, padding, feature_masks, groups, maps, need_weights)
             if self.training and targets is not None and self.config.denoising_groups:
                 out.update(self._decode_denoising(memory, pos, padding, targets))
         else:
@@ -132,16 +161,14 @@ class DETR(nn.Module):
         hidden, _, maps = self.transformer(src, pos, query_pos, padding, need_weights)
         return self._heads(hidden.unflatten(1, (batch, groups)).flatten(2, 3)), maps  # [layers, B, G x N, D]
 
-    def _decode_anchors(self, memory, pos, padding, feature_mask, shape: tuple[int, int], groups: int,
+    def _decode_anchors(self, memory, pos, padding, feature_masks: list[torch.Tensor], groups: int,
                         maps: AttentionMaps, need_weights: bool) -> dict[str, Any]:
         batch, queries, dim = memory.shape[0], self.config.num_queries, memory.shape[-1]
         content = self.query_content.weight[: groups * queries].view(groups, queries, dim)
         content = content[None].expand(batch, -1, -1, -1).flatten(0, 1)  # [B x G, N, D]
         proposals = None
         if self.config.query_selection:
-            if feature_mask is None:
-                feature_mask = torch.zeros(batch, *shape, dtype=torch.bool, device=memory.device)
-            proposals, anchors = self.query_selection(memory, feature_mask, queries)
+            proposals, anchors = self.query_selection(memory, feature_masks, queries)
             anchors = anchors.repeat_interleave(groups, 0)  # every group starts from the same boxes
         else:
             anchors = self.query_anchor.weight[: groups * queries].view(groups, queries, 4)
@@ -167,6 +194,15 @@ class DETR(nn.Module):
         out = self._heads(hidden, boxes)
         out.update(padding=queries.padding, groups=queries.groups)
         return {"dn_outputs": out}
+
+
+def _check_encoder(config: ModelConfig) -> None:
+    if config.encoder_attention not in ("full", "deformable"):
+        raise ValueError(f"model.encoder_attention is 'full' or 'deformable', not {config.encoder_attention!r}")
+    if config.feature_levels < 1 or config.deformable_points < 1:
+        raise ValueError("model.feature_levels and model.deformable_points must be at least 1")
+    if config.encoder_attention == "deformable" and config.pre_norm:
+        raise ValueError("the deformable encoder is post-norm, as in Deformable DETR; set model.pre_norm=False")
 
 
 def _zero_last_layer(head: MLP) -> MLP:

@@ -1,7 +1,8 @@
 """Two-stage query selection: encoder tokens propose boxes, the best become the anchors.
 
 Every valid token of the encoder output predicts a class and a box relative
-to a proposal at its own cell (Deformable DETR's two-stage, DINO's query
+to a proposal at its own cell, one cell of its own level in size (Deformable
+DETR's two-stage, DINO's query
 selection). The top-scoring tokens' boxes, cut from the graph, are the
 decoder's initial anchors; the proposals are trained by a set loss of their
 own (the criterion's `enc_outputs`).
@@ -43,15 +44,16 @@ class QuerySelection(nn.Module):
         self.class_head = nn.Linear(dim, num_classes + 1)
         self.box_head = box_head
 
-    def forward(self, memory: torch.Tensor, feature_mask: torch.Tensor, count: int
+    def forward(self, memory: torch.Tensor, feature_masks: list[torch.Tensor], count: int
                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """memory [B, L, D]; feature_mask [B, h, w] (all False without padding); count: queries.
+        """memory [B, L, D]; feature_masks: [B, h, w] per level (all False without padding),
+        their tokens flattened one level after another in `memory`; count: queries.
 
         Returns the proposals' outputs ({"pred_logits", "pred_boxes"}, padding tokens
         scored as certain no-object) and the chosen anchors [B, count, 4] in
         inverse-sigmoid space, detached.
         """
-        proposals, valid = cell_proposals(feature_mask)
+        proposals, valid = (torch.cat(parts, dim=1) for parts in zip(*map(cell_proposals, feature_masks)))
         tokens = self.project(memory)
         logits = self.class_head(tokens)
         box_logits = inverse_sigmoid(proposals) + self.box_head(tokens)
