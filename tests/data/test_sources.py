@@ -1,7 +1,11 @@
-import pytest
+import json
+from pathlib import Path
 
-from detr.data.coco import DatasetError
-from detr.data.sources import EpochSampler, eval_loader, find_split
+import pytest
+from PIL import Image
+
+from detr.data.coco import CocoDetection, DatasetError
+from detr.data.sources import EpochSampler, Split, eval_loader, explicit_split, find_split
 
 
 def test_epoch_order_is_seeded_per_epoch_and_resumable():
@@ -36,3 +40,64 @@ def test_eval_shards_cover_each_image_once():
 def test_missing_split_names_both_layouts(tmp_path):
     with pytest.raises(DatasetError, match="val/annotations.json .*annotations/instances_val2017.json"):
         find_split(tmp_path, "val")
+
+
+def _coco_split(images: Path, annotations: Path, count: int = 2) -> None:
+    """`count` 32x32 PNGs in `images` and a COCO json naming them at `annotations`."""
+    images.mkdir(parents=True, exist_ok=True)
+    annotations.parent.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.new("RGB", (32, 32), (40 * i, 0, 0)).save(images / f"{i}.png")
+    annotations.write_text(json.dumps({
+        "images": [{"id": i + 1, "file_name": f"{i}.png", "width": 32, "height": 32} for i in range(count)],
+        "annotations": [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [4, 4, 10, 12]}
+                        for i in range(count)],
+        "categories": [{"id": 1, "name": "dot"}]}))
+
+
+@pytest.mark.parametrize("layout", ["roboflow", "annotations_folder"])
+def test_finds_roboflow_and_annotations_folder_layouts(tmp_path, layout):
+    if layout == "roboflow":  # images and _annotations.coco.json together; val is "valid"
+        expected = {s: Split(tmp_path / f, tmp_path / f / "_annotations.coco.json")
+                    for s, f in [("train", "train"), ("val", "valid"), ("test", "test")]}
+    else:
+        expected = {s: Split(tmp_path / s, tmp_path / "annotations" / f"{s}.json") for s in ("train", "val")}
+    for split, where in expected.items():
+        _coco_split(where.images, where.annotations)
+    for split, where in expected.items():
+        found = find_split(tmp_path, split)
+        assert found == where
+        assert len(CocoDetection(found.images, found.annotations)) == 2
+
+
+def test_our_layout_wins_over_the_others(tmp_path):
+    _coco_split(tmp_path / "val" / "images", tmp_path / "val" / "annotations.json")
+    _coco_split(tmp_path / "val", tmp_path / "annotations" / "val.json")
+    assert find_split(tmp_path, "val").annotations == tmp_path / "val" / "annotations.json"
+
+
+def test_missing_split_lists_every_layout(tmp_path):
+    (tmp_path / "valid").mkdir()  # a folder alone, no json: still no split
+    with pytest.raises(DatasetError) as error:
+        find_split(tmp_path, "val")
+    message = str(error.value)
+    assert "\n" not in message
+    for where in ["val/annotations.json with", "annotations/instances_val2017.json with", "val2017/",
+                  "valid/_annotations.coco.json with", "annotations/val.json with"]:
+        assert where in message, where
+
+
+def test_explicit_files_replace_the_dataset_folder(tmp_path):
+    _coco_split(tmp_path / "pics", tmp_path / "labels.json")
+    assert explicit_split("train", tmp_path / "labels.json", tmp_path / "pics", None) == \
+        Split(tmp_path / "pics", tmp_path / "labels.json")
+    with pytest.raises(DatasetError, match="--train-json needs --train-images too"):
+        explicit_split("train", tmp_path / "labels.json", None, tmp_path)
+    with pytest.raises(DatasetError, match="--val-json: no such file: .*nope.json"):
+        explicit_split("val", tmp_path / "nope.json", tmp_path / "pics", None)
+    with pytest.raises(DatasetError, match="--val-images: no such folder"):
+        explicit_split("val", tmp_path / "labels.json", tmp_path / "nope", None)
+    with pytest.raises(DatasetError, match="instances_val2017.json.*; or name the files with --val-json"):
+        explicit_split("val", None, None, tmp_path)
+    with pytest.raises(DatasetError, match="give --data D or --val-json and --val-images"):
+        explicit_split("val", None, None, None)
