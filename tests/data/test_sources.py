@@ -1,11 +1,8 @@
-import json
-from pathlib import Path
-
 import pytest
-from PIL import Image
 
 from detr.data.coco import CocoDetection, DatasetError
 from detr.data.sources import EpochSampler, Split, eval_loader, explicit_split, find_split
+from tests.data.tiny_coco import write_tiny_coco
 
 
 def test_epoch_order_is_seeded_per_epoch_and_resumable():
@@ -42,19 +39,6 @@ def test_missing_split_names_both_layouts(tmp_path):
         find_split(tmp_path, "val")
 
 
-def _coco_split(images: Path, annotations: Path, count: int = 2) -> None:
-    """`count` 32x32 PNGs in `images` and a COCO json naming them at `annotations`."""
-    images.mkdir(parents=True, exist_ok=True)
-    annotations.parent.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        Image.new("RGB", (32, 32), (40 * i, 0, 0)).save(images / f"{i}.png")
-    annotations.write_text(json.dumps({
-        "images": [{"id": i + 1, "file_name": f"{i}.png", "width": 32, "height": 32} for i in range(count)],
-        "annotations": [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [4, 4, 10, 12]}
-                        for i in range(count)],
-        "categories": [{"id": 1, "name": "dot"}]}))
-
-
 @pytest.mark.parametrize("layout", ["roboflow", "annotations_folder"])
 def test_finds_roboflow_and_annotations_folder_layouts(tmp_path, layout):
     if layout == "roboflow":  # images and _annotations.coco.json together; val is "valid"
@@ -63,7 +47,7 @@ def test_finds_roboflow_and_annotations_folder_layouts(tmp_path, layout):
     else:
         expected = {s: Split(tmp_path / s, tmp_path / "annotations" / f"{s}.json") for s in ("train", "val")}
     for split, where in expected.items():
-        _coco_split(where.images, where.annotations)
+        write_tiny_coco(where.images, where.annotations)
     for split, where in expected.items():
         found = find_split(tmp_path, split)
         assert found == where
@@ -71,8 +55,8 @@ def test_finds_roboflow_and_annotations_folder_layouts(tmp_path, layout):
 
 
 def test_our_layout_wins_over_the_others(tmp_path):
-    _coco_split(tmp_path / "val" / "images", tmp_path / "val" / "annotations.json")
-    _coco_split(tmp_path / "val", tmp_path / "annotations" / "val.json")
+    write_tiny_coco(tmp_path / "val" / "images", tmp_path / "val" / "annotations.json")
+    write_tiny_coco(tmp_path / "val", tmp_path / "annotations" / "val.json")
     assert find_split(tmp_path, "val").annotations == tmp_path / "val" / "annotations.json"
 
 
@@ -88,7 +72,7 @@ def test_missing_split_lists_every_layout(tmp_path):
 
 
 def test_explicit_files_replace_the_dataset_folder(tmp_path):
-    _coco_split(tmp_path / "pics", tmp_path / "labels.json")
+    write_tiny_coco(tmp_path / "pics", tmp_path / "labels.json")
     assert explicit_split("train", tmp_path / "labels.json", tmp_path / "pics", None) == \
         Split(tmp_path / "pics", tmp_path / "labels.json")
     with pytest.raises(DatasetError, match="--train-json needs --train-images too"):
