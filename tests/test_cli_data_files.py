@@ -3,14 +3,10 @@
 import json
 
 import pytest
-import torch
 
 from detr.cli import _train_val_splits, build_parser, main
-from detr.config import DataConfig, ExperimentConfig
 from detr.data.sources import Split
-from detr.engine.checkpoint import save_atomic
-from detr.model import build_model
-from tests.conftest import tiny_model_config
+from tests.conftest import save_tiny_checkpoint
 from tests.data.tiny_coco import write_tiny_coco
 
 
@@ -47,10 +43,7 @@ def test_flag_errors_are_one_line(tmp_path, capsys):
 
 
 def test_eval_on_flags_equals_eval_on_the_dataset_folder(roboflow, tmp_path):
-    config = ExperimentConfig(model=tiny_model_config(num_classes=1), data=DataConfig(val_scale=32, max_size=64))
-    checkpoint = tmp_path / "tiny.pt"
-    save_atomic({"model": build_model(config.model).state_dict(), "config": config.to_dict(),
-                 "categories": {"ids": [1], "names": ["dot"]}}, checkpoint)
+    checkpoint = save_tiny_checkpoint(tmp_path / "tiny.pt", ["dot"])
     common = ["eval", "--checkpoint", str(checkpoint), "--no-progress"]
     assert main([*common, "--data", str(roboflow), "--out", str(tmp_path / "a.json")]) == 0
     assert main([*common, "--val-json", str(roboflow / "valid" / "_annotations.coco.json"),
