@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from detr.config import BackboneConfig, ModelConfig
+from detr.config import BackboneConfig, DataConfig, ExperimentConfig, ModelConfig
+from detr.engine.checkpoint import save_atomic
+from detr.model import build_model
 
 
 @pytest.fixture(autouse=True)
@@ -18,3 +20,12 @@ def tiny_model_config(**overrides) -> ModelConfig:
     )
     values.update(overrides)
     return ModelConfig(**values)
+
+
+def save_tiny_checkpoint(path, names: list[str]):
+    """An untrained tiny DETR saved as `detr train` saves it, for command tests; category ids 1..K."""
+    config = ExperimentConfig(model=tiny_model_config(num_classes=len(names)),
+                              data=DataConfig(val_scale=32, max_size=64))
+    save_atomic({"model": build_model(config.model).state_dict(), "config": config.to_dict(),
+                 "categories": {"ids": list(range(1, len(names) + 1)), "names": list(names)}}, path)
+    return path

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
 from pathlib import Path
 
 import torch
-from PIL import Image
-from tqdm import tqdm
 
 from detr.config import PRESETS, ExperimentConfig, apply_settings, preset
 from detr.bench.command import add_parser as add_benchmark_parser
@@ -19,20 +16,21 @@ from detr.crowd.command import add_parser as add_crowd_parser
 from detr.data import synthetic_dense, synthetic_general
 from detr.data.coco import CocoDetection, DatasetError
 from detr.data.fit import dataset_stats, fit_to_data
-from detr.data.sources import default_data_dir, eval_loader, find_split
+from detr.data.sources import Split, default_data_dir, eval_loader, explicit_split, find_split
 from detr.data.synthetic import SynthConfig, write_dataset
 from detr.engine.checkpoint import CheckpointError
 from detr.distributed import is_main, leave_process_group
 from detr.engine.evaluate import evaluate, format_per_class
 from detr.engine.train import Trainer, TrainingError
-from detr.inference import Predictor, to_uint8_image
+from detr.inference import Predictor
 from detr.precision import PRECISIONS
-from detr.viz.boxes import draw_detections
+from detr.predict.formats import FORMATS
+from detr.predict.frames import collect_inputs
+from detr.predict.run import write_predictions
 from detr.viz.command import add_parser as add_visualize_parser
 from detr.weights import LAYOUTS, convert, load_weights
 
 log = logging.getLogger("detr")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def _device(name: str | None) -> torch.device:
@@ -45,6 +43,21 @@ def _data_root(path: str | None) -> Path:
     root = default_data_dir()
     log.info("no --data given: using the built-in dataset in %s", root)
     return write_dataset(root)
+
+
+def _given_split(args: argparse.Namespace, split: str) -> Split | None:
+    """The split named by --SPLIT-json/--SPLIT-images, or None when neither is given."""
+    annotations, images = getattr(args, f"{split}_json"), getattr(args, f"{split}_images")
+    return None if annotations is None and images is None else explicit_split(split, annotations, images, None)
+
+
+def _train_val_splits(args: argparse.Namespace) -> tuple[Split, Split]:
+    """--train-json/--val-json ... where given, else the splits of --data (or the built-in dataset)."""
+    given = {split: _given_split(args, split) for split in ("train", "val")}
+    if all(given.values()):
+        return given["train"], given["val"]
+    root = _data_root(args.data) if args.data or not any(given.values()) else None
+    return tuple(given[s] or explicit_split(s, None, None, root) for s in ("train", "val"))
 
 
 def _predictor_options(args: argparse.Namespace) -> dict:
@@ -67,30 +80,13 @@ def _apply_overrides(config: ExperimentConfig, args: argparse.Namespace) -> Expe
     return config
 
 
-def write_predictions(predictor: Predictor, paths: list[Path], out_dir: Path, threshold: float,
-                      progress: bool = True) -> Path:
-    """Detections JSON plus a drawn copy of each image under `out_dir`."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    records = []
-    for path in tqdm(paths, desc="predict", disable=not progress or len(paths) < 2):
-        pixels = to_uint8_image(path)  # decoded once, for the model and for the picture
-        detections = predictor.predict(pixels, threshold)
-        records.append({"image": str(path), **detections.to_dict()})
-        captions = [f"{n} {s:.2f}" for n, s in zip(detections.names, detections.scores.tolist())]
-        drawn = draw_detections(pixels, detections.boxes, detections.labels.tolist(), captions)
-        Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(out_dir / f"{path.stem}.png")
-    result = out_dir / "detections.json"
-    result.write_text(json.dumps(records, indent=1))
-    return result
-
-
 def _print_report(stats_summary: str, per_class: dict) -> None:
     print(stats_summary)
     print(format_per_class(per_class))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    root = _data_root(args.data)
+    train_split, val_split = _train_val_splits(args)
     config = _apply_overrides(preset(args.preset), args)
     init = None
     if args.init:
@@ -99,16 +95,15 @@ def cmd_train(args: argparse.Namespace) -> None:
         config.model = loaded.config.model
         init = loaded.state
         log.info("starting from %s", args.init)
-    train_split = find_split(root, "train")
     fitted = fit_to_data(config, dataset_stats(train_split.annotations), queries=not args.init)
     apply_settings(config, args.set)  # last, so that it also reaches the model of --init
     log.info("fitted to the data (--set overrides): %s", "; ".join(fitted))
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-    trainer = Trainer(config, train_split, find_split(root, "val"), out,
+    trainer = Trainer(config, train_split, val_split, out,
                       _device(args.device), progress=not args.no_progress, init=init)
     if args.resume:
         trainer.resume(args.resume)
-    log.info("training %s on %s (%d train / %d val images) -> %s", args.preset, root,
+    log.info("training %s on %s (%d train / %d val images) -> %s", args.preset, train_split.annotations,
              len(trainer.train_set), len(trainer.val_set), out)
     trainer.fit()
     main_process = is_main()
@@ -124,13 +119,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     _print_report(summary, per_class)
     samples = [trainer.val_set.images_dir / trainer.val_set.images[i]["file_name"]
                for i in trainer.val_set.image_ids[: args.pictures]]
-    pictures = write_predictions(predictor, samples, out / "predictions", args.threshold, progress=False)
-    print(f"\ncheckpoints: {out}/best.pt, {out}/last.pt; pictures: {pictures.parent}/")
+    pictures = out / "predictions"
+    write_predictions(predictor, samples, pictures, args.threshold, progress=False)
+    print(f"\ncheckpoints: {out}/best.pt, {out}/last.pt; pictures: {pictures}/")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
     predictor = Predictor.from_checkpoint(args.checkpoint, _device(args.device), **_predictor_options(args))
-    split = find_split(_data_root(args.data), args.split)
+    split = _given_split(args, "val") or find_split(_data_root(args.data), args.split)
     dataset = CocoDetection(split.images, split.annotations, predictor.transforms, predictor.categories)
     loader = eval_loader(dataset, args.batch_size, args.workers)
     results = Path(args.out or Path(args.checkpoint).with_name(f"{args.split}_detections.json"))
@@ -140,26 +136,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(f"\ndetections (COCO results format): {results}")
 
 
-def _collect_images(paths: list[str]) -> list[Path]:
-    images = []
-    for name in paths:
-        path = Path(name)
-        if path.is_dir():
-            images += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            images.append(path)
-        else:
-            raise DatasetError(f"no such image or folder: {path}")
-    if not images:
-        raise DatasetError(f"no images found in {', '.join(paths)}")
-    return images
-
-
 def cmd_predict(args: argparse.Namespace) -> None:
     predictor = Predictor.from_checkpoint(args.checkpoint, _device(args.device), **_predictor_options(args))
-    result = write_predictions(predictor, _collect_images(args.paths), Path(args.out), args.threshold,
+    out = Path(args.out)
+    result = write_predictions(predictor, collect_inputs(args.paths), out, args.threshold, args.format,
                                progress=not args.no_progress)
-    print(f"detections: {result}; pictures: {result.parent}/")
+    print(f"detections ({args.format}): {result}; pictures: {out}/")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -197,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", type=int, help="data loading processes")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    def split_files(p, split, why="instead of the one found under --data"):
+        p.add_argument(f"--{split}-json", help=f"the {split} split's COCO json, {why} (with --{split}-images)")
+        p.add_argument(f"--{split}-images", help=f"the folder of the {split} split's images (with --{split}-json)")
+
     def speed(p):
         p.add_argument("--precision", choices=PRECISIONS, help="bf16: autocast (for GPUs; default fp32)")
         p.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -221,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--accumulate", type=int, help="micro-batches per optimiser step (gradient accumulation)")
     train.add_argument("--set", nargs="+", default=[], metavar="SECTION.FIELD=VALUE",
                        help="override any config field, e.g. model.query_groups=1 data.val_scale=160")
+    split_files(train, "train")
+    split_files(train, "val")
     speed(train)
     train.add_argument("--threshold", type=float, default=0.5, help="score threshold of the pictures")
     train.add_argument("--pictures", type=int, default=8, help="val images drawn at the end")
@@ -232,14 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="val")
     ev.add_argument("--batch-size", type=int, default=8)
     ev.add_argument("--out", help="where to write the detections json")
+    split_files(ev, "val", "evaluate on this COCO json and images folder instead of --data's --split")
     speed(ev)
     ev.set_defaults(run=cmd_eval, workers=0)
 
-    pr = sub.add_parser("predict", help="detect objects in images or folders")
-    pr.add_argument("paths", nargs="+")
+    pr = sub.add_parser("predict", help="detect objects in images, videos or folders of images or frames")
+    pr.add_argument("paths", nargs="+", help="images, videos (with PyAV installed) or folders")
     pr.add_argument("--checkpoint", required=True)
     pr.add_argument("--threshold", type=float, default=0.5)
-    pr.add_argument("--out", default="predictions")
+    pr.add_argument("--out", default="predictions", help="folder for the drawn images or frames and the detections")
+    pr.add_argument("--format", default="coco", choices=FORMATS,
+                    help="coco: one detections.json; voc: one Pascal VOC xml per image or frame; "
+                         "yolo: one txt per image or frame (class cx cy w h score) and classes.txt")
     pr.add_argument("--device")
     pr.add_argument("--no-progress", action="store_true")
     speed(pr)

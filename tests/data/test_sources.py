@@ -1,7 +1,8 @@
 import pytest
 
-from detr.data.coco import DatasetError
-from detr.data.sources import EpochSampler, eval_loader, find_split
+from detr.data.coco import CocoDetection, DatasetError
+from detr.data.sources import EpochSampler, Split, eval_loader, explicit_split, find_split
+from tests.data.tiny_coco import write_tiny_coco
 
 
 def test_epoch_order_is_seeded_per_epoch_and_resumable():
@@ -36,3 +37,51 @@ def test_eval_shards_cover_each_image_once():
 def test_missing_split_names_both_layouts(tmp_path):
     with pytest.raises(DatasetError, match="val/annotations.json .*annotations/instances_val2017.json"):
         find_split(tmp_path, "val")
+
+
+@pytest.mark.parametrize("layout", ["roboflow", "annotations_folder"])
+def test_finds_roboflow_and_annotations_folder_layouts(tmp_path, layout):
+    if layout == "roboflow":  # images and _annotations.coco.json together; val is "valid"
+        expected = {s: Split(tmp_path / f, tmp_path / f / "_annotations.coco.json")
+                    for s, f in [("train", "train"), ("val", "valid"), ("test", "test")]}
+    else:
+        expected = {s: Split(tmp_path / s, tmp_path / "annotations" / f"{s}.json") for s in ("train", "val")}
+    for split, where in expected.items():
+        write_tiny_coco(where.images, where.annotations)
+    for split, where in expected.items():
+        found = find_split(tmp_path, split)
+        assert found == where
+        assert len(CocoDetection(found.images, found.annotations)) == 2
+
+
+def test_our_layout_wins_over_the_others(tmp_path):
+    write_tiny_coco(tmp_path / "val" / "images", tmp_path / "val" / "annotations.json")
+    write_tiny_coco(tmp_path / "val", tmp_path / "annotations" / "val.json")
+    assert find_split(tmp_path, "val").annotations == tmp_path / "val" / "annotations.json"
+
+
+def test_missing_split_lists_every_layout(tmp_path):
+    (tmp_path / "valid").mkdir()  # a folder alone, no json: still no split
+    with pytest.raises(DatasetError) as error:
+        find_split(tmp_path, "val")
+    message = str(error.value)
+    assert "\n" not in message
+    for where in ["val/annotations.json with", "annotations/instances_val2017.json with", "val2017/",
+                  "valid/_annotations.coco.json with", "annotations/val.json with"]:
+        assert where in message, where
+
+
+def test_explicit_files_replace_the_dataset_folder(tmp_path):
+    write_tiny_coco(tmp_path / "pics", tmp_path / "labels.json")
+    assert explicit_split("train", tmp_path / "labels.json", tmp_path / "pics", None) == \
+        Split(tmp_path / "pics", tmp_path / "labels.json")
+    with pytest.raises(DatasetError, match="--train-json needs --train-images too"):
+        explicit_split("train", tmp_path / "labels.json", None, tmp_path)
+    with pytest.raises(DatasetError, match="--val-json: no such file: .*nope.json"):
+        explicit_split("val", tmp_path / "nope.json", tmp_path / "pics", None)
+    with pytest.raises(DatasetError, match="--val-images: no such folder"):
+        explicit_split("val", tmp_path / "labels.json", tmp_path / "nope", None)
+    with pytest.raises(DatasetError, match="instances_val2017.json.*; or name the files with --val-json"):
+        explicit_split("val", None, None, tmp_path)
+    with pytest.raises(DatasetError, match="give --data D or --val-json and --val-images"):
+        explicit_split("val", None, None, None)

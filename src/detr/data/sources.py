@@ -21,19 +21,56 @@ class Split:
     annotations: Path
 
 
-def find_split(root: str | Path, split: str) -> Split:
-    """Our layout (root/split/images + root/split/annotations.json) or COCO's
-    (root/split2017 + root/annotations/instances_split2017.json)."""
+# Roboflow's COCO export names the val split "valid".
+_ROBOFLOW_FOLDER = {"val": "valid"}
+
+
+def split_candidates(root: str | Path, split: str) -> list[Split]:
+    """Every layout `find_split` knows, in the order it tries them."""
     root = Path(root)
-    candidates = [
-        Split(root / split / "images", root / split / "annotations.json"),
-        Split(root / f"{split}2017", root / "annotations" / f"instances_{split}2017.json"),
+    roboflow = root / _ROBOFLOW_FOLDER.get(split, split)
+    return [
+        Split(root / split / "images", root / split / "annotations.json"),  # ours
+        Split(root / f"{split}2017", root / "annotations" / f"instances_{split}2017.json"),  # COCO
+        Split(roboflow, roboflow / "_annotations.coco.json"),  # Roboflow's COCO export
+        Split(root / split, root / "annotations" / f"{split}.json"),
     ]
+
+
+def find_split(root: str | Path, split: str) -> Split:
+    """The first layout of `split_candidates` present under `root`: ours
+    (root/split/images + root/split/annotations.json), COCO's (root/split2017 +
+    root/annotations/instances_split2017.json), Roboflow's COCO export
+    (root/split/_annotations.coco.json beside its images, val named "valid"), or
+    root/annotations/split.json with the images in root/split."""
+    candidates = split_candidates(root, split)
     for candidate in candidates:
         if candidate.annotations.is_file() and candidate.images.is_dir():
             return candidate
     tried = " or ".join(f"{c.annotations} with {c.images}/" for c in candidates)
     raise DatasetError(f"no '{split}' split under {root}: looked for {tried}")
+
+
+def explicit_split(split: str, annotations: str | Path | None, images: str | Path | None,
+                   root: str | Path | None) -> Split:
+    """The split named by --SPLIT-json/--SPLIT-images when given (both are needed),
+    else the one found under the dataset folder `root`."""
+    if annotations is None and images is None:
+        if root is None:
+            raise DatasetError(f"no '{split}' split: give --data D or --{split}-json and --{split}-images")
+        try:
+            return find_split(root, split)
+        except DatasetError as error:
+            raise DatasetError(f"{error}; or name the files with --{split}-json and --{split}-images") from None
+    if annotations is None or images is None:
+        given, missing = ("json", "images") if images is None else ("images", "json")
+        raise DatasetError(f"--{split}-{given} needs --{split}-{missing} too")
+    chosen = Split(Path(images), Path(annotations))
+    if not chosen.annotations.is_file():
+        raise DatasetError(f"--{split}-json: no such file: {chosen.annotations}")
+    if not chosen.images.is_dir():
+        raise DatasetError(f"--{split}-images: no such folder: {chosen.images}")
+    return chosen
 
 
 def default_data_dir() -> Path:
