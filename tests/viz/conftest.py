@@ -1,4 +1,6 @@
 import argparse
+import contextlib
+import io
 
 import numpy as np
 import pytest
@@ -63,3 +65,16 @@ def visualize(argv: list[str]) -> None:
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["visualize", *argv])
     args.run(args)
+
+
+@pytest.fixture(scope="session")
+def dataset_gallery(data, checkpoint, tmp_path_factory):
+    """`detr visualize --dataset` run once (seconds) for the tests that read its gallery.
+
+    Returns the gallery folder and what the command printed.
+    """
+    out = tmp_path_factory.mktemp("dataset_gallery") / "gallery"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        visualize(["--checkpoint", str(checkpoint), "--dataset", str(data), "--out", str(out), "--device", "cpu"])
+    return out, printed.getvalue()

@@ -10,14 +10,13 @@ ALL_FIGURES = {"detections.png", "decoder_attention.png", "losing_queries.png", 
                "positional_encoding.png", "query_specialisation.png", "matching.png"}
 
 
-def test_dataset_root_gives_every_figure(data, checkpoint, tmp_path, capsys):
-    out = tmp_path / "gallery"
-    visualize(["--checkpoint", str(checkpoint), "--dataset", str(data), "--out", str(out), "--device", "cpu"])
+def test_dataset_root_gives_every_figure(dataset_gallery):
+    out, printed = dataset_gallery
     assert {p.name for p in out.glob("*.png")} == ALL_FIGURES
     index = (out / "index.html").read_text()
     for name in ALL_FIGURES:
         assert f'src="{name}"' in index
-    assert "Hungarian matching" in index and str(out / "index.html") in capsys.readouterr().out
+    assert "Hungarian matching" in index and str(out / "index.html") in printed
 
 
 def test_image_points_layer_per_head_and_annotations(data, checkpoint, tmp_path):
