@@ -29,16 +29,18 @@ def write_index(out_dir: str | Path, entries: Sequence[GalleryEntry], title: str
                 subtitle: str = "") -> Path:
     """An index.html showing each entry's image under its title, with its caption."""
     out_dir = Path(out_dir)
+    # <figure>/<figcaption> tie each caption to its image (for screen readers and the browser test).
     sections = "\n".join(
-        f'<section><h2>{html.escape(e.title)}</h2><a href="{html.escape(e.file)}">'
+        f'<section><h2>{html.escape(e.title)}</h2><figure><a href="{html.escape(e.file)}">'
         f'<img src="{html.escape(e.file)}" alt="{html.escape(e.title)}"></a>'
-        f"<p>{html.escape(e.caption)}</p></section>"
+        f"<figcaption>{html.escape(e.caption)}</figcaption></figure></section>"
         for e in entries
     )
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1400px;margin:auto;padding:1em}}
-img{{max-width:100%;border:1px solid #ccc}}section{{margin-bottom:2.5em}}p{{max-width:80ch;color:#333}}</style>
+img{{max-width:100%;border:1px solid #ccc}}section{{margin-bottom:2.5em}}figure{{margin:0}}
+figcaption,p{{max-width:80ch;color:#333;margin-top:.5em}}</style>
 </head><body><h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p>
 {sections}
 </body></html>
