@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from pathlib import Path
@@ -16,9 +17,7 @@ from detr.weights import LoadedWeights, load_weights
 
 METADATA_KEY = "detr"  # JSON: the experiment config, the categories, and the graph's signature
 OPSET = 17
-# Trace inputs: batch 2 so the batch axis is not folded to 1; large enough that a
-# ResNet-50 at stride 32 still has more tokens (12 x 15) than 100 selected queries.
-_EXAMPLE_BATCH, _EXAMPLE_HEIGHT, _EXAMPLE_WIDTH = 2, 384, 480
+_EXAMPLE_BATCH = 2  # not 1, so that the tracer cannot fold the batch axis away
 
 
 def export_onnx(source: str | Path | LoadedWeights, path: str | Path, postprocess: bool = False,
@@ -35,10 +34,14 @@ def export_onnx(source: str | Path | LoadedWeights, path: str | Path, postproces
     model = build_model(weights.config.model)
     model.load_state_dict(weights.state)
     graph = InferenceGraph(model, with_mask, postprocess)
-    images = torch.randn(_EXAMPLE_BATCH, 3, _EXAMPLE_HEIGHT, _EXAMPLE_WIDTH)
-    mask = torch.zeros(_EXAMPLE_BATCH, _EXAMPLE_HEIGHT, _EXAMPLE_WIDTH, dtype=torch.bool)
-    mask[1, :, _EXAMPLE_WIDTH * 3 // 4:] = True  # a padded entry, so no branch on "no padding" is traced
-    sizes = torch.tensor([[_EXAMPLE_HEIGHT, _EXAMPLE_WIDTH]] * _EXAMPLE_BATCH)
+    # The smallest example (tracing cost grows with it) whose feature map has more tokens
+    # than queries, which query selection needs; the graph then takes any size.
+    side = model.backbone.stride * (math.isqrt(model.config.num_queries) + 2)
+    height, width = side, side + 2 * model.backbone.stride
+    images = torch.randn(_EXAMPLE_BATCH, 3, height, width)
+    mask = torch.zeros(_EXAMPLE_BATCH, height, width, dtype=torch.bool)
+    mask[1, :, width * 3 // 4:] = True  # a padded entry, so no branch on "no padding" is traced
+    sizes = torch.tensor([[height, width]] * _EXAMPLE_BATCH)
     args = (images,) + (mask,) * with_mask + (sizes,) * postprocess
     axes = {"images": {0: "batch", 2: "height", 3: "width"}, "mask": {0: "batch", 1: "height", 2: "width"},
             "image_sizes": {0: "batch"}}
