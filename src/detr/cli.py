@@ -1,4 +1,4 @@
-"""The `detr` command: train | eval | predict | synth | convert | visualize | crowd | benchmark."""
+"""The `detr` command: train | eval | predict | synth | convert | export | visualize | crowd | benchmark."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from detr.engine.checkpoint import CheckpointError
 from detr.distributed import is_main, leave_process_group
 from detr.engine.evaluate import evaluate, format_per_class
 from detr.engine.train import Trainer, TrainingError
-from detr.inference import Predictor
+from detr.export.onnx_file import OPSET, export_onnx
+from detr.inference import Predictor, load
 from detr.precision import PRECISIONS
 from detr.predict.formats import FORMATS
 from detr.predict.frames import collect_inputs
@@ -137,11 +138,22 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    predictor = Predictor.from_checkpoint(args.checkpoint, _device(args.device), **_predictor_options(args))
+    if args.onnx:
+        if args.precision not in (None, "fp32") or args.compile or args.device not in (None, "cpu"):
+            raise ValueError("--onnx runs in onnxruntime on the CPU in fp32: drop --precision, --compile, --device")
+        predictor = load(args.onnx)
+    else:
+        predictor = Predictor.from_checkpoint(args.checkpoint, _device(args.device), **_predictor_options(args))
     out = Path(args.out)
     result = write_predictions(predictor, collect_inputs(args.paths), out, args.threshold, args.format,
                                progress=not args.no_progress)
     print(f"detections ({args.format}): {result}; pictures: {out}/")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    written = export_onnx(args.source, args.destination, postprocess=args.postprocess,
+                          with_mask=not args.no_mask, opset=args.opset)
+    print(f"wrote ONNX graph: {written}")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -226,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="detect objects in images, videos or folders of images or frames")
     pr.add_argument("paths", nargs="+", help="images, videos (with PyAV installed) or folders")
-    pr.add_argument("--checkpoint", required=True)
+    weights = pr.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--checkpoint", help="a checkpoint, named model, official/HF file or folder, or hub id")
+    weights.add_argument("--onnx", help="a .onnx file written by `detr export` (runs in onnxruntime on the CPU)")
     pr.add_argument("--threshold", type=float, default=0.5)
     pr.add_argument("--out", default="predictions", help="folder for the drawn images or frames and the detections")
     pr.add_argument("--format", default="coco", choices=FORMATS,
@@ -262,6 +276,17 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("destination", help="a folder (ours, hf) or a .pth file (official)")
     co.add_argument("--to", default="ours", choices=LAYOUTS)
     co.set_defaults(run=cmd_convert)
+
+    ex = sub.add_parser("export", help="write a model as an ONNX graph (dynamic batch, height and width)")
+    ex.add_argument("source", help="a checkpoint, named model, official/HF file or folder, or hub id")
+    ex.add_argument("destination", help="the .onnx file to write")
+    ex.add_argument("--postprocess", action="store_true",
+                    help="put post-processing in the graph: it takes image_sizes [B, 2] (original height, "
+                         "width) and gives scores, labels and xyxy pixel boxes per query")
+    ex.add_argument("--no-mask", action="store_true",
+                    help="no padding-mask input: for single images or equal-sized batches")
+    ex.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
+    ex.set_defaults(run=cmd_export)
 
     add_visualize_parser(sub)
     add_crowd_parser(sub)

@@ -101,13 +101,17 @@ class Predictor:
     def predict_batch(self, images: list[ImageInput], threshold: float = 0.5) -> list[Detections]:
         pixels = [to_uint8_image(i) for i in images]
         batch, mask = pad_images([self._prepare(p) for p in pixels])
-        with autocast(self.device, self.precision):
-            outputs = self.forward(batch.to(self.device), mask.to(self.device))
-        sizes = torch.tensor([p.shape[-2:] for p in pixels])
-        results = PostProcess(threshold=threshold)(outputs, sizes)
+        results = self._detect(batch, mask, torch.tensor([p.shape[-2:] for p in pixels]), threshold)
         return [Detections(r["boxes"].cpu(), r["scores"].cpu(), r["labels"].cpu(),
                            [self.categories.names[i] for i in r["labels"].tolist()],
                            [self.categories.ids[i] for i in r["labels"].tolist()]) for r in results]
+
+    def _detect(self, batch: torch.Tensor, mask: torch.Tensor, sizes: torch.Tensor,
+                threshold: float) -> list[dict[str, torch.Tensor]]:
+        """Prepared, padded images -> each image's detections (what an ONNX predictor replaces)."""
+        with autocast(self.device, self.precision):
+            outputs = self.forward(batch.to(self.device), mask.to(self.device))
+        return PostProcess(threshold=threshold)(outputs, sizes)
 
     def predict(self, image: ImageInput, threshold: float = 0.5) -> Detections:
         return self.predict_batch([image], threshold)[0]
@@ -116,5 +120,12 @@ class Predictor:
 def load(source: str | Path, device: str | torch.device | None = None, **options) -> Predictor:
     """A Predictor from a `detr train` checkpoint, a named model ("detr_r50", ...),
     an official or Hugging Face checkpoint, or a hub id ("facebook/detr-resnet-50").
-    `options`: precision ("fp32" or "bf16"), compile (bool)."""
+    `options`: precision ("fp32" or "bf16"), compile (bool).
+    A `.onnx` file from `detr export` runs in onnxruntime on the CPU (`options`: threads)."""
+    if Path(source).suffix == ".onnx":
+        from detr.export.runtime import OnnxPredictor  # onnxruntime is an optional extra
+
+        if device is not None and torch.device(device).type != "cpu":
+            raise ValueError(f"ONNX models run on the CPU here, not {device}")
+        return OnnxPredictor(source, **options)
     return Predictor.from_checkpoint(source, device, **options)

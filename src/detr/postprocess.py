@@ -13,6 +13,18 @@ def class_scores(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return F.softmax(logits.float(), -1)[..., :-1].max(-1)
 
 
+def scored_boxes(logits: torch.Tensor, boxes: torch.Tensor, image_sizes: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """logits [B, N, K+1], boxes [B, N, 4] normalised cxcywh, image_sizes [B, 2] (height, width)
+    -> scores [B, N], labels [B, N], absolute xyxy boxes [B, N, 4], in query order.
+
+    Plain tensor maths with no per-image loop, so that ONNX export can trace it."""
+    scores, labels = class_scores(logits)
+    height, width = image_sizes.to(boxes.device).float().unbind(1)
+    scale = torch.stack([width, height, width, height], dim=1)[:, None, :]
+    return scores, labels, box_convert(boxes.float(), "cxcywh", "xyxy") * scale
+
+
 class PostProcess:
     """Softmax, drop no-object, score = best real class, boxes to absolute xyxy.
 
@@ -30,12 +42,13 @@ class PostProcess:
         logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
         if len(image_sizes) != len(logits):
             raise ValueError(f"{len(image_sizes)} image sizes for {len(logits)} predictions")
-        scores, labels = class_scores(logits)
-        height, width = image_sizes.to(boxes.device).float().unbind(1)
-        scale = torch.stack([width, height, width, height], dim=1)[:, None, :]
-        xyxy = box_convert(boxes.float(), "cxcywh", "xyxy") * scale
+        return self.select(*scored_boxes(logits, boxes, image_sizes))
+
+    def select(self, scores: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor
+               ) -> list[dict[str, torch.Tensor]]:
+        """Per image, the detections passing `threshold` and `top_k`, sorted by score."""
         results = []
-        for s, l, b in zip(scores, labels, xyxy):
+        for s, l, b in zip(scores, labels, boxes):
             order = s.argsort(descending=True)
             if self.threshold is not None:
                 order = order[s[order] >= self.threshold]

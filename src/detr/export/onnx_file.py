@@ -1,0 +1,71 @@
+"""Writing a DETR as an ONNX file with its config and categories in the file's metadata."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from detr.export.optional import optional_module
+from detr.export.graph import InferenceGraph
+from detr.model import build_model
+from detr.weights import LoadedWeights, load_weights
+
+METADATA_KEY = "detr"  # JSON: the experiment config, the categories, and the graph's signature
+OPSET = 17
+_EXAMPLE_BATCH = 2  # not 1, so that the tracer cannot fold the batch axis away
+
+
+def export_onnx(source: str | Path | LoadedWeights, path: str | Path, postprocess: bool = False,
+                with_mask: bool = True, opset: int = OPSET) -> Path:
+    """Write `source` (anything `load_weights` reads) to `path` as an ONNX graph with dynamic
+    batch, height and width; see InferenceGraph for its inputs and outputs."""
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise ValueError(f"export writes an .onnx file, not {path}; name the output like model.onnx")
+    if opset < OPSET:
+        raise ValueError(f"opset {opset} is older than {OPSET}, the oldest this export supports")
+    onnx = optional_module("onnx")
+    weights = source if isinstance(source, LoadedWeights) else load_weights(source)
+    model = build_model(weights.config.model)
+    model.load_state_dict(weights.state)
+    graph = InferenceGraph(model, with_mask, postprocess)
+    # The smallest example (tracing cost grows with it) whose feature map has more tokens
+    # than queries, which query selection needs; the graph then takes any size.
+    side = model.backbone.stride * (math.isqrt(model.config.num_queries) + 2)
+    height, width = side, side + 2 * model.backbone.stride
+    images = torch.randn(_EXAMPLE_BATCH, 3, height, width)
+    mask = torch.zeros(_EXAMPLE_BATCH, height, width, dtype=torch.bool)
+    mask[1, :, width * 3 // 4:] = True  # a padded entry, so no branch on "no padding" is traced
+    sizes = torch.tensor([[height, width]] * _EXAMPLE_BATCH)
+    args = (images,) + (mask,) * with_mask + (sizes,) * postprocess
+    axes = {"images": {0: "batch", 2: "height", 3: "width"}, "mask": {0: "batch", 1: "height", 2: "width"},
+            "image_sizes": {0: "batch"}}
+    axes.update({name: {0: "batch"} for name in graph.output_names})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with torch.no_grad(), warnings.catch_warnings():
+        # Shape checks in the model (e.g. enough tokens for query selection) are Python
+        # branches the tracer fixes at the example's values: they hold for any larger input.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        # The TorchScript tracer (dynamo=False), not torch 2.14's default dynamo exporter:
+        # it needs only torch (no onnxscript), works offline here, and takes dynamic_axes.
+        torch.onnx.export(graph, args, str(partial), dynamo=False, opset_version=opset,
+                          input_names=graph.input_names, output_names=graph.output_names,
+                          dynamic_axes={n: axes[n] for n in graph.input_names + graph.output_names})
+    _write_metadata(onnx, partial, {"config": weights.config.to_dict(), "categories": weights.categories.to_dict(),
+                              "inputs": graph.input_names, "outputs": graph.output_names})
+    os.replace(partial, path)
+    return path
+
+
+def _write_metadata(onnx, path: Path, values: dict) -> None:
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(values)
+    onnx.save(proto, str(path))

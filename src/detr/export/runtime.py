@@ -1,0 +1,74 @@
+"""A Predictor that runs an exported ONNX file in onnxruntime: `detr.load("model.onnx")`.
+
+Everything but the network is Predictor's own: the same image reading, resize,
+normalisation, padding and post-processing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from detr.config import ExperimentConfig
+from detr.data.coco import Categories
+from detr.data.transforms import val_transforms
+from detr.export.onnx_file import METADATA_KEY
+from detr.export.optional import optional_module
+from detr.inference import Predictor
+from detr.postprocess import PostProcess
+from detr.weights import WeightsError
+
+
+class OnnxPredictor(Predictor):
+    """Predictor over an onnxruntime session on the CPU. `forward(images, mask)` gives the
+    model's outputs dict (pred_logits, pred_boxes) for a graph exported without --postprocess."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        ort = optional_module("onnxruntime")
+        path = Path(path)
+        if not path.is_file():
+            raise WeightsError(f"no such ONNX file: {path}")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+            raise WeightsError(f"cannot read {path} as an ONNX model: {str(error).splitlines()[0]}") from None
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if METADATA_KEY not in metadata:
+            raise WeightsError(f"{path} is an ONNX file without DETR's metadata; write it with `detr export`")
+        info = json.loads(metadata[METADATA_KEY])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.model = None  # no PyTorch module: the graph is the model
+        self.device = torch.device("cpu")
+        self.precision = "fp32"
+        self.config = ExperimentConfig.from_dict(info["config"])
+        self.categories = Categories.from_dict(info["categories"])
+        self.transforms = val_transforms(self.config.data)
+
+    def _run(self, images: torch.Tensor, mask: torch.Tensor, sizes: torch.Tensor | None = None
+             ) -> list[torch.Tensor]:
+        feeds = {"images": images.float().numpy(), "mask": mask.numpy(), "image_sizes": None}
+        if "mask" not in self.inputs and mask.any():
+            raise ValueError("this ONNX graph was exported with --no-mask, so it cannot take padded batches "
+                             "of differently sized images; predict one image at a time or export with the mask")
+        if "image_sizes" in self.inputs:
+            feeds["image_sizes"] = sizes.numpy()
+        outputs = self.session.run(None, {name: feeds[name] for name in self.inputs})
+        return [torch.from_numpy(o) for o in outputs]
+
+    def forward(self, images: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        if "image_sizes" in self.inputs:
+            raise ValueError("this ONNX graph was exported with --postprocess: it gives detections, "
+                             "not the model's outputs")
+        logits, boxes = self._run(images, mask)
+        return {"pred_logits": logits, "pred_boxes": boxes}
+
+    def _detect(self, batch: torch.Tensor, mask: torch.Tensor, sizes: torch.Tensor,
+                threshold: float) -> list[dict[str, torch.Tensor]]:
+        if "image_sizes" not in self.inputs:
+            return super()._detect(batch, mask, sizes, threshold)
+        return PostProcess(threshold=threshold).select(*self._run(batch, mask, sizes))

@@ -1,0 +1,99 @@
+"""The exported graph against the PyTorch model it came from (onnxruntime on the CPU)."""
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from detr.export import export_onnx
+from detr.model import build_model
+from tests.weights.helpers import tiny_weights
+
+SIZES = ((1, 64, 96), (2, 96, 64), (3, 80, 112))  # batch, height, width: none is the traced example's
+
+
+def _model(weights):
+    model = build_model(weights.config.model).eval()
+    model.load_state_dict(weights.state)
+    return model
+
+
+def _session(path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _padded_batch(batch, height, width):
+    images = torch.randn(batch, 3, height, width)
+    mask = torch.zeros(batch, height, width, dtype=torch.bool)
+    if batch > 1:  # the later entries are smaller images padded to the batch's size
+        mask[1:, height * 2 // 3:, :] = True
+        mask[-1, :, width // 2:] = True
+        images[mask[:, None].expand_as(images)] = 0.0
+    return images, mask
+
+
+def _assert_outputs_match(session, model, images, mask, feed_mask=True):
+    feeds = {"images": images.numpy()} | ({"mask": mask.numpy()} if feed_mask else {})
+    logits, boxes = session.run(None, feeds)
+    with torch.no_grad():
+        expected = model(images, mask if feed_mask else None)
+    assert logits.shape == tuple(expected["pred_logits"].shape)
+    np.testing.assert_allclose(logits, expected["pred_logits"].numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(boxes, expected["pred_boxes"].numpy(), atol=1e-4, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory):
+    weights = tiny_weights()
+    return weights, export_onnx(weights, tmp_path_factory.mktemp("onnx") / "paper.onnx")
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_logits_and_boxes_match_pytorch_on_padded_batches(paper, size):
+    weights, path = paper
+    _assert_outputs_match(_session(path), _model(weights), *_padded_batch(*size))
+
+
+def test_an_all_false_mask_is_the_same_as_no_mask(paper):
+    weights, path = paper
+    images = torch.randn(2, 3, 64, 80)
+    logits, boxes = _session(path).run(None, {"images": images.numpy(), "mask": np.zeros((2, 64, 80), bool)})
+    with torch.no_grad():
+        expected = _model(weights)(images, None)
+    np.testing.assert_allclose(logits, expected["pred_logits"].numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(boxes, expected["pred_boxes"].numpy(), atol=1e-4, rtol=0)
+
+
+def test_the_no_mask_signature_takes_images_alone(tmp_path):
+    weights = tiny_weights()
+    session = _session(export_onnx(weights, tmp_path / "plain.onnx", with_mask=False))
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    for batch, height, width in SIZES[:2]:
+        _assert_outputs_match(session, _model(weights), torch.randn(batch, 3, height, width), None, feed_mask=False)
+
+
+def test_a_query_groups_model_exports_its_first_group(tmp_path):
+    weights = tiny_weights(query_groups=3)
+    queries = weights.config.model.num_queries
+    session = _session(export_onnx(weights, tmp_path / "groups.onnx"))
+    # The reference: a one-group model holding only the first group's query rows.
+    single = tiny_weights()
+    state = dict(weights.state, **{"query_embed.weight": weights.state["query_embed.weight"][:queries]})
+    reference = _model(single)
+    reference.load_state_dict(state)
+    images, mask = _padded_batch(2, 64, 96)
+    _assert_outputs_match(session, reference, images, mask)
+
+
+def test_anchor_queries_with_query_selection_export(tmp_path):
+    weights = tiny_weights(anchor_queries=True, query_selection=True)
+    session = _session(export_onnx(weights, tmp_path / "selection.onnx"))
+    for size in SIZES[1:]:
+        _assert_outputs_match(session, _model(weights), *_padded_batch(*size))
+
+
+def test_bad_destination_and_old_opset_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="name the output like model.onnx"):
+        export_onnx(tiny_weights(), tmp_path / "model.pt")
+    with pytest.raises(ValueError, match="opset 13 is older than 17"):
+        export_onnx(tiny_weights(), tmp_path / "model.onnx", opset=13)

@@ -1,0 +1,91 @@
+"""detr.load("x.onnx"), `detr predict --onnx` and the --postprocess graph give Predictor's detections."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import detr
+from detr.cli import main
+from detr.export import export_onnx
+from detr.export.runtime import OnnxPredictor
+from detr.inference import Predictor
+from detr.weights import WeightsError, write_weights
+from tests.weights.helpers import tiny_weights
+
+
+@pytest.fixture(scope="module")
+def weights():
+    return tiny_weights()
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((48, 80, 3), (90, 60, 3), (64, 64, 3))]
+
+
+def _assert_same_detections(got, expected):
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        assert a.labels.tolist() == b.labels.tolist() and a.names == b.names
+        torch.testing.assert_close(a.scores, b.scores, atol=1e-5, rtol=0)
+        torch.testing.assert_close(a.boxes, b.boxes, atol=1e-3, rtol=0)  # pixels
+
+
+def test_postprocess_graph_gives_predictors_detections(weights, images, tmp_path):
+    path = export_onnx(weights, tmp_path / "post.onnx", postprocess=True)
+    onnx_predictor = detr.load(path)
+    assert isinstance(onnx_predictor, OnnxPredictor)
+    expected = Predictor.from_weights(weights, "cpu").predict_batch(images, threshold=0.0)
+    assert len(expected[0].scores) == weights.config.model.num_queries
+    _assert_same_detections(onnx_predictor.predict_batch(images, threshold=0.0), expected)
+    with pytest.raises(ValueError, match="exported with --postprocess"):
+        onnx_predictor.forward(torch.zeros(1, 3, 32, 32), torch.zeros(1, 32, 32, dtype=torch.bool))
+
+
+def test_cli_export_then_predict_onnx_matches_the_checkpoint(weights, images, tmp_path):
+    from PIL import Image
+
+    folder = write_weights(weights, tmp_path / "model", "ours")
+    (tmp_path / "images").mkdir()
+    for i, pixels in enumerate(images):
+        Image.fromarray(pixels).save(tmp_path / "images" / f"image{i}.png")
+    assert main(["export", str(folder), str(tmp_path / "model.onnx")]) == 0
+    for flag, source, out in (("--checkpoint", folder, "torch"), ("--onnx", tmp_path / "model.onnx", "onnx")):
+        assert main(["predict", str(tmp_path / "images"), flag, str(source), "--threshold", "0.0",
+                     "--out", str(tmp_path / out), "--no-progress"]) == 0
+    by_torch, by_onnx = (json.loads((tmp_path / out / "detections.json").read_text()) for out in ("torch", "onnx"))
+    assert [r["image"] for r in by_onnx] == [r["image"] for r in by_torch]
+    for a, b in zip(by_onnx, by_torch):
+        assert a["labels"] == b["labels"] and a["category_ids"] == b["category_ids"]
+        np.testing.assert_allclose(a["scores"], b["scores"], atol=2e-4)  # both rounded to 4 places
+        np.testing.assert_allclose(a["boxes"], b["boxes"], atol=2e-2)  # both rounded to 2 places
+    # The raw graph through detr.load on a padded batch, against Predictor.
+    expected = Predictor.from_weights(weights, "cpu").predict_batch(images, threshold=0.3)
+    _assert_same_detections(detr.load(tmp_path / "model.onnx").predict_batch(images, threshold=0.3), expected)
+
+
+def test_no_mask_graph_refuses_a_padded_batch(weights, images, tmp_path):
+    predictor = detr.load(export_onnx(weights, tmp_path / "plain.onnx", with_mask=False))
+    single = Predictor.from_weights(weights, "cpu").predict(images[0], threshold=0.0)
+    _assert_same_detections([predictor.predict(images[0], threshold=0.0)], [single])
+    with pytest.raises(ValueError, match="exported with --no-mask"):
+        predictor.predict_batch(images[:2])
+
+
+def test_onnx_files_that_are_not_detr_exports_are_refused(tmp_path):
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "other",
+                                   [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]),
+              tmp_path / "other.onnx")
+    with pytest.raises(WeightsError, match="without DETR's metadata"):
+        detr.load(tmp_path / "other.onnx")
+    (tmp_path / "broken.onnx").write_text("not a graph")
+    with pytest.raises(WeightsError, match="cannot read .*broken.onnx as an ONNX model"):
+        detr.load(tmp_path / "broken.onnx")
+    with pytest.raises(WeightsError, match="no such ONNX file"):
+        detr.load(tmp_path / "missing.onnx")
