@@ -90,7 +90,8 @@ class Predictor:
         model.load_state_dict(weights.state)
         return cls(model, weights.categories, weights.config.data, device, **options)
 
-    def _prepare(self, image: torch.Tensor) -> torch.Tensor:
+    def prepare(self, image: torch.Tensor) -> torch.Tensor:
+        """A uint8 [3, H, W] image -> the resized, normalised tensor the model takes (unpadded)."""
         height, width = image.shape[-2:]
         empty = {"boxes": tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY", canvas_size=(height, width)),
                  "labels": torch.zeros(0, dtype=torch.int64)}
@@ -100,7 +101,7 @@ class Predictor:
     @torch.inference_mode()
     def predict_batch(self, images: list[ImageInput], threshold: float = 0.5) -> list[Detections]:
         pixels = [to_uint8_image(i) for i in images]
-        batch, mask = pad_images([self._prepare(p) for p in pixels])
+        batch, mask = pad_images([self.prepare(p) for p in pixels])
         results = self._detect(batch, mask, torch.tensor([p.shape[-2:] for p in pixels]), threshold)
         return [Detections(r["boxes"].cpu(), r["scores"].cpu(), r["labels"].cpu(),
                            [self.categories.names[i] for i in r["labels"].tolist()],

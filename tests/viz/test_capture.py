@@ -10,7 +10,7 @@ from detr.viz.encoder import Point, encoder_attention
 
 
 def test_capture_leaves_outputs_identical_and_agrees_with_predict(predictor, image, cap):
-    batch, mask = pad_images([predictor._prepare(to_uint8_image(image))])
+    batch, mask = pad_images([predictor.prepare(to_uint8_image(image))])
     with torch.inference_mode():
         plain = predictor.model(batch, mask)
     assert torch.equal(plain["pred_logits"][0], cap.logits)

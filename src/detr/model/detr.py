@@ -90,6 +90,11 @@ class DETR(nn.Module):
         if config.denoising_groups:
             self.label_embed = nn.Embedding(config.num_classes, dim)
 
+    @property
+    def stride(self) -> int:
+        """Input pixels per feature-map cell (of the single level that attention maps show)."""
+        return self.backbone.stride
+
     def forward(
         self, images: torch.Tensor, mask: torch.Tensor | None = None, need_weights: bool = False,
         targets: list[dict] | None = None,
@@ -158,7 +163,7 @@ class DETR(nn.Module):
         batch, queries = src.shape[0], self.config.num_queries
         query_pos = self.query_embed.weight[: groups * queries].view(groups, queries, -1)
         query_pos = query_pos[None].expand(batch, -1, -1, -1).flatten(0, 1)  # [B x G, N, D]
-        hidden, _, maps = self.transformer(src, pos, query_pos, padding, need_weights)
+        hidden, maps = self.transformer(src, pos, query_pos, padding, need_weights)
         return self._heads(hidden.unflatten(1, (batch, groups)).flatten(2, 3)), maps  # [layers, B, G x N, D]
 
     def _decode_anchors(self, memory, pos, padding, feature_masks: list[torch.Tensor], groups: int,

@@ -123,21 +123,21 @@ class Transformer(nn.Module):
         query_pos: torch.Tensor,
         padding_mask: torch.Tensor | None,
         need_weights: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMaps | None]:
+    ) -> tuple[torch.Tensor, AttentionMaps | None]:
         """src, pos [B, L, D]; query_pos [B, N, D] (or [B x G, N, D]: G groups of queries
         per image, each decoding the image's memory on its own); padding_mask [B, L] or None.
 
-        Returns every decoder layer's normalised output [layers, B (x G), N, D],
-        the encoder memory [B, L, D], and the attention maps when asked for.
+        Returns every decoder layer's normalised output [layers, B (x G), N, D]
+        and the attention maps when asked for.
         """
         maps = AttentionMaps([], [], [])
-        encoded = memory = self.encode(src, pos, padding_mask, maps, need_weights)
+        memory = self.encode(src, pos, padding_mask, maps, need_weights)
         groups = query_pos.shape[0] // src.shape[0]
         if groups > 1:  # independent query groups ride along as extra batch entries
             memory, pos = memory.repeat_interleave(groups, 0), pos.repeat_interleave(groups, 0)
             padding_mask = None if padding_mask is None else padding_mask.repeat_interleave(groups, 0)
         outputs = self.decode(memory, pos, query_pos, padding_mask, maps, need_weights)
-        return outputs, encoded, maps if need_weights else None
+        return outputs, maps if need_weights else None
 
     def encode(self, src, pos, padding_mask, maps: AttentionMaps, need_weights: bool) -> torch.Tensor:
         memory = src

@@ -103,7 +103,7 @@ def _drop_batch(maps: AttentionMaps) -> AttentionMaps:
 def capture(predictor: Predictor, image: ImageInput, threshold: float = 0.5) -> Capture:
     """Run the predictor's model on one image with attention capture on."""
     pixels = to_uint8_image(image)
-    prepared = predictor._prepare(pixels)
+    prepared = predictor.prepare(pixels)
     batch, mask = pad_images([prepared])
     out = predictor.model(batch.to(predictor.device), mask.to(predictor.device), need_weights=True)
     logits, boxes = out["pred_logits"][0].float().cpu(), out["pred_boxes"][0].float().cpu()
@@ -114,7 +114,7 @@ def capture(predictor: Predictor, image: ImageInput, threshold: float = 0.5) -> 
         image=pixels.permute(1, 2, 0).numpy(),
         input_size=tuple(prepared.shape[-2:]),
         feature_shape=tuple(out["feature_shape"]),
-        stride=predictor.model.backbone.stride,
+        stride=predictor.model.stride,
         logits=logits,
         boxes=boxes,
         attention=_drop_batch(out["attention"]),

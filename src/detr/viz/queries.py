@@ -64,7 +64,7 @@ def collect_query_boxes(predictor: Predictor, images: Iterable[ImageInput], batc
         batch.clear()
 
     for image in tqdm(images, desc="queries", disable=not progress):
-        batch.append(predictor._prepare(to_uint8_image(image)))
+        batch.append(predictor.prepare(to_uint8_image(image)))
         if len(batch) == batch_size:
             flush()
     if batch:
