@@ -107,6 +107,12 @@ def build_datasets(data: DataConfig, train: Split, val: Split,
 def eval_loader(dataset: CocoDetection, batch_size: int, num_workers: int, rank: int = 0,
                 world: int = 1) -> DataLoader:
     """In order; with world > 1, process `rank` takes every world-th image (no padding,
-    so that gathered detections count each image once)."""
+    so that gathered detections count each image once).
+
+    The loader draws its workers' seed from a generator of its own: drawn from the
+    global RNG, it would shift the training's random stream (dropout, denoising)
+    by one draw per evaluation, and a resumed run would no longer match.
+    """
     return DataLoader(dataset, batch_size=batch_size, sampler=range(rank, len(dataset), world),
-                      num_workers=num_workers, collate_fn=collate, persistent_workers=num_workers > 0)
+                      num_workers=num_workers, collate_fn=collate, persistent_workers=num_workers > 0,
+                      generator=torch.Generator())

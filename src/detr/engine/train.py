@@ -108,7 +108,8 @@ class Trainer:
         self.train_loader = DataLoader(
             SeededAugmentation(self.train_set, config.train.seed), batch_size=batch, sampler=self.sampler,
             num_workers=workers, collate_fn=collate, drop_last=self.drop_last,
-            pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
+            pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(config.train.seed))  # not the global RNG: see eval_loader
         self.val_loader = eval_loader(self.val_set, batch, workers, rank(), world_size())
         self.epoch, self.batches_done, self.step = 0, 0, 0
         self.best_ap, self.elapsed = -1.0, 0.0
