@@ -17,10 +17,16 @@ def test_settings_reach_any_field_with_its_type():
 @pytest.mark.parametrize("setting, message", [("model.nope=1", "unknown setting 'model.nope'"),
                                               ("nope.lr=1", "unknown setting 'nope.lr'"),
                                               ("model.backbone=1", "is a section"),
-                                              ("train.lr", "section.field=value")])
+                                              ("train.lr", "section.field=value"),
+                                              ("model.anchor_queries=yes", "True or False")])
 def test_bad_settings_are_clear_errors(setting, message):
     with pytest.raises(ValueError, match=message):
         apply_settings(preset("small"), [setting])
+
+
+def test_booleans_are_read_in_either_case():
+    config = apply_settings(preset("fast"), ["model.anchor_queries=false", "model.backbone.pretrained=TRUE"])
+    assert config.model.anchor_queries is False and config.model.backbone.pretrained is True
 
 
 def test_train_command_takes_settings():

@@ -33,7 +33,7 @@ def test_path_pil_array_and_tensor_give_the_same_detections(predictor, tmp_path)
 
 def test_bad_input_is_a_clear_error(predictor):
     with pytest.raises(ValueError, match="takes a path"):
-        predictor.predict(torch.zeros(2, 2))
+        predictor.predict(torch.zeros(1, 3, 2, 2))  # a batch is a list of images, not a 4-D tensor
 
 
 def test_bf16_predictions_stay_near_fp32(predictor):

@@ -129,6 +129,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     predictor = Predictor.from_checkpoint(args.checkpoint, _device(args.device), **_predictor_options(args))
     split = _given_split(args, "val") or find_split(_data_root(args.data), args.split)
     dataset = CocoDetection(split.images, split.annotations, predictor.transforms, predictor.categories)
+    if not len(dataset):
+        raise DatasetError(f"{split.annotations} lists no images to evaluate")
     loader = eval_loader(dataset, args.batch_size, args.workers)
     results = Path(args.out or Path(args.checkpoint).with_name(f"{args.split}_detections.json"))
     stats, summary, per_class = evaluate(predictor.forward, loader, predictor.device, results,
@@ -300,9 +302,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except (DatasetError, CheckpointError, TrainingError, ValueError) as error:
-        print(f"detr {args.command}: error: {error}", file=sys.stderr)
+        print(f"detr {args.command}: error: {_own_line(error)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _own_line(error: Exception) -> str:
+    """The error's message; raised in a DataLoader worker, it comes wrapped in the worker's
+    traceback, whose last line is "module.ErrorType: message"."""
+    text = str(error)
+    if "\nOriginal Traceback" in text:
+        text = text.strip().splitlines()[-1].split(": ", 1)[-1]
+    return text
 
 
 if __name__ == "__main__":

@@ -193,6 +193,10 @@ def apply_settings(config: ExperimentConfig, settings: list[str]) -> ExperimentC
         current = getattr(target, name)
         if dataclasses.is_dataclass(current):
             raise ValueError(f"{key!r} is a section; set its fields, e.g. {key}.name=...")
+        if isinstance(current, bool) and not isinstance(value, bool):
+            if str(value).lower() not in ("true", "false"):
+                raise ValueError(f"{key} is True or False, not {text.strip()!r}")
+            value = str(value).lower() == "true"
         if isinstance(current, tuple) and isinstance(value, list):
             value = tuple(value)
         if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):

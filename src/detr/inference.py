@@ -11,7 +11,7 @@ from PIL import Image
 from torchvision import tv_tensors
 
 from detr.config import DataConfig
-from detr.data.coco import Categories, load_image
+from detr.data.coco import Categories, as_rgb, load_image
 from detr.data.collate import pad_images
 from detr.data.transforms import val_transforms
 from detr.model import DETR, build_model
@@ -38,25 +38,44 @@ class Detections:
                 "labels": self.labels.tolist(), "names": self.names, "category_ids": self.category_ids}
 
 
+_TAKES = "predict() takes a path, a PIL image, an HxW or HxWx3 array, or an HxW or 3xHxW tensor"
+
+
 def to_uint8_image(image: ImageInput) -> torch.Tensor:
-    """A path, PIL image, HWC numpy array or CHW tensor -> uint8 RGB tensor [3, H, W]."""
+    """A path, PIL image, HxW / HxWx(1|3) numpy array or HxW / (1|3)xHxW tensor -> uint8 RGB [3, H, W].
+
+    Integer pixels must lie in 0-255 and float pixels in [0, 1]: other values are
+    refused rather than wrapped or clipped into a different picture.
+    """
     if isinstance(image, (str, Path)):
         image = load_image(Path(image))
     if isinstance(image, Image.Image):
-        image = np.array(image.convert("RGB"))
+        image = np.array(as_rgb(image))
+    shape = tuple(getattr(image, "shape", ()))
     if isinstance(image, np.ndarray):
-        if image.ndim == 2:
-            image = np.stack([image] * 3, axis=-1)
-        image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-    if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] not in (1, 3):
-        raise ValueError("predict() takes a path, a PIL image, an HxWx3 array or a 3xHxW tensor")
-    if image.shape[0] == 1:
-        image = image.expand(3, -1, -1)
+        if image.dtype.kind not in "uif":
+            raise ValueError(f"{_TAKES}; got an array of {image.dtype}")
+        if image.ndim == 3:
+            image = image.transpose(2, 0, 1)  # HWC -> CHW
+        kind = np.uint8 if image.dtype == np.uint8 else np.float32 if image.dtype.kind == "f" else np.int64
+        image = torch.from_numpy(np.ascontiguousarray(image, kind))  # types torch may lack, widened
+    if not isinstance(image, torch.Tensor):
+        raise ValueError(f"{_TAKES}; got {type(image).__name__}")
+    if image.ndim == 2:
+        image = image[None]
+    if image.ndim != 3 or image.shape[0] not in (1, 3) or 0 in image.shape:
+        raise ValueError(f"{_TAKES}; got shape {shape}")
+    if image.dtype == torch.bool or image.is_complex():
+        raise ValueError(f"{_TAKES}; got a tensor of {image.dtype}")
     if image.is_floating_point():
-        if image.min() < 0 or image.max() > 1:
-            raise ValueError("a float image tensor must hold values in [0, 1]")
-        image = (image * 255).round().to(torch.uint8)
-    return image.to(torch.uint8)
+        if not torch.isfinite(image).all() or image.min() < 0 or image.max() > 1:
+            raise ValueError("a float image must hold finite values in [0, 1]: divide 0-255 pixels by 255")
+        image = (image.float() * 255).round()
+    elif image.dtype != torch.uint8 and (image.min() < 0 or image.max() > 255):
+        raise ValueError(f"integer pixels must lie in 0-255, not {int(image.min())}..{int(image.max())}: "
+                         "scale 16-bit images to 8 bits, or pass the file's path")
+    image = image.to(torch.uint8)
+    return image.expand(3, -1, -1) if image.shape[0] == 1 else image
 
 
 class Predictor:

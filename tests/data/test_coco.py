@@ -42,12 +42,12 @@ def test_box_problems_are_clamped_or_dropped_counted_and_logged_once(tmp_path, c
     annotations = [
         {"id": 1, "image_id": 7, "category_id": 3, "bbox": [30, 20, 20, 20]},  # reaches outside: clamp
         {"id": 2, "image_id": 7, "category_id": 3, "bbox": [5, 5, 0, 4]},  # zero width: drop
-        {"id": 3, "image_id": 7, "category_id": 3, "bbox": [5, 5, -3, 4]},  # negative: drop
+        {"id": 3, "image_id": 7, "category_id": 3, "bbox": [5, 5, 3, 0]},  # zero height: drop
         {"id": 4, "image_id": 7, "category_id": 3, "bbox": [50, 50, 5, 5]},  # fully outside: drop
     ]
     with caplog.at_level(logging.WARNING):
         dataset = CocoDetection(*_write(tmp_path, annotations=annotations))
-    assert dataset.problems == {"boxes clamped to the image": 1, "boxes with non-positive size dropped": 2,
+    assert dataset.problems == {"boxes clamped to the image": 1, "boxes with no area dropped": 2,
                                 "boxes outside the image dropped": 1}
     assert len([r for r in caplog.records if "clamped" in r.getMessage()]) == 1
     _, target = dataset[0]
@@ -92,9 +92,9 @@ def test_unreadable_image_names_the_file(tmp_path):
         dataset[0]
 
 
-@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16"])
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "CMYK", "LA"])
 def test_image_modes_become_rgb(tmp_path, mode):
-    path = tmp_path / "x.png"
+    path = tmp_path / ("x.jpg" if mode == "CMYK" else "x.png")
     if mode == "I;16":
         Image.fromarray(np.full((4, 5), 65535, dtype=np.uint16)).save(path)
     else:

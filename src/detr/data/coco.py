@@ -70,15 +70,26 @@ def _require(record: dict, keys: tuple[str, ...], what: str, path: Path) -> None
         raise DatasetError(f"{path}: {what} {record.get('id', '?')} lacks {missing}")
 
 
+def _is_number(value: Any) -> bool:
+    """A finite JSON number (bools, strings and NaN are not)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
 def load_image(path: Path) -> Image.Image:
-    """Open an image as 8-bit RGB: grayscale, palette, RGBA and 16-bit are converted."""
+    """Open an image file as 8-bit RGB (see `as_rgb`); an unreadable file is a DatasetError naming it."""
     try:
         image = Image.open(path)
         image.load()
     except FileNotFoundError:
         raise DatasetError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as error:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:  # PIL's ways of saying "broken"
         raise DatasetError(f"cannot read image {path}: {error}") from None
+    return as_rgb(image)
+
+
+def as_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB: grayscale, palette, CMYK, alpha modes and 16/32-bit grayscale are converted
+    (16-bit scaled to 8, not clipped; alpha dropped)."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image, dtype=np.float64)
         high = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
@@ -128,6 +139,13 @@ class CocoDetection(torch.utils.data.Dataset):
         self.images: dict[int, dict] = {}
         for image in data["images"]:
             _require(image, ("id", "file_name", "width", "height"), "image", path)
+            if not all(_is_number(image[k]) and image[k] > 0 for k in ("width", "height")):
+                raise DatasetError(f"{path}: image {image['id']} ({image['file_name']}) has width "
+                                   f"{image['width']!r} and height {image['height']!r}; both must be positive numbers")
+            if int(image["id"]) in self.images:
+                first = self.images[int(image["id"])]["file_name"]
+                raise DatasetError(f"{path}: image id {image['id']} is used twice ({first} and "
+                                   f"{image['file_name']}); image ids must be unique")
             self.images[int(image["id"])] = image
         self.image_ids = sorted(self.images)
         missing = [self.images[i]["file_name"] for i in self.image_ids
@@ -138,15 +156,21 @@ class CocoDetection(torch.utils.data.Dataset):
 
         problems: Counter[str] = Counter()
         self.annotations: dict[int, list[dict]] = {i: [] for i in self.image_ids}
+        seen: set = set()
         for ann in data["annotations"]:
             _require(ann, ("image_id", "category_id", "bbox"), "annotation", path)
+            if "id" in ann:
+                if ann["id"] in seen:
+                    raise DatasetError(f"{path}: annotation id {ann['id']} is used twice; annotation ids must "
+                                       "be unique")
+                seen.add(ann["id"])
             if ann["image_id"] not in self.images:
                 raise DatasetError(f"{path}: annotation {ann.get('id', '?')} points at unknown image "
                                    f"{ann['image_id']}")
             if ann["category_id"] not in self.categories.ids:
                 raise DatasetError(f"{path}: annotation {ann.get('id', '?')} has unknown category "
                                    f"{ann['category_id']}")
-            cleaned = self._clean_box(ann, self.images[ann["image_id"]], problems)
+            cleaned = self._clean_box(ann, self.images[ann["image_id"]], problems, path)
             if cleaned is not None:
                 self.annotations[ann["image_id"]].append(cleaned)
         if problems:
@@ -154,14 +178,19 @@ class CocoDetection(torch.utils.data.Dataset):
         self.problems = dict(problems)
 
     @staticmethod
-    def _clean_box(ann: dict, image: dict, problems: Counter) -> dict | None:
-        try:
-            x, y, w, h = (float(v) for v in ann["bbox"])
-        except (TypeError, ValueError):
-            problems["malformed boxes dropped"] += 1
-            return None
-        if not all(np.isfinite([x, y, w, h])) or w <= 0 or h <= 0:
-            problems["boxes with non-positive size dropped"] += 1
+    def _clean_box(ann: dict, image: dict, problems: Counter, path: Path) -> dict | None:
+        """Malformed boxes are errors; empty ones are dropped and boxes reaching out clamped (counted)."""
+        box = ann["bbox"]
+        if not isinstance(box, (list, tuple)) or len(box) != 4 or not all(_is_number(v) for v in box):
+            raise DatasetError(f"{path}: annotation {ann.get('id', '?')} (image {ann['image_id']}) has bbox "
+                               f"{box!r}; a COCO bbox is 4 finite numbers [x, y, width, height]")
+        x, y, w, h = (float(v) for v in box)
+        if w < 0 or h < 0:
+            raise DatasetError(f"{path}: annotation {ann.get('id', '?')} (image {ann['image_id']}) has negative "
+                               f"width or height in bbox {box!r}; a COCO bbox is [x, y, width, height], "
+                               "not two corners")
+        if w == 0 or h == 0:
+            problems["boxes with no area dropped"] += 1
             return None
         x1, y1 = max(x, 0.0), max(y, 0.0)
         x2, y2 = min(x + w, float(image["width"])), min(y + h, float(image["height"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,8 @@ from detr.config import DataConfig
 from detr.data.coco import Categories, CocoDetection, DatasetError
 from detr.data.collate import collate
 from detr.data.transforms import train_transforms, val_transforms
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -138,12 +141,22 @@ def build_datasets(data: DataConfig, train: Split, val: Split,
                    categories: Categories | None = None) -> tuple[CocoDetection, CocoDetection]:
     train_set = CocoDetection(train.images, train.annotations, train_transforms(data), categories)
     val_set = CocoDetection(val.images, val.annotations, val_transforms(data), train_set.categories)
+    if not len(train_set):
+        raise DatasetError(f"{train.annotations} lists no images: there is nothing to train on")
+    if not len(val_set):
+        log.warning("%s lists no images: evaluations will score 0", val.annotations)
     return train_set, val_set
 
 
 def eval_loader(dataset: CocoDetection, batch_size: int, num_workers: int, rank: int = 0,
                 world: int = 1) -> DataLoader:
     """In order; with world > 1, process `rank` takes every world-th image (no padding,
-    so that gathered detections count each image once)."""
+    so that gathered detections count each image once).
+
+    The loader draws its workers' seed from a generator of its own: drawn from the
+    global RNG, it would shift the training's random stream (dropout, denoising)
+    by one draw per evaluation, and a resumed run would no longer match.
+    """
     return DataLoader(dataset, batch_size=batch_size, sampler=range(rank, len(dataset), world),
-                      num_workers=num_workers, collate_fn=collate, persistent_workers=num_workers > 0)
+                      num_workers=num_workers, collate_fn=collate, persistent_workers=num_workers > 0,
+                      generator=torch.Generator())

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from detr.config import ExperimentConfig
 from detr.data.collate import collate
 from detr.data.sources import EpochSampler, SeededAugmentation, Split, build_datasets, eval_loader
-from detr.engine.checkpoint import load_checkpoint, save_atomic
+from detr.engine.checkpoint import load_checkpoint, remove_stale_temp_files, save_atomic
 from detr.distributed import init_from_environment, is_main, rank, world_size
 from detr.engine.ema import ModelEMA
 from detr.engine.evaluate import evaluate
@@ -124,7 +124,8 @@ class Trainer:
         self.train_loader = DataLoader(
             SeededAugmentation(self.train_set, train.seed), batch_size=batch, sampler=self.sampler,
             num_workers=workers, collate_fn=collate, drop_last=self.drop_last,
-            pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
+            pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(train.seed))  # not the global RNG: see eval_loader
         self.val_loader = eval_loader(self.val_set, batch, workers, rank(), world_size())
 
     # -- state -------------------------------------------------------------
@@ -148,11 +149,21 @@ class Trainer:
 
     def resume(self, path: str | Path) -> None:
         payload = load_checkpoint(path)
-        if payload["categories"] != self.train_set.categories.to_dict():
-            raise TrainingError(f"{path} was trained on other categories than this dataset; "
-                                "use a fresh output folder or --init to fine-tune")
-        if "optimizer" not in payload:
-            raise TrainingError(f"{path} holds weights only and cannot resume a run; use --init instead")
+        if "optimizer" not in payload or "step" not in payload:
+            raise TrainingError(f"{path} holds weights only (no optimiser state or step) and cannot resume "
+                                "a run; start a new run from it with --init instead")
+        ours, theirs = self.train_set.categories.to_dict(), payload.get("categories")
+        if theirs != ours:
+            were = f"{len(theirs['ids'])} classes, ids {theirs['ids']}" if theirs else "unknown classes"
+            raise TrainingError(f"{path} was trained on other data ({were}; this dataset: {len(ours['ids'])} "
+                                f"classes, ids {ours['ids']}); resume with the same data, or start a new run "
+                                "with --init to fine-tune from it")
+        own = self.model.state_dict()
+        differ = [n for n, t in payload["model"].items() if n not in own or own[n].shape != t.shape]
+        differ += [n for n in own if n not in payload["model"]]
+        if differ:
+            raise TrainingError(f"{path} holds another model than this config builds ({differ[0]} differs); "
+                                "resume with the preset and --set options of the run that wrote it")
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
@@ -252,6 +263,8 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         """Train until the epoch count or the time budget is reached; returns the last eval metrics."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        if is_main():
+            remove_stale_temp_files(self.out_dir)  # left by a run killed while saving
         writer = SummaryWriter(str(self.out_dir / "tensorboard")) if is_main() else None
         budget = self.config.train.time_budget_minutes
         epochs = self.config.train.epochs

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -11,6 +13,7 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import FrozenBatchNorm2d
 
 from detr.config import BackboneConfig
+from detr.weights.base import WeightsError
 
 _WEIGHTS = {
     "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
@@ -19,6 +22,14 @@ _WEIGHTS = {
     "resnet101": torchvision.models.ResNet101_Weights.IMAGENET1K_V1,
 }
 _TRAINABLE_STAGES = ("layer2", "layer3", "layer4")
+
+
+def _download_failed(name: str, error: OSError) -> WeightsError:
+    url = _WEIGHTS[name].url
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    return WeightsError(f"cannot download the ImageNet weights of {name} from {url} ({error}); to go on, put "
+                        f"{url.rsplit('/', 1)[-1]} in {cache}, or train the backbone from scratch with "
+                        "--set model.backbone.pretrained=False model.backbone.frozen_batchnorm=False")
 
 
 class Backbone(nn.Module):
@@ -36,11 +47,14 @@ class Backbone(nn.Module):
             raise ValueError("dilation (DC5) applies to layer4; set last_layer='layer4'")
         if config.dilation and config.name in ("resnet18", "resnet34"):
             raise ValueError(f"dilation (DC5) needs a bottleneck ResNet (resnet50/101), not {config.name}")
-        resnet = getattr(torchvision.models, config.name)(
-            weights=_WEIGHTS[config.name] if config.pretrained else None,
-            replace_stride_with_dilation=[False, False, config.dilation],
-            norm_layer=FrozenBatchNorm2d if config.frozen_batchnorm else nn.BatchNorm2d,
-        )
+        try:
+            resnet = getattr(torchvision.models, config.name)(
+                weights=_WEIGHTS[config.name] if config.pretrained else None,
+                replace_stride_with_dilation=[False, False, config.dilation],
+                norm_layer=FrozenBatchNorm2d if config.frozen_batchnorm else nn.BatchNorm2d,
+            )
+        except OSError as error:  # urllib's URLError and HTTPError among them: offline, proxy, server
+            raise _download_failed(config.name, error) from None
         if not config.train_stem_and_layer1:
             for name, parameter in resnet.named_parameters():
                 if not name.startswith(_TRAINABLE_STAGES):
