@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from detr.cli import _train_val_splits, build_parser, main
+from detr.cli import build_parser, main
+from detr.commands.shared_flags import train_val_splits
 from detr.data.sources import Split
 from tests.conftest import save_tiny_checkpoint
 from tests.data.tiny_coco import write_tiny_coco
@@ -22,13 +23,13 @@ def test_flags_replace_the_split_they_name(roboflow, tmp_path):
     write_tiny_coco(tmp_path / "mine", tmp_path / "mine.json")
     args = build_parser().parse_args(["train", "--data", str(roboflow), "--train-json", str(tmp_path / "mine.json"),
                                       "--train-images", str(tmp_path / "mine")])
-    train, val = _train_val_splits(args)
+    train, val = train_val_splits(args)
     assert train == Split(tmp_path / "mine", tmp_path / "mine.json")
     assert val == Split(roboflow / "valid", roboflow / "valid" / "_annotations.coco.json")
     both = ["--val-json", str(tmp_path / "mine.json"), "--val-images", str(tmp_path / "mine")]
     args = build_parser().parse_args(["train", "--train-json", str(tmp_path / "mine.json"),
                                       "--train-images", str(tmp_path / "mine"), *both])
-    assert _train_val_splits(args) == (train, train)  # no --data needed, nor built
+    assert train_val_splits(args) == (train, train)  # no --data needed, nor built
 
 
 def test_flag_errors_are_one_line(tmp_path, capsys):

@@ -1,0 +1,45 @@
+"""`detr eval`: COCO AP of a checkpoint on a dataset split."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from detr.commands.shared_flags import add_common, add_speed, add_split_files, data_root, device, given_split, \
+    predictor_options
+from detr.data.coco import CocoDetection, DatasetError
+from detr.data.sources import eval_loader, find_split
+from detr.engine.evaluate import evaluate, format_per_class
+from detr.inference import Predictor
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("eval", help="COCO AP of a checkpoint on a dataset split")
+    add_common(parser)
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--out", help="where to write the detections json")
+    add_split_files(parser, "val", "evaluate on this COCO json and images folder instead of --data's --split")
+    add_speed(parser)
+    parser.set_defaults(run=run, workers=0)
+    return parser
+
+
+def print_report(stats_summary: str, per_class: dict) -> None:
+    print(stats_summary)
+    print(format_per_class(per_class))
+
+
+def run(args: argparse.Namespace) -> None:
+    predictor = Predictor.from_checkpoint(args.checkpoint, device(args.device), **predictor_options(args))
+    split = given_split(args, "val") or find_split(data_root(args.data), args.split)
+    dataset = CocoDetection(split.images, split.annotations, predictor.transforms, predictor.categories)
+    if not len(dataset):
+        raise DatasetError(f"{split.annotations} lists no images to evaluate")
+    loader = eval_loader(dataset, args.batch_size, args.workers)
+    results = Path(args.out or Path(args.checkpoint).with_name(f"{args.split}_detections.json"))
+    stats, summary, per_class = evaluate(predictor.forward, loader, predictor.device, results,
+                                         progress=not args.no_progress, precision=predictor.precision)
+    print_report(summary, per_class)
+    print(f"\ndetections (COCO results format): {results}")

@@ -1,0 +1,105 @@
+"""`detr train`: train a DETR, then evaluate the best checkpoint and draw a few val images."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from detr.commands.evaluate import print_report
+from detr.commands.shared_flags import add_common, add_speed, add_split_files, device, train_val_splits
+from detr.config import PRESETS, ExperimentConfig, apply_settings, preset
+from detr.data.fit import dataset_stats, fit_to_data
+from detr.data.sources import eval_loader
+from detr.distributed import is_main, leave_process_group
+from detr.engine.evaluate import evaluate
+from detr.engine.train import Trainer
+from detr.inference import Predictor
+from detr.predict.run import write_predictions
+from detr.weights import load_weights
+
+log = logging.getLogger("detr")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("train", help="train a DETR (default: the small preset on the built-in dataset)")
+    add_common(parser)
+    parser.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    parser.add_argument("--out", help="run folder (default: runs/<date-time>)")
+    parser.add_argument("--resume", help="continue the run saved in this checkpoint (e.g. RUN/last.pt)")
+    parser.add_argument("--init", help="fine-tune from these weights: a checkpoint, detr_r50, ..., an official "
+                                       "or Hugging Face file/folder, or a hub id; the class head is "
+                                       "re-initialised when the class count differs")
+    parser.add_argument("--freeze-backbone", action="store_true", help="train the transformer and heads only")
+    parser.add_argument("--epochs", type=int, help="train this many epochs (with --minutes: whichever ends first)")
+    parser.add_argument("--minutes", type=float, help="train for this much time; alone, the warm-up and the lr "
+                                                      "drop are laid out over it and epochs do not end the run")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--lr-backbone", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--eval-every", type=int, help="evaluate every N epochs")
+    parser.add_argument("--accumulate", type=int, help="micro-batches per optimiser step (gradient accumulation)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override any config field, e.g. model.query_groups=1 data.val_scale=160")
+    add_split_files(parser, "train")
+    add_split_files(parser, "val")
+    add_speed(parser)
+    parser.add_argument("--threshold", type=float, default=0.5, help="score threshold of the pictures")
+    parser.add_argument("--pictures", type=int, default=8, help="val images drawn at the end")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _apply_overrides(config: ExperimentConfig, args: argparse.Namespace) -> ExperimentConfig:
+    overrides = {"epochs": args.epochs, "time_budget_minutes": args.minutes, "batch_size": args.batch_size,
+                 "lr": args.lr, "lr_backbone": args.lr_backbone, "num_workers": args.workers,
+                 "seed": args.seed, "eval_every": args.eval_every,
+                 "freeze_backbone": args.freeze_backbone or None, "accumulate_steps": args.accumulate,
+                 "precision": args.precision, "compile": args.compile or None}
+    for name, value in overrides.items():
+        if value is not None:
+            setattr(config.train, name, value)
+    if args.minutes is not None and args.epochs is None:
+        config.train.epochs = None  # the budget is the schedule: the clock ends the run
+    return config
+
+
+def run(args: argparse.Namespace) -> None:
+    train_split, val_split = train_val_splits(args)
+    config = _apply_overrides(preset(args.preset), args)
+    init = None
+    if args.init:
+        # The architecture comes from the weights; data and recipe from the preset.
+        loaded = load_weights(args.init)
+        config.model = loaded.config.model
+        init = loaded.state
+        log.info("starting from %s", args.init)
+    fitted = fit_to_data(config, dataset_stats(train_split.annotations), queries=not args.init)
+    apply_settings(config, args.set)  # last, so that it also reaches the model of --init
+    log.info("fitted to the data (--set overrides): %s", "; ".join(fitted))
+    out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+    trainer = Trainer(config, train_split, val_split, out,
+                      device(args.device), progress=not args.no_progress, init=init)
+    if args.resume:
+        trainer.resume(args.resume)
+    log.info("training %s on %s (%d train / %d val images) -> %s", args.preset, train_split.annotations,
+             len(trainer.train_set), len(trainer.val_set), out)
+    trainer.fit()
+    main_process = is_main()
+    leave_process_group()  # under torchrun, rank 0 reports alone from here
+    if not main_process:
+        return
+    best = out / "best.pt" if (out / "best.pt").exists() else out / "last.pt"
+    predictor = Predictor.from_checkpoint(best, trainer.device, precision=config.train.precision)
+    loader = eval_loader(trainer.val_set, config.train.batch_size, config.train.num_workers)
+    _, summary, per_class = evaluate(predictor.forward, loader, trainer.device, out / "val_detections.json",
+                                     progress=not args.no_progress, precision=predictor.precision)
+    print(f"\nCOCO evaluation of {best} on {len(trainer.val_set)} val images:")
+    print_report(summary, per_class)
+    samples = [trainer.val_set.images_dir / trainer.val_set.images[i]["file_name"]
+               for i in trainer.val_set.image_ids[: args.pictures]]
+    pictures = out / "predictions"
+    write_predictions(predictor, samples, pictures, args.threshold, progress=False)
+    print(f"\ncheckpoints: {out}/best.pt, {out}/last.pt; pictures: {pictures}/")
