@@ -3,22 +3,48 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
 import torch
 
+from detr.config import TrainConfig
 from detr.data.sources import Split, default_data_dir, explicit_split
 from detr.data.synthetic import write_dataset
 from detr.precision import PRECISIONS
 
 log = logging.getLogger("detr")
 
+_TRAIN_FIELDS = {field.name for field in dataclasses.fields(TrainConfig)}
 
-def add_common(parser: argparse.ArgumentParser, data_help: str = "dataset folder (default: the built-in dataset)"):
+
+def add_train_flag(parser: argparse.ArgumentParser, flag: str, field: str, **kwargs) -> None:
+    """Add FLAG so that its value, where given, overrides TrainConfig.FIELD (see `train_overrides`):
+    the flag names its field here, once, and no list elsewhere repeats it."""
+    if field not in _TRAIN_FIELDS:
+        raise ValueError(f"{flag} names TrainConfig.{field}, which does not exist: fix the field name")
+    kwargs["dest"] = f"train.{field}"
+    if kwargs.get("action") == "store_true":
+        kwargs["default"] = None  # absent: the preset's value stands
+    elif "choices" not in kwargs:  # the metavar the flag would have under its own name
+        kwargs.setdefault("metavar", flag.lstrip("-").replace("-", "_").upper())
+    parser.add_argument(flag, **kwargs)
+
+
+def train_overrides(args: argparse.Namespace) -> dict:
+    """{TrainConfig field: value} of the flags added by `add_train_flag` that were given."""
+    return {dest.removeprefix("train."): value for dest, value in vars(args).items()
+            if dest.startswith("train.") and value is not None}
+
+
+def add_common(parser: argparse.ArgumentParser, data_help: str = "dataset folder (default: the built-in dataset)",
+               train: bool = False):
+    """train: --workers sets TrainConfig.num_workers (see `add_train_flag`)."""
     parser.add_argument("--data", help=data_help)
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    parser.add_argument("--workers", type=int, help="data loading processes")
+    add = (lambda flag, **kw: add_train_flag(parser, flag, "num_workers", **kw)) if train else parser.add_argument
+    add("--workers", type=int, help="data loading processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -27,9 +53,11 @@ def add_split_files(parser: argparse.ArgumentParser, split: str, why: str = "ins
     parser.add_argument(f"--{split}-images", help=f"the folder of the {split} split's images (with --{split}-json)")
 
 
-def add_speed(parser: argparse.ArgumentParser):
-    parser.add_argument("--precision", choices=PRECISIONS, help="bf16: autocast (for GPUs; default fp32)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+def add_speed(parser: argparse.ArgumentParser, train: bool = False):
+    """train: the flags set TrainConfig.precision and .compile (see `add_train_flag`)."""
+    add = (lambda flag, **kw: add_train_flag(parser, flag, flag[2:], **kw)) if train else parser.add_argument
+    add("--precision", choices=PRECISIONS, help="bf16: autocast (for GPUs; default fp32)")
+    add("--compile", action="store_true", help="torch.compile the model")
 
 
 def device(name: str | None) -> torch.device:

@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from detr.commands.evaluate import print_report
-from detr.commands.shared_flags import add_common, add_speed, add_split_files, device, train_val_splits
+from detr.commands.shared_flags import add_common, add_speed, add_split_files, add_train_flag, device, \
+    train_overrides, train_val_splits
 from detr.config import PRESETS, ExperimentConfig, apply_settings, preset
 from detr.data.fit import dataset_stats, fit_to_data
 from detr.data.sources import eval_loader
@@ -24,28 +25,32 @@ log = logging.getLogger("detr")
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("train", help="train a DETR (default: the small preset on the built-in dataset)")
-    add_common(parser)
+    add_common(parser, train=True)
     parser.add_argument("--preset", default="small", choices=sorted(PRESETS))
     parser.add_argument("--out", help="run folder (default: runs/<date-time>)")
     parser.add_argument("--resume", help="continue the run saved in this checkpoint (e.g. RUN/last.pt)")
     parser.add_argument("--init", help="fine-tune from these weights: a checkpoint, detr_r50, ..., an official "
                                        "or Hugging Face file/folder, or a hub id; the class head is "
                                        "re-initialised when the class count differs")
-    parser.add_argument("--freeze-backbone", action="store_true", help="train the transformer and heads only")
-    parser.add_argument("--epochs", type=int, help="train this many epochs (with --minutes: whichever ends first)")
-    parser.add_argument("--minutes", type=float, help="train for this much time; alone, the warm-up and the lr "
-                                                      "drop are laid out over it and epochs do not end the run")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--lr-backbone", type=float)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--eval-every", type=int, help="evaluate every N epochs")
-    parser.add_argument("--accumulate", type=int, help="micro-batches per optimiser step (gradient accumulation)")
+    add_train_flag(parser, "--freeze-backbone", "freeze_backbone", action="store_true",
+                   help="train the transformer and heads only")
+    add_train_flag(parser, "--epochs", "epochs", type=int,
+                   help="train this many epochs (with --minutes: whichever ends first)")
+    add_train_flag(parser, "--minutes", "time_budget_minutes", type=float,
+                   help="train for this much time; alone, the warm-up and the lr "
+                        "drop are laid out over it and epochs do not end the run")
+    add_train_flag(parser, "--batch-size", "batch_size", type=int)
+    add_train_flag(parser, "--lr", "lr", type=float)
+    add_train_flag(parser, "--lr-backbone", "lr_backbone", type=float)
+    add_train_flag(parser, "--seed", "seed", type=int)
+    add_train_flag(parser, "--eval-every", "eval_every", type=int, help="evaluate every N epochs")
+    add_train_flag(parser, "--accumulate", "accumulate_steps", type=int,
+                   help="micro-batches per optimiser step (gradient accumulation)")
     parser.add_argument("--set", nargs="+", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override any config field, e.g. model.query_groups=1 data.val_scale=160")
     add_split_files(parser, "train")
     add_split_files(parser, "val")
-    add_speed(parser)
+    add_speed(parser, train=True)
     parser.add_argument("--threshold", type=float, default=0.5, help="score threshold of the pictures")
     parser.add_argument("--pictures", type=int, default=8, help="val images drawn at the end")
     parser.set_defaults(run=run)
@@ -53,15 +58,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _apply_overrides(config: ExperimentConfig, args: argparse.Namespace) -> ExperimentConfig:
-    overrides = {"epochs": args.epochs, "time_budget_minutes": args.minutes, "batch_size": args.batch_size,
-                 "lr": args.lr, "lr_backbone": args.lr_backbone, "num_workers": args.workers,
-                 "seed": args.seed, "eval_every": args.eval_every,
-                 "freeze_backbone": args.freeze_backbone or None, "accumulate_steps": args.accumulate,
-                 "precision": args.precision, "compile": args.compile or None}
-    for name, value in overrides.items():
-        if value is not None:
-            setattr(config.train, name, value)
-    if args.minutes is not None and args.epochs is None:
+    given = train_overrides(args)
+    for name, value in given.items():
+        setattr(config.train, name, value)
+    if "time_budget_minutes" in given and "epochs" not in given:
         config.train.epochs = None  # the budget is the schedule: the clock ends the run
     return config
 
