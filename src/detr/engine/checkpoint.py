@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import pickle
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -82,16 +84,40 @@ def save_atomic(payload: dict[str, Any], path: str | Path) -> None:
     write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
+def read_torch_file(path: str | Path, error: type[CheckpointError] = CheckpointError, what: str = "",
+                    map_location: str | torch.device = "cpu") -> Any:
+    """torch.load that never runs code from the file (weights_only=True): tensors and plain values
+    only, plus argparse.Namespace, which the official DETR checkpoints pickle as `args`. Any
+    failure is one `error` line: "cannot read {what}{path}: why"."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as failure:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise error(f"cannot read {what}{path}: {_why_unreadable(failure)}") from None
+
+
+def _why_unreadable(failure: Exception) -> str:
+    """The first line of why torch.load failed, saying so when the file would run code."""
+    text = str(failure).strip()
+    first_line = text.splitlines()[0] if text else type(failure).__name__
+    if not isinstance(failure, pickle.UnpicklingError):
+        return f"not a PyTorch weights file ({type(failure).__name__}: {first_line})"
+    if "Weights only load failed" not in text:
+        return first_line
+    lines = [line.strip() for line in text.splitlines()]
+    culprit = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), "")
+    if "GLOBAL" in culprit:  # a reference to a Python callable or class: the way pickles run code
+        return (f"refusing to load it: it pickles Python objects beyond tensors, plain values and "
+                f"argparse.Namespace, and unpickling them could run code ({culprit})")
+    return f"not a PyTorch weights file, or not one that is safe to unpickle ({culprit})"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint without ever executing code from it (weights_only=True)."""
+    """Read a checkpoint of this project without ever executing code from it."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same clear message
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {first_line}") from None
+    payload = read_torch_file(path, CheckpointError, "checkpoint ", map_location)
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
         raise CheckpointError(f"{path} is not a checkpoint of this project (no 'model' and 'config')")
     return payload

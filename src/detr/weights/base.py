@@ -9,12 +9,9 @@ the caller's hints, which default to the paper's values.
 
 from __future__ import annotations
 
-import argparse
-import pickle
 import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 
@@ -48,8 +45,34 @@ class Hints:
     aux_loss: bool | None = None
 
 
-def _count(state: dict[str, torch.Tensor], pattern: str) -> int:
-    found = {int(m.group(1)) for name in state if (m := re.match(pattern, name))}
+@dataclass(frozen=True)
+class NameMap:
+    """How another layout names our tensors, as (ours, theirs) pairs, read either way by `rename`."""
+
+    prefixes: list[tuple[str, str]]  # outside the transformer layers
+    layers: dict[str, list[tuple[str, str]]]  # inside one "encoder" or "decoder" layer
+    layer_name: tuple[str, str]  # regex of a layer tensor's name: groups (kind, index, rest)
+    layer_prefix: tuple[str, str]  # a layer's name prefix, formatted with (kind, index)
+
+    def rename(self, name: str, to_theirs: bool) -> str | None:
+        """`name` in the other naming, or None when it has no counterpart there."""
+        src, dst = (0, 1) if to_theirs else (1, 0)
+        layer = re.match(self.layer_name[src], name)
+        if layer:
+            kind, index, rest = layer.groups()
+            for pair in self.layers[kind]:
+                if rest.startswith(pair[src]):
+                    return self.layer_prefix[dst].format(kind, index) + pair[dst] + rest[len(pair[src]):]
+            return None
+        for pair in self.prefixes:
+            if name.startswith(pair[src]):
+                return pair[dst] + name[len(pair[src]):]
+        return None
+
+
+def layer_count(names, pattern: str) -> int:
+    """1 + the largest layer index that `pattern`'s first group finds in the tensor names (0: none)."""
+    found = {int(m.group(1)) for name in names if (m := re.match(pattern, name))}
     return max(found) + 1 if found else 0
 
 
@@ -61,7 +84,7 @@ def _require(state: dict[str, torch.Tensor], name: str, source: str) -> torch.Te
 
 def infer_backbone(state: dict[str, torch.Tensor], source: str, dilation: bool = False) -> BackboneConfig:
     bottleneck = "backbone.body.layer1.0.conv3.weight" in state
-    blocks = _count(state, r"backbone\.body\.layer3\.(\d+)\.")
+    blocks = layer_count(state, r"backbone\.body\.layer3\.(\d+)\.")
     name = _RESNETS.get((bottleneck, blocks))
     if name is None:
         kind = "bottleneck" if bottleneck else "basic"
@@ -86,8 +109,8 @@ def infer_model_config(state: dict[str, torch.Tensor], source: str, hints: Hints
         num_queries=_require(state, "query_embed.weight", source).shape[0],
         hidden_dim=hidden_dim,
         num_heads=num_heads,
-        encoder_layers=_count(state, r"transformer\.encoder_layers\.(\d+)\."),
-        decoder_layers=_count(state, r"transformer\.decoder_layers\.(\d+)\."),
+        encoder_layers=layer_count(state, r"transformer\.encoder_layers\.(\d+)\."),
+        decoder_layers=layer_count(state, r"transformer\.decoder_layers\.(\d+)\."),
         feedforward_dim=_require(state, "transformer.decoder_layers.0.ffn.linear1.weight", source).shape[0],
         dropout=defaults.dropout if hints.dropout is None else hints.dropout,
         pre_norm="transformer.encoder_norm.weight" in state,
@@ -95,29 +118,3 @@ def infer_model_config(state: dict[str, torch.Tensor], source: str, hints: Hints
         aux_loss=defaults.aux_loss if hints.aux_loss is None else hints.aux_loss,
         backbone=infer_backbone(state, source, bool(hints.dilation)),
     )
-
-
-def safe_torch_load(path: Path) -> Any:
-    """torch.load that never runs code from the file: tensors and plain values only,
-    plus argparse.Namespace, which the official checkpoints pickle as `args`."""
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        text = str(error)
-        if "Weights only load failed" not in text:
-            raise WeightsError(f"cannot read {path}: {_first_line(text)}") from None
-        lines = [line.strip() for line in text.splitlines()]
-        culprit = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), "")
-        if "GLOBAL" in culprit:  # a reference to a Python callable or class: the way pickles run code
-            raise WeightsError(f"refusing to load {path}: it pickles Python objects beyond tensors, plain values "
-                               f"and argparse.Namespace, and unpickling them could run code ({culprit})") from None
-        raise WeightsError(f"cannot read {path}: not a PyTorch weights file, or not one that is safe "
-                           f"to unpickle ({culprit})") from None
-    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same clear message
-        reason = f"{type(error).__name__}: {_first_line(str(error))}"
-        raise WeightsError(f"cannot read {path}: not a PyTorch weights file ({reason})") from None
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else "empty error"

@@ -31,8 +31,8 @@ from safetensors.torch import load_file, save_file
 
 from detr.config import ExperimentConfig
 from detr.data.coco import Categories
-from detr.weights.base import Hints, LoadedWeights, WeightsError, infer_model_config, safe_torch_load
-from detr.engine.checkpoint import write_atomic
+from detr.weights.base import Hints, LoadedWeights, WeightsError, infer_model_config
+from detr.engine.checkpoint import read_torch_file, write_atomic
 from detr.weights.coco_names import numbered_categories
 from detr.weights.hf_folder import CONFIG, SAFETENSORS, fetch_hub, read_hf, read_hf_state, read_json, write_hf
 from detr.weights.named import NAMED_MODELS, named_for_file, resolve_named
@@ -101,7 +101,7 @@ def detect_layout(path: str | Path) -> Layout:
         state, metadata = _read_safetensors(path)
         layout = "ours" if OURS_FORMAT in metadata else _state_naming(state)
     else:
-        layout = _payload_layout(safe_torch_load(path))
+        layout = _payload_layout(read_torch_file(path, WeightsError))
     if layout is None:
         raise WeightsError(f"{path} {_NO_LAYOUT}")
     return layout
@@ -157,7 +157,7 @@ def read_weights(path: str | Path, dilation: bool | None = None) -> LoadedWeight
         else:
             raise WeightsError(f"{path} {_NO_LAYOUT}")
     else:
-        payload = safe_torch_load(path)
+        payload = read_torch_file(path, WeightsError)
         layout = _payload_layout(payload)
         if layout is None:
             raise WeightsError(f"{path} {_NO_LAYOUT}")

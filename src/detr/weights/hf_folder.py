@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 
 from detr.config import ExperimentConfig
 from detr.data.coco import Categories
-from detr.weights.base import Hints, LoadedWeights, WeightsError, infer_model_config, safe_torch_load
-from detr.engine.checkpoint import write_atomic
+from detr.weights.base import Hints, LoadedWeights, WeightsError, infer_model_config
+from detr.engine.checkpoint import read_torch_file, write_atomic
 from detr.weights.coco_names import PLACEHOLDER
 from detr.weights.huggingface import hf_disk_names, hf_to_ours, ours_to_hf
 
@@ -84,7 +84,7 @@ def _read_state(folder: Path) -> dict[str, torch.Tensor]:
     if (folder / SAFETENSORS).is_file():
         return load_file(folder / SAFETENSORS)
     if (folder / PICKLE).is_file():
-        return safe_torch_load(folder / PICKLE)
+        return read_torch_file(folder / PICKLE, WeightsError)
     raise WeightsError(f"{folder} has {CONFIG} but neither {SAFETENSORS} nor {PICKLE}")
 
 

@@ -15,22 +15,24 @@ import re
 
 import torch
 
-# (our name, HF name) for one layer, without the layer prefix.
+from detr.weights.base import NameMap, layer_count
+
+# (our name, HF name) inside one layer; the packed attention in_proj is split apart separately.
 _ENCODER_LAYER = [
-    ("attn_block.norm", "self_attn_layer_norm"),
-    ("ffn.linear1", "mlp.fc1"),
-    ("ffn.linear2", "mlp.fc2"),
-    ("ffn_block.norm", "final_layer_norm"),
-    ("self_attn.out_proj", "self_attn.o_proj"),
+    ("attn_block.norm.", "self_attn_layer_norm."),
+    ("ffn.linear1.", "mlp.fc1."),
+    ("ffn.linear2.", "mlp.fc2."),
+    ("ffn_block.norm.", "final_layer_norm."),
+    ("self_attn.out_proj.", "self_attn.o_proj."),
 ]
 _DECODER_LAYER = [
-    ("self_block.norm", "self_attn_layer_norm"),
-    ("cross_block.norm", "encoder_attn_layer_norm"),
-    ("ffn.linear1", "mlp.fc1"),
-    ("ffn.linear2", "mlp.fc2"),
-    ("ffn_block.norm", "final_layer_norm"),
-    ("self_attn.out_proj", "self_attn.o_proj"),
-    ("cross_attn.out_proj", "encoder_attn.o_proj"),
+    ("self_block.norm.", "self_attn_layer_norm."),
+    ("cross_block.norm.", "encoder_attn_layer_norm."),
+    ("ffn.linear1.", "mlp.fc1."),
+    ("ffn.linear2.", "mlp.fc2."),
+    ("ffn_block.norm.", "final_layer_norm."),
+    ("self_attn.out_proj.", "self_attn.o_proj."),
+    ("cross_attn.out_proj.", "encoder_attn.o_proj."),
 ]
 _TOP = [
     ("backbone.body.", "model.backbone.model."),
@@ -42,6 +44,11 @@ _TOP = [
     ("class_embed.", "class_labels_classifier."),
     ("bbox_embed.", "bbox_predictor."),
 ]
+_NAMES = NameMap(_TOP, {"encoder": _ENCODER_LAYER, "decoder": _DECODER_LAYER},
+                 (r"transformer\.(encoder|decoder)_layers\.(\d+)\.(.+)$",
+                  r"model\.(encoder|decoder)\.layers\.(\d+)\.(.+)$"),
+                 ("transformer.{}_layers.{}.", "model.{}.layers.{}."))
+_PACKED = r"transformer\.(encoder|decoder)_layers\.(\d+)\.(self_attn|cross_attn)\.in_proj_(weight|bias)$"
 _ATTENTIONS = {"encoder": [("self_attn", "self_attn")],
                "decoder": [("self_attn", "self_attn"), ("cross_attn", "encoder_attn")]}
 
@@ -91,20 +98,13 @@ def hf_disk_names(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return _rename(hf_state, _V5_TO_DISK)
 
 
-def _layer_count(names, pattern: str) -> int:
-    found = {int(m.group(1)) for n in names if (m := re.match(pattern, n))}
-    return max(found) + 1 if found else 0
-
-
 def hf_to_ours(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Map a DetrForObjectDetection state dict to this project's DETR names."""
     hf_state = _normalise_hf_names(hf_state)
-    encoders = _layer_count(hf_state, r"model\.encoder\.layers\.(\d+)\.")
-    decoders = _layer_count(hf_state, r"model\.decoder\.layers\.(\d+)\.")
     out: dict[str, torch.Tensor] = {}
     used: set[str] = set()
-    for kind, count, table in (("encoder", encoders, _ENCODER_LAYER), ("decoder", decoders, _DECODER_LAYER)):
-        for i in range(count):
+    for kind in ("encoder", "decoder"):
+        for i in range(layer_count(hf_state, rf"model\.{kind}\.layers\.(\d+)\.")):
             for ours_attn, hf_attn in _ATTENTIONS[kind]:
                 hf = f"model.{kind}.layers.{i}.{hf_attn}"
                 ours = f"transformer.{kind}_layers.{i}.{ours_attn}"
@@ -112,20 +112,13 @@ def hf_to_ours(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                     parts = [f"{hf}.{p}_proj.{suffix}" for p in "qkv"]
                     out[f"{ours}.in_proj_{suffix}"] = torch.cat([hf_state[p] for p in parts])
                     used.update(parts)
-            for ours_name, hf_name in table:
-                for suffix in ("weight", "bias"):
-                    hf = f"model.{kind}.layers.{i}.{hf_name}.{suffix}"
-                    out[f"transformer.{kind}_layers.{i}.{ours_name}.{suffix}"] = hf_state[hf]
-                    used.add(hf)
     for name, tensor in hf_state.items():
         if name in used:
             continue
-        for ours_prefix, hf_prefix in _TOP:
-            if name.startswith(hf_prefix):
-                out[ours_prefix + name[len(hf_prefix):]] = tensor
-                break
-        else:
+        renamed = _NAMES.rename(name, to_theirs=False)
+        if renamed is None:
             raise KeyError(f"Hugging Face tensor {name!r} has no counterpart in this DETR")
+        out[renamed] = tensor
     return out
 
 
@@ -133,28 +126,14 @@ def ours_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Map this project's DETR state dict to DetrForObjectDetection (transformers 5) names."""
     out: dict[str, torch.Tensor] = {}
     for name, tensor in state.items():
-        layer = re.match(r"transformer\.(encoder|decoder)_layers\.(\d+)\.(.+)$", name)
-        if layer:
-            kind, i, rest = layer.groups()
-            prefix = f"model.{kind}.layers.{i}."
-            packed = re.match(r"(self_attn|cross_attn)\.in_proj_(weight|bias)$", rest)
-            if packed:
-                attn = dict(_ATTENTIONS[kind])[packed.group(1)]
-                for part, chunk in zip("qkv", tensor.chunk(3)):
-                    out[f"{prefix}{attn}.{part}_proj.{packed.group(2)}"] = chunk.clone()
-                continue
-            table = _ENCODER_LAYER if kind == "encoder" else _DECODER_LAYER
-            for ours_name, hf_name in table:
-                if rest.startswith(ours_name + "."):
-                    out[prefix + hf_name + rest[len(ours_name):]] = tensor
-                    break
-            else:
-                raise KeyError(f"tensor {name!r} has no Hugging Face counterpart")
+        packed = re.match(_PACKED, name)
+        if packed:
+            kind, i, attn, suffix = packed.groups()
+            for part, chunk in zip("qkv", tensor.chunk(3)):
+                out[f"model.{kind}.layers.{i}.{dict(_ATTENTIONS[kind])[attn]}.{part}_proj.{suffix}"] = chunk.clone()
             continue
-        for ours_prefix, hf_prefix in _TOP:
-            if name.startswith(ours_prefix):
-                out[hf_prefix + name[len(ours_prefix):]] = tensor
-                break
-        else:
+        renamed = _NAMES.rename(name, to_theirs=True)
+        if renamed is None:
             raise KeyError(f"tensor {name!r} has no Hugging Face counterpart")
+        out[renamed] = tensor
     return out

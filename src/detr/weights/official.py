@@ -12,7 +12,6 @@ the same names as ours.
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import torch
 from detr.config import ExperimentConfig, LossConfig
 from detr.data.coco import Categories
 from detr.engine.checkpoint import save_atomic
-from detr.weights.base import Hints, LoadedWeights, WeightsError, infer_model_config
+from detr.weights.base import Hints, LoadedWeights, NameMap, WeightsError, infer_model_config
 from detr.weights.coco_names import NUM_OFFICIAL_CLASSES, coco_categories, numbered_categories
 
 # (ours, official) name prefixes outside the transformer layers.
@@ -57,6 +56,7 @@ _LAYERS = {
 _LAYER_NAME = (r"transformer\.(encoder|decoder)_layers\.(\d+)\.(.+)$",
                r"transformer\.(encoder|decoder)\.layers\.(\d+)\.(.+)$")
 _LAYER_PREFIX = ("transformer.{}_layers.{}.", "transformer.{}.layers.{}.")
+_NAMES = NameMap(_PREFIXES, _LAYERS, _LAYER_NAME, _LAYER_PREFIX)
 _SEGMENTATION = ("detr.", "bbox_attention.", "mask_head.")
 
 # official argparse name -> LossConfig field
@@ -70,21 +70,6 @@ _LOSS_ARGS = {
 }
 
 
-def _rename(name: str, to_official: bool) -> str | None:
-    src, dst = (0, 1) if to_official else (1, 0)
-    layer = re.match(_LAYER_NAME[src], name)
-    if layer:
-        kind, index, rest = layer.groups()
-        for pair in _LAYERS[kind]:
-            if rest.startswith(pair[src]):
-                return _LAYER_PREFIX[dst].format(kind, index) + pair[dst] + rest[len(pair[src]):]
-        return None
-    for pair in _PREFIXES:
-        if name.startswith(pair[src]):
-            return pair[dst] + name[len(pair[src]):]
-    return None
-
-
 def is_official_state(state: dict[str, Any]) -> bool:
     return any(n.startswith(("backbone.0.body.", "transformer.encoder.layers.", "detr.")) for n in state)
 
@@ -95,7 +80,7 @@ def _rename_all(state: dict[str, torch.Tensor], to_official: bool, source: str) 
     for name, tensor in state.items():
         if name.endswith("num_batches_tracked"):
             continue
-        renamed = _rename(name, to_official=to_official)
+        renamed = _NAMES.rename(name, to_theirs=to_official)
         if renamed is None:
             where = "the official DETR layout" if to_official else "this DETR"
             raise WeightsError(f"{source}: tensor {name!r} has no counterpart in {where}")
