@@ -33,7 +33,7 @@ def test_groups_train_side_by_side_and_only_the_first_runs_at_inference():
     grouped.train(), single.train()
     with torch.no_grad():
         a, b = grouped(images, mask), single(images, mask)
-    assert a["pred_logits"].shape == (2, 18, 4) and a["query_groups"] == 3
+    assert a["pred_logits"].shape == (2, 18, 4) and "query_groups" not in a  # the criterion knows the group size
     assert len(a["aux_outputs"]) == 1 and a["aux_outputs"][0]["pred_boxes"].shape == (2, 18, 4)
     torch.testing.assert_close(a["pred_logits"][:, :6], b["pred_logits"], atol=1e-5, rtol=0)
     torch.testing.assert_close(a["aux_outputs"][0]["pred_boxes"][:, :6], b["aux_outputs"][0]["pred_boxes"],
@@ -42,14 +42,14 @@ def test_groups_train_side_by_side_and_only_the_first_runs_at_inference():
 
 
 def test_the_loss_averages_groups_each_matched_on_its_own():
-    criterion = SetCriterion(3, LossConfig())
+    criterion = SetCriterion(3, LossConfig(), queries_per_group=5)
     targets = [{"labels": torch.tensor([0, 2]), "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.6, 0.6, 0.3, 0.4]])},
                {"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.4, 0.5, 0.3]])}]
 
     def layer():
         return {"pred_logits": torch.randn(2, 10, 4), "pred_boxes": torch.rand(2, 10, 4) * 0.4 + 0.3}
 
-    outputs = {**layer(), "aux_outputs": [layer()], "query_groups": 2}
+    outputs = {**layer(), "aux_outputs": [layer()]}  # 10 queries: 2 groups of 5
     together = criterion(outputs, targets)
     per_group = []
     for g in range(2):

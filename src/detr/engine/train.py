@@ -65,7 +65,8 @@ class Trainer:
         self.train_set, self.val_set = build_datasets(config.data, train_split, val_split)
         self._check_against_data()
         self.model = self._build_model(init)
-        self.criterion = SetCriterion(self.config.model.num_classes, config.loss).to(self.device)
+        self.criterion = SetCriterion(config.model.num_classes, config.loss,
+                                      queries_per_group=config.model.num_queries).to(self.device)
         # DDP averages gradients over processes; the criterion's normalisers make
         # that equal to one process on the global batch (world x batch_size).
         self.net = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.index

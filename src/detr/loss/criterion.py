@@ -30,10 +30,13 @@ class SetCriterion(nn.Module):
     #targets| per image).
     """
 
-    def __init__(self, num_classes: int, config: LossConfig) -> None:
+    def __init__(self, num_classes: int, config: LossConfig, queries_per_group: int | None = None) -> None:
+        """queries_per_group: the model's num_queries, when it trains query groups (Group DETR):
+        outputs with G times as many queries hold G groups. None: all queries are one group."""
         super().__init__()
         self.num_classes = num_classes
         self.config = config
+        self.queries_per_group = queries_per_group
         self.matcher = HungarianMatcher.from_config(config)
         class_weight = torch.ones(num_classes + 1)
         class_weight[-1] = config.eos_coef
@@ -135,8 +138,11 @@ class SetCriterion(nn.Module):
         proposals (`enc_outputs`, suffix `_enc`) are matched on their own too; denoising
         queries (`dn_outputs`, suffix `_dn`) are paired with the targets they were made from."""
         logits = outputs["pred_logits"]
-        groups = outputs.get("query_groups", 1)
-        num_queries = logits.shape[1] // groups
+        num_queries = self.queries_per_group or logits.shape[1]
+        groups, rest = divmod(logits.shape[1], num_queries)
+        if rest:
+            raise ValueError(f"the outputs' {logits.shape[1]} queries do not split into groups of {num_queries}: "
+                             f"give SetCriterion the model's num_queries")
         num_boxes, class_weight_sum = normalisers or self.normalisers(targets, num_queries, logits.device)
         layers = [("", outputs)] + [(f"_{i}", aux) for i, aux in enumerate(outputs.get("aux_outputs", []))]
         # One entry per (layer, group), the final layer's first group first.

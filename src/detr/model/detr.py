@@ -104,8 +104,8 @@ class DETR(nn.Module):
         Returns pred_logits [B, N, K+1], pred_boxes [B, N, 4] (normalised
         cxcywh), aux_outputs (one dict per earlier decoder layer) and, with
         need_weights, `attention` (AttentionMaps) and `feature_shape` (h, w).
-        In training with G > 1 query groups, N is G x num_queries and
-        `query_groups` says G. In training, the variants add `enc_outputs`
+        In training with G > 1 query groups, N is G x num_queries (the criterion,
+        told num_queries, splits them). In training, the variants add `enc_outputs`
         (query selection's proposals) and, given `targets` (as the criterion
         takes them), `dn_outputs` (the denoising queries' outputs).
         With several feature levels, the tokens are the levels' maps flattened
@@ -138,8 +138,6 @@ class DETR(nn.Module):
                 out.update(self._decode_denoising(memory, pos, padding, targets))
         else:
             out, maps = self._decode_paper(src, pos, padding, groups, need_weights)
-        if groups > 1:
-            out["query_groups"] = groups  # the criterion matches each group on its own
         if need_weights:
             out["attention"] = maps
             out["feature_shape"] = (height, width)
