@@ -1,7 +1,8 @@
 import json
 
 from detr.cli import main
-from detr.data.synthetic import SynthConfig, write_dataset
+from detr.config import SynthConfig
+from detr.data.synthetic import write_dataset
 from tests.data.synthetic_checks import file_bytes
 
 

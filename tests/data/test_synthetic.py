@@ -6,8 +6,9 @@ import torch
 from PIL import Image
 from torchvision.ops import box_iou
 
+from detr.config import SynthConfig
 from detr.data.coco import CocoDetection
-from detr.data.synthetic import CLASSES, SynthConfig, render, write_dataset
+from detr.data.synthetic import CLASSES, render, write_dataset
 
 
 def test_rendering_is_deterministic_and_boxes_are_inside():

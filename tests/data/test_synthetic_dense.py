@@ -4,7 +4,8 @@ import torch
 from torchvision.ops import box_convert, box_iou
 
 from detr.data.coco import CocoDetection
-from detr.data.synthetic_dense import CLASSES, DenseSynthConfig, render, write_dataset
+from detr.config import DenseSynthConfig
+from detr.data.synthetic_dense import CLASSES, render, write_dataset
 from tests.data.synthetic_checks import assert_boxes_match_pixels, file_bytes
 
 

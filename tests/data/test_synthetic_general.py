@@ -8,7 +8,8 @@ from PIL import Image
 from torchvision.ops import box_convert, box_iou
 
 from detr.data.coco import CocoDetection
-from detr.data.synthetic_general import CLASSES, GeneralSynthConfig, objects, render, write_dataset
+from detr.config import GeneralSynthConfig
+from detr.data.synthetic_general import CLASSES, objects, render, write_dataset
 from detr.data.synthetic_writer import image_rng
 from tests.data.synthetic_checks import assert_boxes_match_pixels, file_bytes
 

@@ -1,6 +1,7 @@
 import pytest
 
-from detr.data.synthetic import SynthConfig, write_dataset
+from detr.config import SynthConfig
+from detr.data.synthetic import write_dataset
 
 
 @pytest.fixture(scope="session")

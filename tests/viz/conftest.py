@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from detr.config import DataConfig, ExperimentConfig
+from detr.config import DataConfig, ExperimentConfig, SynthConfig
 from detr.data.coco import Categories
-from detr.data.synthetic import CLASSES, SynthConfig, write_dataset
+from detr.data.synthetic import CLASSES, write_dataset
 from detr.engine.checkpoint import save_atomic
 from detr.inference import Predictor
 from detr.model import build_model

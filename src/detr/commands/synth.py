@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from detr.config import DenseSynthConfig, GeneralSynthConfig, SynthConfig
 from detr.data import synthetic_dense, synthetic_general
-from detr.data.synthetic import SynthConfig, write_dataset
+from detr.data.synthetic import write_dataset
 
 KINDS = {
     "builtin": (SynthConfig, write_dataset),
-    "general": (synthetic_general.GeneralSynthConfig, synthetic_general.write_dataset),
-    "dense": (synthetic_dense.DenseSynthConfig, synthetic_dense.write_dataset),
+    "general": (GeneralSynthConfig, synthetic_general.write_dataset),
+    "dense": (DenseSynthConfig, synthetic_dense.write_dataset),
 }
 
 

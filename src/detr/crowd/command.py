@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from detr.config import PRESETS, CrowdBenchmarkConfig, crowd_quick
+from detr.config import PRESETS, CrowdBenchmarkConfig, SynthConfig, crowd_quick
 from detr.crowd.comparison import NMS_THRESHOLDS, compare
 from detr.crowd.nms_ceiling import nms_ceiling
 from detr.crowd.overlap import BIN_NAMES, histogram
@@ -20,7 +20,7 @@ from detr.crowd.recall import apply_nms
 from detr.crowd.table import format_table, score
 from detr.data.coco import CocoDetection
 from detr.data.sources import default_data_dir, eval_loader, find_split
-from detr.data.synthetic import SynthConfig, write_dataset
+from detr.data.synthetic import write_dataset
 from detr.engine.evaluate import predict_dataset
 from detr.inference import Predictor
 

@@ -9,31 +9,18 @@ labelled with full (amodal) boxes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from detr.config import SynthConfig
 from detr.data import synthetic_writer
 from detr.data.synthetic_drawing import background, composite_shape, random_colour
 from detr.data.synthetic_writer import RenderedImage, coco_annotation, image_rng
 
 CLASSES = ("circle", "square", "triangle", "cross")
 FORMAT_VERSION = 2  # bump when the drawing changes, so cached copies are rebuilt
-
-
-@dataclass(frozen=True)
-class SynthConfig:
-    image_size: int = 128
-    train_images: int = 4000
-    val_images: int = 300
-    min_objects: int = 1
-    max_objects: int = 6
-    min_size: int = 14
-    max_size: int = 48
-    crowded_fraction: float = 0.25
-    seed: int = 0
 
 
 # Each class has a hue of its own (jittered per object), so that colour and

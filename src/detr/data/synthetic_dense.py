@@ -10,12 +10,12 @@ neighbours; boxes are amodal.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from detr.config import DenseSynthConfig
 from detr.data import synthetic_writer
 from detr.data.synthetic_drawing import Box, background, composite_shape, random_colour
 from detr.data.synthetic_writer import RenderedImage, coco_annotation, image_rng
@@ -23,21 +23,6 @@ from detr.data.synthetic_writer import RenderedImage, coco_annotation, image_rng
 CLASSES = ("circle", "square")
 FORMAT_VERSION = 1  # bump when the drawing changes, so cached copies are rebuilt
 MIN_SHIFT = 2.0  # px between neighbours: closer, small shapes would render as one
-
-
-@dataclass(frozen=True)
-class DenseSynthConfig:
-    train_images: int = 1000
-    val_images: int = 200
-    min_side: int = 192  # width and height are drawn independently from min_side..max_side
-    max_side: int = 256
-    min_objects: int = 15
-    max_objects: int = 40
-    min_size: int = 8
-    max_size: int = 24
-    min_iou: float = 0.1  # IoU of neighbours in a row or cluster
-    max_iou: float = 0.85
-    seed: int = 0
 
 
 def _shift(length: float, iou: float) -> float:

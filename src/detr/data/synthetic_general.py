@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from torchvision.ops import box_convert, box_iou
 
+from detr.config import GeneralSynthConfig
 from detr.data import synthetic_writer
 from detr.data.synthetic_drawing import SHAPES, Box, background, composite_shape, random_colour
 from detr.data.synthetic_writer import RenderedImage, coco_annotation, image_rng
@@ -24,24 +25,6 @@ from detr.data.synthetic_writer import RenderedImage, coco_annotation, image_rng
 CLASSES = SHAPES
 FORMAT_VERSION = 1  # bump when the drawing changes, so cached copies are rebuilt
 PLACEMENT_TRIES = 20
-
-
-@dataclass(frozen=True)
-class GeneralSynthConfig:
-    train_images: int = 2000
-    val_images: int = 200
-    min_side: int = 160  # width and height are drawn independently from min_side..max_side
-    max_side: int = 256
-    min_objects: int = 1
-    max_objects: int = 8
-    min_size: int = 12
-    max_size: int = 64
-    max_iou: float = 0.5  # objects may overlap, at most this much
-    grey_fraction: float = 0.2
-    jpeg_fraction: float = 0.3
-    min_jpeg_quality: int = 60
-    max_jpeg_quality: int = 90
-    seed: int = 0
 
 
 @dataclass(frozen=True)
