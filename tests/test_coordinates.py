@@ -6,7 +6,6 @@ zero-padded) and answers them as DETR would: cxcywh normalised by the image's
 unpadded size, which it reads off the padding mask.
 """
 
-import json
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ from detr.engine.evaluate import predict_dataset
 from detr.inference import Predictor
 from detr.model import build_model
 from tests.conftest import tiny_model_config
+from tests.data.tiny_coco import write_coco
 
 # (height, width) -> (red, green) boxes as x1, y1, x2, y2 in pixels
 IMAGES = {
@@ -89,9 +89,8 @@ def test_evaluation_boxes_land_on_the_original_pixels(tmp_path, val_scale):
         for category, (x1, y1, x2, y2) in enumerate(boxes, start=1):
             annotations.append({"id": len(annotations) + 1, "image_id": index, "category_id": category,
                                 "bbox": [x1, y1, x2 - x1, y2 - y1]})
-    path = tmp_path / "annotations.json"
     categories = [{"id": 1, "name": "red"}, {"id": 2, "name": "green"}]
-    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    path = write_coco(tmp_path / "annotations.json", images, annotations, categories)
     dataset = CocoDetection(folder, path, val_transforms(_data_config(val_scale)))
     records = predict_dataset(RectangleFinder(), eval_loader(dataset, 3, 0), "cpu", progress=False)
     found = {(r["image_id"], r["category_id"]): r["bbox"] for r in records if r["score"] > 0.5}

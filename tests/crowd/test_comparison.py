@@ -1,8 +1,5 @@
-import json
-
 import pytest
 import torch
-from PIL import Image
 
 from detr.cli import main
 from detr.crowd.figure import most_crowded_images
@@ -13,6 +10,7 @@ from detr.crowd.table import format_table, markdown_table, score
 from detr.data.coco import CocoDetection
 from detr.data.sources import find_split
 from tests.crowd.test_recall import _ground_truth
+from tests.data.tiny_coco import write_coco
 
 
 def _scored(pairs):
@@ -59,12 +57,9 @@ def test_most_crowded_images_come_from_the_ground_truth():
 
 @pytest.fixture
 def one_image_dataset(tmp_path):
-    (tmp_path / "images").mkdir()
-    Image.new("RGB", (64, 48), (90, 120, 150)).save(tmp_path / "images" / "a.png")
-    (tmp_path / "annotations.json").write_text(json.dumps({
-        "images": [{"id": 7, "file_name": "a.png", "width": 64, "height": 48}],
-        "annotations": [{"id": 1, "image_id": 7, "category_id": 20, "bbox": [4, 6, 20, 10]}],
-        "categories": [{"id": 10, "name": "a"}, {"id": 20, "name": "b"}]}))
+    write_coco(tmp_path / "annotations.json", [{"id": 7, "file_name": "a.png", "width": 64, "height": 48}],
+               [{"id": 1, "image_id": 7, "category_id": 20, "bbox": [4, 6, 20, 10]}],
+               [{"id": 10, "name": "a"}, {"id": 20, "name": "b"}], tmp_path / "images", colour=(90, 120, 150))
     return tmp_path
 
 

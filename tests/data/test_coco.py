@@ -1,4 +1,3 @@
-import json
 import logging
 
 import numpy as np
@@ -7,6 +6,7 @@ import torch
 from PIL import Image
 
 from detr.data.coco import CocoDetection, DatasetError, load_image
+from tests.data.tiny_coco import write_coco
 
 
 def _write(tmp_path, images=None, annotations=None, categories=None, files=True):
@@ -19,11 +19,7 @@ def _write(tmp_path, images=None, annotations=None, categories=None, files=True)
     ]
     folder = tmp_path / "images"
     folder.mkdir(exist_ok=True)
-    if files:
-        for image in images:
-            Image.new("RGB", (image["width"], image["height"]), (10, 20, 30)).save(folder / image["file_name"])
-    path = tmp_path / "ann.json"
-    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    path = write_coco(tmp_path / "ann.json", images, annotations, categories, folder if files else None)
     return folder, path
 
 

@@ -1,7 +1,6 @@
-import json
-
 from detr.config import preset
 from detr.data.fit import dataset_stats, fit_to_data
+from tests.data.tiny_coco import write_coco
 
 
 def _annotations(tmp_path, sizes, boxes_per_image, box=(10, 10, 8, 6)):
@@ -12,10 +11,7 @@ def _annotations(tmp_path, sizes, boxes_per_image, box=(10, 10, 8, 6)):
                          "area": box[2] * box[3], "iscrowd": 0} for _ in range(count)]
     annotations.append({"id": 999, "image_id": 0, "category_id": 1, "bbox": [0, 0, 50, 50], "area": 2500,
                         "iscrowd": 1})  # crowd boxes are no targets: never counted
-    path = tmp_path / "train.json"
-    path.write_text(json.dumps({"images": images, "annotations": annotations,
-                                "categories": [{"id": 1, "name": "tree"}]}))
-    return path
+    return write_coco(tmp_path / "train.json", images, annotations, [{"id": 1, "name": "tree"}])
 
 
 def test_stats_read_sizes_and_counts_from_the_json(tmp_path):
