@@ -21,7 +21,7 @@ def write_predictions(predictor: Predictor, paths: list[Path], out_dir: Path, th
         raise ValueError(f"unknown prediction format {format!r}: choose one of {', '.join(FORMATS)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     predictions = []
-    many = len(paths) > 1 or is_video(paths[0])
+    many = len(paths) > 1 or any(is_video(p) for p in paths)
     for frame in tqdm(frames(paths), desc="predict", disable=not progress or not many):
         detections = predictor.predict(frame.pixels, threshold)
         depth, height, width = frame.pixels.shape
