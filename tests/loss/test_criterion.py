@@ -172,3 +172,20 @@ def test_proposals_on_padding_tokens_do_not_count():
     second = criterion({**_outputs(), "enc_outputs": proposals}, _targets())["loss_ce_enc"]
     assert torch.isfinite(first)
     torch.testing.assert_close(first, second)
+
+
+def test_class_error_with_iou_aware_targets_judges_the_real_classes():
+    """Matched queries whose best real class is right count as right even where no-object,
+    which IoU-aware targets favour for loose boxes, holds the largest logit; the paper's
+    metric (argmax over all) counts them as wrong."""
+    targets = _targets()
+    boxes = torch.rand(2, 5, 4) * 0.4 + 0.3
+    logits = torch.full((2, 5, NUM_CLASSES + 1), -10.0)
+    logits[..., -1] = 10.0  # no-object leads everywhere
+    for b, t in enumerate(targets):
+        n = len(t["labels"])
+        boxes[b, :n] = t["boxes"]
+        logits[b, torch.arange(n), t["labels"]] = 5.0  # the right real class, below no-object
+    outputs = {"pred_logits": logits, "pred_boxes": boxes}
+    assert SetCriterion(NUM_CLASSES, LossConfig(iou_aware_classes=True))(outputs, targets)["class_error"] == 0
+    assert SetCriterion(NUM_CLASSES, LossConfig())(outputs, targets)["class_error"] == 100
