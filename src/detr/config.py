@@ -91,6 +91,11 @@ class LossConfig:
     # query's target is its box's IoU on its class and the rest on no-object, so
     # scores rank boxes by localisation quality. False: the paper's one-hot target.
     iou_aware_classes: bool = False
+    # Query selection's encoder proposals: each target is matched to this many of them
+    # (one-to-many, as H-DETR's hybrid matching and Co-DETR's dense auxiliary heads), so
+    # the backbone and encoder get dense supervision as an NMS detector's do. 1: one-to-one.
+    # The decoder's queries stay one-to-one: inference needs no NMS either way.
+    proposal_matches: int = 1
 
 
 @dataclass

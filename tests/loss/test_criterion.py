@@ -189,3 +189,24 @@ def test_class_error_with_iou_aware_targets_judges_the_real_classes():
     outputs = {"pred_logits": logits, "pred_boxes": boxes}
     assert SetCriterion(NUM_CLASSES, LossConfig(iou_aware_classes=True))(outputs, targets)["class_error"] == 0
     assert SetCriterion(NUM_CLASSES, LossConfig())(outputs, targets)["class_error"] == 100
+
+
+def test_one_to_many_proposals_equal_one_to_one_on_repeated_targets():
+    """k proposal matches per target are the one-to-one proposal loss against each target
+    written k times (an independent path: the repetition done by hand, matched by the
+    paper's matcher); each target's k proposals are distinct tokens."""
+    proposals = {"pred_logits": torch.randn(2, 8, NUM_CLASSES + 1), "pred_boxes": torch.rand(2, 8, 4) * 0.4 + 0.3,
+                 "valid": torch.ones(2, 8, dtype=torch.bool)}
+    targets = _targets()
+    repeated = [{"labels": t["labels"].repeat(3), "boxes": t["boxes"].repeat(3, 1)} for t in targets]
+    many = SetCriterion(NUM_CLASSES, LossConfig(proposal_matches=3))
+    one = SetCriterion(NUM_CLASSES, LossConfig())
+    got = many({**_outputs(queries=8), "enc_outputs": proposals}, targets)
+    want = one({**_outputs(queries=8), "enc_outputs": proposals}, repeated)
+    for name in ("loss_ce_enc", "loss_bbox_enc", "loss_giou_enc"):
+        torch.testing.assert_close(got[name], want[name])
+    rows, _ = one.matcher(proposals, repeated)[0]
+    assert len(set(rows.tolist())) == 6  # two targets x 3 distinct tokens
+    # An image with fewer tokens than k x targets gets fewer matches, never a failure.
+    crowded = SetCriterion(NUM_CLASSES, LossConfig(proposal_matches=10))
+    assert torch.isfinite(crowded({**_outputs(queries=8), "enc_outputs": proposals}, targets)["loss_bbox_enc"])

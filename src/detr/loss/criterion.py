@@ -181,7 +181,16 @@ class SetCriterion(nn.Module):
     def _proposal_losses(self, proposals: dict, targets: list[dict], target_labels: torch.Tensor,
                          target_boxes: torch.Tensor, num_boxes) -> dict:
         """The set loss of query selection's per-token proposals; padding tokens do not count.
-        Its classification normaliser is this process's own (valid tokens, weighted)."""
+        Its classification normaliser is this process's own (valid tokens, weighted). With
+        `proposal_matches` k > 1, each image's targets are repeated k times (fewer where the
+        image has too few tokens) and matched one-to-one, so each target gets k proposals."""
+        if self.config.proposal_matches > 1:
+            tokens, count = proposals["pred_logits"].shape[1], len(target_labels)
+            targets = [{"labels": t["labels"].repeat(k), "boxes": t["boxes"].repeat(k, 1)} for t in targets
+                       for k in [max(1, min(self.config.proposal_matches, tokens // max(len(t["labels"]), 1)))]]
+            target_labels = torch.cat([t["labels"] for t in targets])
+            target_boxes = torch.cat([t["boxes"] for t in targets]).float()
+            num_boxes = num_boxes * (len(target_labels) / max(count, 1))  # the same weight per matched pair
         indices = self._indices_on_device([self.matcher(proposals, targets)], targets, target_boxes.device)[0]
         valid = proposals["valid"]
         boxes = float(sum(len(t["labels"]) for t in targets))
