@@ -266,7 +266,9 @@ class Trainer:
             return
         last = self.out_dir / "last.pt"
         kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
-        raise TrainingError(f"loss became {float(pending['loss'])} at epoch {pending['epoch']} step "
+        value = float(pending["loss"])  # finite here when another process's loss was not
+        became = value if not math.isfinite(value) else "non-finite in another process"
+        raise TrainingError(f"loss became {became} at epoch {pending['epoch']} step "
                             f"{pending['step']}; {kept}. Lower the learning rate or check the data.")
 
     def evaluate(self, results_path: Path | None = None) -> tuple[dict, str, dict] | None:
