@@ -40,7 +40,7 @@ def test_write_atomic_flushes_the_file_before_the_rename_and_the_folder_after(tm
 
 
 def test_stale_temp_files_of_a_killed_writer_are_removed_once_and_logged(tmp_path, caplog):
-    stale = [tmp_path / "last.pt.k3j_x9a1.tmp", tmp_path / "best.pt.0a1b2c3d.tmp"]
+    stale = [tmp_path / "last.pt.k3j_x9a1.tmp", tmp_path / "best.pt.0a1b2c3d.tmp", tmp_path / "metrics.jsonl.x1y2.tmp"]
     for path in stale:
         path.write_bytes(b"half a checkpoint")
     kept = [tmp_path / "notes.tmp", tmp_path / "last.pt"]  # not ours, and finished files
@@ -71,6 +71,20 @@ def test_a_new_start_in_the_run_folder_clears_stale_temp_files(tiny_data, tmp_pa
     assert len(leftovers) == 1
     trainer.fit()
     assert not list(tmp_path.glob("*.tmp")) and (tmp_path / "last.pt").exists()
+
+
+def test_a_resume_drops_the_log_records_of_steps_after_its_checkpoint(tiny_data, tmp_path):
+    """A run killed after logging steps 4-6 but saving step 3 (and mid-line): the resume keeps steps <= 3."""
+    config = preset("small")
+    config.model = tiny_model_config(num_classes=4, num_queries=10)
+    trainer = Trainer(config, find_split(tiny_data, "train"), find_split(tiny_data, "val"), tmp_path,
+                      progress=False)
+    trainer.step = 3
+    trainer.save("last.pt")
+    records = ['{"step": 2, "loss": 1.0}', '{"step": 3, "val_AP": 0.1}', '{"step": 6, "val_AP": 0.2}', '{"st']
+    (tmp_path / "metrics.jsonl").write_text("\n".join(records))
+    trainer.resume(tmp_path / "last.pt")
+    assert (tmp_path / "metrics.jsonl").read_text().splitlines() == records[:2]
 
 
 @pytest.fixture(scope="module")

@@ -101,5 +101,6 @@ def run(args: argparse.Namespace) -> None:
     samples = [trainer.val_set.images_dir / trainer.val_set.images[i]["file_name"]
                for i in trainer.val_set.image_ids[: args.pictures]]
     pictures = out / "predictions"
-    write_predictions(predictor, samples, pictures, args.threshold, progress=False)
-    print(f"\ncheckpoints: {out}/best.pt, {out}/last.pt; pictures: {pictures}/")
+    if samples:  # --pictures 0 asks for none
+        write_predictions(predictor, samples, pictures, args.threshold, progress=False)
+    print(f"\ncheckpoints: {out}/best.pt, {out}/last.pt" + (f"; pictures: {pictures}/" if samples else ""))

@@ -70,7 +70,7 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         return []
     stale = [p for p in folder.iterdir() if p.is_file() and p.name.endswith(TEMP_SUFFIX)
-             and (folder / p.name.rsplit(".", 2)[0]).suffix in (".pt", ".json", ".safetensors")]
+             and (folder / p.name.rsplit(".", 2)[0]).suffix in (".pt", ".json", ".jsonl", ".safetensors")]
     for path in stale:
         path.unlink(missing_ok=True)
     if stale:

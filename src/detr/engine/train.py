@@ -21,7 +21,7 @@ from tqdm import tqdm
 from detr.config import ExperimentConfig
 from detr.data.collate import collate
 from detr.data.sources import EpochSampler, SeededAugmentation, Split, build_datasets, eval_loader
-from detr.engine.checkpoint import load_checkpoint, remove_stale_temp_files, save_atomic
+from detr.engine.checkpoint import load_checkpoint, remove_stale_temp_files, save_atomic, write_atomic
 from detr.distributed import init_from_environment, is_main, rank, world_size
 from detr.engine.ema import ModelEMA
 from detr.engine.evaluate import evaluate
@@ -178,6 +178,20 @@ class Trainer:
         torch.set_rng_state(payload["rng"]["torch"])
         random.setstate((3, tuple(payload["rng"]["python"]), payload["rng"]["python_pos"]))
         log.info("resumed from %s at epoch %d, batch %d", path, self.epoch, self.batches_done)
+        self._forget_lost_records()
+
+    def _forget_lost_records(self) -> None:
+        """Drop the log records of steps after the checkpoint: a run killed after logging them
+        lost their weights, and this one trains and logs those steps again."""
+        records = self.out_dir / "metrics.jsonl"
+        if not is_main() or not records.is_file():
+            return
+        lines = records.read_text().splitlines()
+        kept = [line for line in lines if (step := _step_of(line)) is not None and step <= self.step]
+        if len(kept) < len(lines):
+            write_atomic(records, lambda tmp: Path(tmp).write_text("".join(f"{line}\n" for line in kept)))
+            log.info("dropped %d record(s) of steps after step %d from %s", len(lines) - len(kept), self.step,
+                     records)
 
     def save(self, name: str) -> Path:
         """Rank 0 writes; the other processes hold the same weights."""
@@ -253,7 +267,9 @@ class Trainer:
             return
         last = self.out_dir / "last.pt"
         kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
-        raise TrainingError(f"loss became {float(pending['loss'])} at epoch {pending['epoch']} step "
+        value = float(pending["loss"])  # finite here when another process's loss was not
+        became = value if not math.isfinite(value) else "non-finite in another process"
+        raise TrainingError(f"loss became {became} at epoch {pending['epoch']} step "
                             f"{pending['step']}; {kept}. Lower the learning rate or check the data.")
 
     def evaluate(self, results_path: Path | None = None) -> tuple[dict, str, dict] | None:
@@ -266,7 +282,9 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if is_main():
             remove_stale_temp_files(self.out_dir)  # left by a run killed while saving
-        writer = SummaryWriter(str(self.out_dir / "tensorboard")) if is_main() else None
+        # A resumed run hides the events a killed one logged after its checkpoint (as in metrics.jsonl).
+        writer = (SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.step + 1 if self.step else None)
+                  if is_main() else None)
         budget = self.config.train.time_budget_minutes
         epochs = self.config.train.epochs
         started = time.monotonic() - self.elapsed
@@ -345,6 +363,13 @@ class Trainer:
         if stats["AP"] > self.best_ap:
             self.best_ap = stats["AP"]
             self.save("best.pt")
+
+
+def _step_of(record: str) -> int | None:
+    try:
+        return json.loads(record)["step"]
+    except (ValueError, KeyError, TypeError):  # a line cut short by the kill
+        return None
 
 
 def init_from(model: DETR, state: dict[str, torch.Tensor]) -> list[str]:
