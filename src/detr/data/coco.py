@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision import tv_tensors
 
 log = logging.getLogger(__name__)
@@ -90,11 +90,15 @@ def _without_roboflow_parent(categories: list[dict], annotations: list[dict], pa
     return categories
 
 
-def load_image(path: Path) -> Image.Image:
-    """Open an image file as 8-bit RGB (see `as_rgb`); an unreadable file is a DatasetError naming it."""
+def load_image(path: Path, upright: bool = False) -> Image.Image:
+    """Open an image file as 8-bit RGB (see `as_rgb`); an unreadable file is a DatasetError naming it.
+    `upright` turns it as its EXIF orientation says (phone photos), as viewers show it; datasets
+    keep the stored pixels, which their boxes were drawn on and their width and height describe."""
     try:
         image = Image.open(path)
         image.load()
+        if upright:
+            image = ImageOps.exif_transpose(image)
     except FileNotFoundError:
         raise DatasetError(f"image not found: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:  # PIL's ways of saying "broken"
