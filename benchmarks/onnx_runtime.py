@@ -5,6 +5,7 @@ above 1 means onnxruntime is faster). Both run fp32 with the same thread count;
 PyTorch runs as Predictor does (channels-last backbone, inference mode).
 
     PYTHONPATH=src python benchmarks/onnx_runtime.py --runs 5 --batches 1 8
+    PYTHONPATH=src python benchmarks/onnx_runtime.py --quick   # a seconds-long check that it runs
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import onnxruntime as ort
 import torch
 
 from detr.bench.timing import median_time
-from detr.config import ExperimentConfig
+from detr.config import ExperimentConfig, preset
 from detr.export import export_onnx
 from detr.model import build_model
 from detr.weights import LoadedWeights
@@ -31,19 +32,24 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=800)
     parser.add_argument("--width", type=int, default=1066)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--quick", action="store_true",
+                        help="the small preset on 128x160 images, batches 1 and 2, one run: checks the script")
     args = parser.parse_args()
+    if args.quick:
+        args.runs, args.batches, args.height, args.width = 1, [1, 2], 128, 160
     torch.set_num_threads(args.threads)
-    config = ExperimentConfig()
+    config = preset("small") if args.quick else ExperimentConfig()
+    name = "the small preset" if args.quick else "DETR R50"
     model = build_model(config.model).eval()
     weights = LoadedWeights(config, model.state_dict(), numbered_categories(config.model.num_classes))
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
     with tempfile.TemporaryDirectory() as folder:
-        path = export_onnx(weights, Path(folder) / "r50.onnx")
+        path = export_onnx(weights, Path(folder) / "model.onnx")
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     model.backbone.use_channels_last()
     cpu = torch.device("cpu")
-    print(f"DETR R50, {args.height}x{args.width}, fp32, {args.threads} threads, median of {args.runs} runs\n")
+    print(f"{name}, {args.height}x{args.width}, fp32, {args.threads} threads, median of {args.runs} runs\n")
     print("| batch | PyTorch s | onnxruntime s | PyTorch / onnxruntime |")
     print("|---|---|---|---|")
     for batch in args.batches:

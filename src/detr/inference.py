@@ -45,10 +45,11 @@ def to_uint8_image(image: ImageInput) -> torch.Tensor:
     """A path, PIL image, HxW / HxWx(1|3) numpy array or HxW / (1|3)xHxW tensor -> uint8 RGB [3, H, W].
 
     Integer pixels must lie in 0-255 and float pixels in [0, 1]: other values are
-    refused rather than wrapped or clipped into a different picture.
+    refused rather than wrapped or clipped into a different picture. A file is turned
+    upright by its EXIF orientation, so boxes land where a viewer shows the objects.
     """
     if isinstance(image, (str, Path)):
-        image = load_image(Path(image))
+        image = load_image(Path(image), upright=True)
     if isinstance(image, Image.Image):
         image = np.array(as_rgb(image))
     shape = tuple(getattr(image, "shape", ()))

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision import tv_tensors
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,30 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
-def load_image(path: Path) -> Image.Image:
-    """Open an image file as 8-bit RGB (see `as_rgb`); an unreadable file is a DatasetError naming it."""
+def _without_roboflow_parent(categories: list[dict], annotations: list[dict], path: Path) -> list[dict]:
+    """The categories less Roboflow's parent: its COCO exports list the project's name (e.g.
+    "objects") as a category that no annotation uses and that is every real class's
+    supercategory. Kept, it would be a class the model is taught never to predict."""
+    used = {a.get("category_id") for a in annotations}
+    for parent in categories:
+        others = [c for c in categories if c is not parent]
+        if (parent["id"] not in used and others and parent.get("supercategory") != parent["name"]
+                and all(c.get("supercategory") == parent["name"] for c in others)):
+            log.info("%s: left out category %s (%r): no annotation uses it and it is the supercategory "
+                     "of the others (Roboflow's parent category)", path, parent["id"], parent["name"])
+            return others
+    return categories
+
+
+def load_image(path: Path, upright: bool = False) -> Image.Image:
+    """Open an image file as 8-bit RGB (see `as_rgb`); an unreadable file is a DatasetError naming it.
+    `upright` turns it as its EXIF orientation says (phone photos), as viewers show it; datasets
+    keep the stored pixels, which their boxes were drawn on and their width and height describe."""
     try:
         image = Image.open(path)
         image.load()
+        if upright:
+            image = ImageOps.exif_transpose(image)
     except FileNotFoundError:
         raise DatasetError(f"image not found: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:  # PIL's ways of saying "broken"
@@ -125,10 +144,9 @@ class CocoDetection(torch.utils.data.Dataset):
 
         for category in data["categories"]:
             _require(category, ("id", "name"), "category", path)
-        found = Categories(
-            tuple(int(c["id"]) for c in sorted(data["categories"], key=lambda c: c["id"])),
-            tuple(str(c["name"]) for c in sorted(data["categories"], key=lambda c: c["id"])),
-        )
+        records = sorted(_without_roboflow_parent(data["categories"], data["annotations"], path),
+                         key=lambda c: c["id"])
+        found = Categories(tuple(int(c["id"]) for c in records), tuple(str(c["name"]) for c in records))
         if not found.ids:
             raise DatasetError(f"{path}: no categories")
         if categories is not None and set(found.ids) - set(categories.ids):

@@ -23,7 +23,9 @@ from detr.weights import WeightsError
 
 class OnnxPredictor(Predictor):
     """Predictor over an onnxruntime session on the CPU. `forward(images, mask)` gives the
-    model's outputs dict (pred_logits, pred_boxes) for a graph exported without --postprocess."""
+    model's outputs dict (pred_logits, pred_boxes) for a graph exported without --postprocess.
+    `threads` defaults to PyTorch's count, so that OMP_NUM_THREADS and torch.set_num_threads
+    bound both runtimes (onnxruntime alone would take a thread per core whatever they say)."""
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         ort = optional_module("onnxruntime")
@@ -31,8 +33,7 @@ class OnnxPredictor(Predictor):
         if not path.is_file():
             raise WeightsError(f"no such ONNX file: {path}")
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        options.intra_op_num_threads = threads or torch.get_num_threads()
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # noqa: BLE001 - onnxruntime raises its own untyped errors
