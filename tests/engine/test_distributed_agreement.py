@@ -103,7 +103,9 @@ def test_two_processes_stop_by_rank_0s_clock_with_the_weights_of_one_process(dat
     assert len(moments) > 20
     for mine, reference in moments:  # one step: the gradient itself, x (1 - beta1)
         scale = float(reference["exp_avg"].abs().max())
-        assert scale > 0
+        if scale == 0:  # exactly no gradient on step 1 (e.g. the first decoder layer's self-attention
+            assert not mine["exp_avg"].any()  # over all-zero queries): the two processes must agree exactly
+            continue
         torch.testing.assert_close(mine["exp_avg"], reference["exp_avg"], atol=1e-4 * scale, rtol=1e-3)
     for name, tensor in one["model"].items():
         # Adam moves a weight by ~lr whatever its gradient's size, so a near-zero gradient whose
