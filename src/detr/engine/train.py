@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from detr.config import ExperimentConfig
 from detr.data.collate import collate
+from detr.data.fit import QUERY_MARGIN
 from detr.data.sources import EpochSampler, SeededAugmentation, Split, build_datasets, eval_loader
 from detr.engine.checkpoint import load_checkpoint, remove_stale_temp_files, save_atomic, write_atomic
 from detr.distributed import init_from_environment, is_main, rank, world_size
@@ -93,7 +94,7 @@ class Trainer:
         most = self.train_set.most_objects()
         if most > config.model.num_queries:
             raise TrainingError(f"training images hold up to {most} objects but the model predicts "
-                                f"{config.model.num_queries}; add --set model.num_queries={math.ceil(most * 1.5)}")
+                                f"{config.model.num_queries}; add --set model.num_queries={math.ceil(most * QUERY_MARGIN)}")
         if config.train.accumulate_steps < 1:
             raise TrainingError(f"train.accumulate_steps must be at least 1, not {config.train.accumulate_steps}")
         if config.train.epochs is None and config.train.time_budget_minutes is None:
