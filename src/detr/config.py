@@ -68,6 +68,11 @@ class ModelConfig:
     # deformable_points sampled points per head on every feature level instead
     # of to all tokens (post-norm only); the decoder cross-attends all the
     # levels' tokens. "full" = the paper.
+    # Co-DETR's auxiliary head: in training only, every encoder token predicts a class and a
+    # box, and every token inside an object learns it (FCOS's assignment, loss.dense_radius),
+    # so that the encoder and backbone get an NMS detector's dense supervision from the
+    # first step. Inference never sees it: still one box per query, no NMS.
+    dense_head: bool = False
     encoder_attention: Literal["full", "deformable"] = "full"
     deformable_points: int = 4
     # Feature levels: the last backbone stages up to backbone.last_layer (strides
@@ -96,6 +101,9 @@ class LossConfig:
     # the backbone and encoder get dense supervision as an NMS detector's do. 1: one-to-one.
     # The decoder's queries stay one-to-one: inference needs no NMS either way.
     proposal_matches: int = 1
+    # The dense auxiliary head (model.dense_head): a token learns an object when its cell's
+    # centre is inside the box and within this many cells of the box's centre (FCOS: 1.5).
+    dense_radius: float = 1.5
 
 
 @dataclass

@@ -210,3 +210,30 @@ def test_one_to_many_proposals_equal_one_to_one_on_repeated_targets():
     # An image with fewer tokens than k x targets gets fewer matches, never a failure.
     crowded = SetCriterion(NUM_CLASSES, LossConfig(proposal_matches=10))
     assert torch.isfinite(crowded({**_outputs(queries=8), "enc_outputs": proposals}, targets)["loss_bbox_enc"])
+
+
+def test_dense_head_loss_matches_a_hand_computation():
+    """4x4 cells of 0.25: the large object's centre region holds tokens 5, 6, 9, 10; the tiny
+    one lies between cell centres, so only the matcher's token (0, whose box is exactly it)
+    learns it. Every other token learns no-object; padding would not count."""
+    cells = torch.tensor([[(c + 0.5) / 4, (r + 0.5) / 4, 0.25, 0.25] for r in range(4) for c in range(4)])
+    boxes = torch.rand(1, 16, 4, generator=torch.Generator().manual_seed(1)) * 0.2 + 0.7  # far from both
+    large, tiny = [0.5, 0.5, 0.5, 0.5], [0.1, 0.1, 0.05, 0.05]
+    boxes[0, 5], boxes[0, 0] = torch.tensor(large) + 0.01, torch.tensor(tiny)
+    logits = torch.randn(1, 16, NUM_CLASSES + 1)
+    dense = {"pred_logits": logits, "pred_boxes": boxes, "valid": torch.ones(1, 16, dtype=torch.bool),
+             "cells": cells[None]}
+    targets = [{"labels": torch.tensor([2, 0]), "boxes": torch.tensor([large, tiny])}]
+    losses = SetCriterion(NUM_CLASSES, LossConfig())({**_outputs(batch=1), "dense_outputs": dense}, targets)
+
+    owner = {5: 0, 6: 0, 9: 0, 10: 0, 0: 1}
+    tokens, wanted = list(owner), targets[0]["boxes"][list(owner.values())]
+    pred = boxes[0, tokens]
+    expected_l1 = F.l1_loss(pred, wanted, reduction="sum") / 5
+    giou = generalized_box_iou(box_convert(pred, "cxcywh", "xyxy"), box_convert(wanted, "cxcywh", "xyxy")).diagonal()
+    logp = logits[0].log_softmax(-1)
+    ce = sum(-logp[t, targets[0]["labels"][o]] for t, o in owner.items())
+    ce = ce + sum(-0.1 * logp[t, NUM_CLASSES] for t in range(16) if t not in owner)
+    torch.testing.assert_close(losses["loss_bbox_dense"], expected_l1)
+    torch.testing.assert_close(losses["loss_giou_dense"], (1 - giou).sum() / 5)
+    torch.testing.assert_close(losses["loss_ce_dense"], ce / (11 * 0.1 + 5))

@@ -9,6 +9,7 @@ from torchvision.ops import box_convert, box_iou, generalized_box_iou_loss
 
 from detr.config import LossConfig
 from detr.distributed import world_size
+from detr.loss.dense_assignment import centre_assignment
 from detr.loss.matcher import HungarianMatcher, Match
 
 
@@ -139,7 +140,8 @@ class SetCriterion(nn.Module):
         (default: over these targets). With query groups (Group DETR), each group of each
         layer is matched on its own and the groups' losses are averaged. Query selection's
         proposals (`enc_outputs`, suffix `_enc`) are matched on their own too; denoising
-        queries (`dn_outputs`, suffix `_dn`) are paired with the targets they were made from."""
+        queries (`dn_outputs`, suffix `_dn`) are paired with the targets they were made from; the
+        dense auxiliary head's tokens (`dense_outputs`, suffix `_dense`) with the objects they lie in."""
         logits = outputs["pred_logits"]
         num_queries = self.queries_per_group or logits.shape[1]
         groups, rest = divmod(logits.shape[1], num_queries)
@@ -162,6 +164,9 @@ class SetCriterion(nn.Module):
         if "enc_outputs" in outputs:
             terms.append(("_enc", 1.0, self._proposal_losses(outputs["enc_outputs"], targets, target_labels,
                                                              target_boxes, num_boxes)))
+        if "dense_outputs" in outputs:
+            terms.append(("_dense", 1.0, self._dense_losses(outputs["dense_outputs"], targets, target_labels,
+                                                            target_boxes)))
         if "dn_outputs" in outputs:
             terms += self._denoising_losses(outputs["dn_outputs"], targets, target_labels, target_boxes, num_boxes)
         weights = {"loss_ce": self.config.weight_ce, "loss_bbox": self.config.weight_bbox,
@@ -196,6 +201,32 @@ class SetCriterion(nn.Module):
         boxes = float(sum(len(t["labels"]) for t in targets))
         weight_sum = ((valid.sum() - boxes) * self.config.eos_coef + boxes).clamp(min=1)
         return self._layer_losses(proposals, indices, target_labels, target_boxes, num_boxes, weight_sum, valid)
+
+    def _dense_losses(self, dense: dict, targets: list[dict], target_labels: torch.Tensor,
+                      target_boxes: torch.Tensor) -> dict:
+        """The dense auxiliary head's loss: every token in an object's centre region learns
+        it (`centre_assignment`), and the token the matcher picks for each object too, so
+        that objects smaller than a cell still teach one. Normalised by this process's
+        positive tokens; padding tokens do not count."""
+        valid = dense["valid"]
+        matches = self.matcher(dense, targets)
+        offsets = torch.tensor([0] + [len(t["labels"]) for t in targets]).cumsum(0).tolist()
+        images, tokens, owners = [], [], []
+        for i, (target, (query, index)) in enumerate(zip(targets, matches)):
+            assigned = torch.full((valid.shape[1],), -1, dtype=torch.int64, device=valid.device)
+            token, owner = centre_assignment(dense["cells"][i], valid[i], target["boxes"].float(),
+                                             self.config.dense_radius)
+            assigned[token] = owner
+            assigned[query.to(valid.device)] = index.to(valid.device)
+            positive = (assigned >= 0).nonzero(as_tuple=True)[0]
+            images.append(torch.full_like(positive, i))
+            tokens.append(positive)
+            owners.append(assigned[positive] + offsets[i])
+        indices = (torch.cat(images), torch.cat(tokens), torch.cat(owners))
+        positives = float(len(indices[0]))
+        weight_sum = ((valid.sum() - positives) * self.config.eos_coef + positives).clamp(min=1)
+        return self._layer_losses(dense, indices, target_labels, target_boxes, max(positives, 1.0), weight_sum,
+                                  valid)
 
     def _denoising_losses(self, dn: dict, targets: list[dict], target_labels: torch.Tensor,
                           target_boxes: torch.Tensor, num_boxes) -> list[tuple[str, float, dict]]:

@@ -14,7 +14,7 @@ from detr.model.deformable_encoder import DeformableEncoder
 from detr.model.denoising import noised_queries
 from detr.model.multi_scale import MultiScaleInput, backbone_stages
 from detr.model.position_encoding import LearnedPositionEncoding, SinePositionEncoding
-from detr.model.query_selection import QuerySelection
+from detr.model.query_selection import QuerySelection, TokenHeads
 from detr.model.transformer import AttentionMaps, Transformer
 
 
@@ -87,6 +87,8 @@ class DETR(nn.Module):
             _zero_last_layer(self.bbox_embed)
         if config.query_selection:
             self.query_selection = QuerySelection(dim, config.num_classes, _zero_last_layer(MLP(dim, dim, 4, 3)))
+        if config.dense_head:
+            self.dense_head = TokenHeads(dim, config.num_classes, _zero_last_layer(MLP(dim, dim, 4, 3)))
         if config.denoising_groups:
             self.label_embed = nn.Embedding(config.num_classes, dim)
 
@@ -106,7 +108,7 @@ class DETR(nn.Module):
         need_weights, `attention` (AttentionMaps) and `feature_shape` (h, w).
         In training with G > 1 query groups, N is G x num_queries (the criterion,
         told num_queries, splits them). In training, the variants add `enc_outputs`
-        (query selection's proposals) and, given `targets` (as the criterion
+        (query selection's proposals), `dense_outputs` (the dense auxiliary head's) and, given `targets` (as the criterion
         takes them), `dn_outputs` (the denoising queries' outputs).
         With several feature levels, the tokens are the levels' maps flattened
         one after another, and attention maps are not available.
@@ -130,14 +132,16 @@ class DETR(nn.Module):
             if self.config.encoder_attention == "deformable":
                 src = self.deformable_encoder(src, pos, padding, levels)  # the transformer's encoder is empty
         groups = self.config.query_groups if self.training else 1
+        maps = AttentionMaps([], [], [])
+        memory = self.transformer.encode(src, pos, padding, maps, need_weights)
         if self.config.anchor_queries:
-            maps = AttentionMaps([], [], [])
-            memory = self.transformer.encode(src, pos, padding, maps, need_weights)
             out = self._decode_anchors(memory, pos, padding, feature_masks, groups, maps, need_weights)
             if self.training and targets is not None and self.config.denoising_groups:
                 out.update(self._decode_denoising(memory, pos, padding, targets))
         else:
-            out, maps = self._decode_paper(src, pos, padding, groups, need_weights)
+            out = self._decode_paper(memory, pos, padding, groups, maps, need_weights)
+        if self.training and self.config.dense_head:
+            out["dense_outputs"] = self.dense_head(memory, feature_masks)
         if need_weights:
             out["attention"] = maps
             out["feature_shape"] = (height, width)
@@ -156,13 +160,13 @@ class DETR(nn.Module):
             ]
         return out
 
-    def _decode_paper(self, src, pos, padding, groups: int, need_weights: bool
-                      ) -> tuple[dict[str, Any], AttentionMaps | None]:
-        batch, queries = src.shape[0], self.config.num_queries
+    def _decode_paper(self, memory, pos, padding, groups: int, maps: AttentionMaps, need_weights: bool
+                      ) -> dict[str, Any]:
+        batch, queries = memory.shape[0], self.config.num_queries
         query_pos = self.query_embed.weight[: groups * queries].view(groups, queries, -1)
         query_pos = query_pos[None].expand(batch, -1, -1, -1).flatten(0, 1)  # [B x G, N, D]
-        hidden, maps = self.transformer(src, pos, query_pos, padding, need_weights)
-        return self._heads(hidden.unflatten(1, (batch, groups)).flatten(2, 3)), maps  # [layers, B, G x N, D]
+        hidden = self.transformer.decode_groups(memory, pos, query_pos, padding, maps, need_weights)
+        return self._heads(hidden.unflatten(1, (batch, groups)).flatten(2, 3))  # [layers, B, G x N, D]
 
     def _decode_anchors(self, memory, pos, padding, feature_masks: list[torch.Tensor], groups: int,
                         maps: AttentionMaps, need_weights: bool) -> dict[str, Any]:

@@ -35,8 +35,11 @@ def cell_proposals(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return boxes, ~mask.flatten(1)
 
 
-class QuerySelection(nn.Module):
-    """Heads on the encoder output: per-token class logits [B, L, K+1] and boxes [B, L, 4]."""
+class TokenHeads(nn.Module):
+    """Heads on the encoder output: per-token class logits [B, L, K+1] and a box [B, L, 4]
+    relative to the token's own cell. Alone, it is the dense auxiliary head (Co-DETR):
+    every token inside an object learns it, as in an NMS detector, and inference does
+    not use it."""
 
     def __init__(self, dim: int, num_classes: int, box_head: nn.Module) -> None:
         super().__init__()
@@ -44,26 +47,40 @@ class QuerySelection(nn.Module):
         self.class_head = nn.Linear(dim, num_classes + 1)
         self.box_head = box_head
 
-    def forward(self, memory: torch.Tensor, feature_masks: list[torch.Tensor], count: int
+    def predict(self, memory: torch.Tensor, feature_masks: list[torch.Tensor]
                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """memory [B, L, D]; feature_masks: [B, h, w] per level (all False without padding),
-        their tokens flattened one level after another in `memory`; count: queries.
+        their tokens flattened one level after another in `memory`.
 
-        Returns the proposals' outputs ({"pred_logits", "pred_boxes"}, padding tokens
-        scored as certain no-object) and the chosen anchors [B, count, 4] in
-        inverse-sigmoid space, detached.
+        Returns the outputs as the criterion takes them ({"pred_logits", "pred_boxes",
+        "valid", "cells"}: padding tokens' boxes far off, so that they are never matched)
+        and the boxes [B, L, 4] in inverse-sigmoid space.
         """
-        proposals, valid = (torch.cat(parts, dim=1) for parts in zip(*map(cell_proposals, feature_masks)))
+        cells, valid = (torch.cat(parts, dim=1) for parts in zip(*map(cell_proposals, feature_masks)))
         tokens = self.project(memory)
         logits = self.class_head(tokens)
-        box_logits = inverse_sigmoid(proposals) + self.box_head(tokens)
+        box_logits = inverse_sigmoid(cells) + self.box_head(tokens)
+        far = torch.tensor([-1.0, -1.0, 1e-3, 1e-3], device=memory.device, dtype=box_logits.dtype)
+        boxes = torch.where(valid[..., None], box_logits.sigmoid(), far)
+        return {"pred_logits": logits, "pred_boxes": boxes, "valid": valid, "cells": cells}, box_logits
+
+    def forward(self, memory: torch.Tensor, feature_masks: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.predict(memory, feature_masks)[0]
+
+
+class QuerySelection(TokenHeads):
+    """The token heads, whose top-scoring tokens give the decoder's anchors."""
+
+    def forward(self, memory: torch.Tensor, feature_masks: list[torch.Tensor], count: int
+                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """As `TokenHeads`, for `count` queries: returns the proposals' outputs and the
+        chosen anchors [B, count, 4] in inverse-sigmoid space, detached."""
+        proposals, box_logits = self.predict(memory, feature_masks)
+        logits, valid = proposals["pred_logits"], proposals["valid"]
         scores = logits.softmax(-1)[..., :-1].amax(-1).masked_fill(~valid, -1.0)
         if count > scores.shape[1]:
             raise ValueError(f"{count} queries but the encoder has only {scores.shape[1]} tokens to choose "
                              "from; use larger images or fewer queries")
         chosen = scores.topk(count, dim=1).indices
         anchors = box_logits.gather(1, chosen[..., None].expand(-1, -1, 4)).detach()
-        # Padding tokens must never be matched: far-off boxes make them the costliest choice.
-        far = torch.tensor([-1.0, -1.0, 1e-3, 1e-3], device=memory.device, dtype=box_logits.dtype)
-        boxes = torch.where(valid[..., None], box_logits.sigmoid(), far)
-        return {"pred_logits": logits, "pred_boxes": boxes, "valid": valid}, anchors
+        return proposals, anchors

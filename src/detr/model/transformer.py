@@ -116,28 +116,16 @@ class Transformer(nn.Module):
             if parameter.dim() > 1:
                 nn.init.xavier_uniform_(parameter)
 
-    def forward(
-        self,
-        src: torch.Tensor,
-        pos: torch.Tensor,
-        query_pos: torch.Tensor,
-        padding_mask: torch.Tensor | None,
-        need_weights: bool = False,
-    ) -> tuple[torch.Tensor, AttentionMaps | None]:
-        """src, pos [B, L, D]; query_pos [B, N, D] (or [B x G, N, D]: G groups of queries
-        per image, each decoding the image's memory on its own); padding_mask [B, L] or None.
-
-        Returns every decoder layer's normalised output [layers, B (x G), N, D]
-        and the attention maps when asked for.
-        """
-        maps = AttentionMaps([], [], [])
-        memory = self.encode(src, pos, padding_mask, maps, need_weights)
-        groups = query_pos.shape[0] // src.shape[0]
+    def decode_groups(self, memory, pos, query_pos, padding_mask, maps: AttentionMaps,
+                      need_weights: bool) -> torch.Tensor:
+        """memory, pos [B, L, D] (from `encode`); query_pos [B, N, D] or [B x G, N, D]: G groups
+        of queries per image, each decoding the image's memory on its own; padding_mask
+        [B, L] or None. Returns every decoder layer's normalised output [layers, B (x G), N, D]."""
+        groups = query_pos.shape[0] // memory.shape[0]
         if groups > 1:  # independent query groups ride along as extra batch entries
             memory, pos = memory.repeat_interleave(groups, 0), pos.repeat_interleave(groups, 0)
             padding_mask = None if padding_mask is None else padding_mask.repeat_interleave(groups, 0)
-        outputs = self.decode(memory, pos, query_pos, padding_mask, maps, need_weights)
-        return outputs, maps if need_weights else None
+        return self.decode(memory, pos, query_pos, padding_mask, maps, need_weights)
 
     def encode(self, src, pos, padding_mask, maps: AttentionMaps, need_weights: bool) -> torch.Tensor:
         memory = src
