@@ -101,6 +101,9 @@ class LossConfig:
     # the backbone and encoder get dense supervision as an NMS detector's do. 1: one-to-one.
     # The decoder's queries stay one-to-one: inference needs no NMS either way.
     proposal_matches: int = 1
+    # Query selection's proposals learn as the dense auxiliary head does (every token inside an
+    # object, below), so the tokens that choose the decoder's anchors learn from the first steps.
+    dense_proposals: bool = False
     # The dense auxiliary head (model.dense_head): a token learns an object when its cell's
     # centre is inside the box and within this many cells of the box's centre (FCOS: 1.5).
     dense_radius: float = 1.5
@@ -115,6 +118,9 @@ class DataConfig:
     crop_resize_scales: tuple[int, ...] = (400, 500, 600)
     crop_min: int = 384
     crop_max: int = 600
+    # Share of training images that take the resize + crop branch (the paper: one in two).
+    # A run that sees each image once or twice gains nothing from it but a harder task.
+    crop_probability: float = 0.5
     val_scale: int = 800
     horizontal_flip: bool = True
 

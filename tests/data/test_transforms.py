@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torchvision import tv_tensors
 from torchvision.ops import box_convert
@@ -43,6 +44,26 @@ def test_train_pipeline_keeps_boxes_in_range_and_sizes_in_the_scales():
         assert boxes.shape[1] == 4 and len(boxes) == len(target["labels"])
         xyxy = box_convert(boxes, "cxcywh", "xyxy")
         assert (xyxy >= -1e-6).all() and (xyxy <= 1 + 1e-6).all() and (boxes[:, 2:] > 0).all()
+
+
+def test_crop_probability_zero_never_crops_and_one_half_is_the_papers_choice():
+    """No crop: every image is the whole image resized (both boxes kept, aspect ratio 4:3).
+    0.5: the paper's coin, drawing the same random numbers as an unweighted RandomChoice."""
+    config = DataConfig(train_scales=(48, 64), max_size=200, crop_resize_scales=(60,), crop_min=30, crop_max=40,
+                        horizontal_flip=False)
+    never = train_transforms(DataConfig(**{**config.__dict__, "crop_probability": 0.0}))
+    for seed in range(20):
+        torch.manual_seed(seed)
+        image, target = never(*_sample())
+        assert len(target["boxes"]) == 2 and abs(image.shape[-1] * 3 - image.shape[-2] * 4) < 4
+    cropped = 0
+    for seed in range(40):
+        torch.manual_seed(seed)
+        image, target = train_transforms(config)(*_sample())
+        cropped += abs(image.shape[-1] * 3 - image.shape[-2] * 4) >= 4 or len(target["boxes"]) < 2
+    assert 5 < cropped < 35
+    with pytest.raises(ValueError, match="crop_probability"):
+        train_transforms(DataConfig(crop_probability=1.5))
 
 
 def test_collate_pads_and_masks():

@@ -237,3 +237,16 @@ def test_dense_head_loss_matches_a_hand_computation():
     torch.testing.assert_close(losses["loss_bbox_dense"], expected_l1)
     torch.testing.assert_close(losses["loss_giou_dense"], (1 - giou).sum() / 5)
     torch.testing.assert_close(losses["loss_ce_dense"], ce / (11 * 0.1 + 5))
+
+
+def test_dense_proposals_learn_as_the_dense_head_does():
+    cells = torch.tensor([[(c + 0.5) / 4, (r + 0.5) / 4, 0.25, 0.25] for r in range(4) for c in range(4)])
+    tokens = {"pred_logits": torch.randn(2, 16, NUM_CLASSES + 1), "pred_boxes": torch.rand(2, 16, 4) * 0.4 + 0.3,
+              "valid": torch.ones(2, 16, dtype=torch.bool), "cells": cells[None].expand(2, -1, -1)}
+    tokens["valid"][1, 12:] = False
+    outputs = {**_outputs(), "enc_outputs": tokens, "dense_outputs": tokens}
+    losses = SetCriterion(NUM_CLASSES, LossConfig(dense_proposals=True))(outputs, _targets())
+    one_to_one = SetCriterion(NUM_CLASSES, LossConfig())(outputs, _targets())
+    for name in ("loss_ce", "loss_bbox", "loss_giou"):
+        torch.testing.assert_close(losses[name + "_enc"], losses[name + "_dense"])
+        assert not torch.allclose(one_to_one[name + "_enc"], losses[name + "_enc"])

@@ -63,7 +63,10 @@ def train_transforms(config: DataConfig) -> v2.Compose:
         v2.RandomShortestSize(list(config.train_scales), max_size=config.max_size),
     ])
     steps = [v2.RandomHorizontalFlip()] if config.horizontal_flip else []
-    steps.append(v2.RandomChoice([resize, crop_then_resize]))
+    if not 0 <= config.crop_probability <= 1:
+        raise ValueError(f"data.crop_probability is between 0 and 1, not {config.crop_probability}")
+    steps.append(v2.RandomChoice([resize, crop_then_resize], p=[1 - config.crop_probability,
+                                                                config.crop_probability]))
     return v2.Compose(steps + _finish())
 
 

@@ -188,7 +188,10 @@ class SetCriterion(nn.Module):
         """The set loss of query selection's per-token proposals; padding tokens do not count.
         Its classification normaliser is this process's own (valid tokens, weighted). With
         `proposal_matches` k > 1, each image's targets are repeated k times (fewer where the
-        image has too few tokens) and matched one-to-one, so each target gets k proposals."""
+        image has too few tokens) and matched one-to-one, so each target gets k proposals. With
+        `dense_proposals`, they learn as the dense auxiliary head does (`_dense_losses`)."""
+        if self.config.dense_proposals:
+            return self._dense_losses(proposals, targets, target_labels, target_boxes)
         if self.config.proposal_matches > 1:
             tokens, count = proposals["pred_logits"].shape[1], len(target_labels)
             targets = [{"labels": t["labels"].repeat(k), "boxes": t["boxes"].repeat(k, 1)} for t in targets

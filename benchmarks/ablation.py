@@ -1,0 +1,119 @@
+"""Ablation: each faster-converging variant on and off, on several datasets, at one budget.
+
+    python benchmarks/ablation.py --data /data/general /data/dense --minutes 10 \
+        --variants small fast fast+dense --peer
+    python benchmarks/ablation.py --out runs/ablation --table-only
+
+Each cell trains one configuration for --minutes of wall clock (fitted to the data
+as `detr train --data D --minutes M` fits it), then scores the val split with the
+same COCO code; `--peer` adds the FCOS peer of `detr crowd --train` at the same
+budget. Cells run one after another (each wants the whole CPU) and are appended to
+OUT/ablation.jsonl as they finish, so a cut-off run keeps what it measured and a
+later call adds to the same table. Not a test: each cell takes its budget plus
+about a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from detr.config import CrowdBenchmarkConfig, apply_settings, preset
+from detr.crowd.comparison import train_nms_peer
+from detr.crowd.peer import PEER_NAME
+from detr.data.fit import dataset_stats, fit_to_data
+from detr.data.sources import eval_loader, find_split
+from detr.engine.evaluate import coco_evaluate, predict_dataset
+from detr.engine.train import Trainer
+
+# name -> (preset, --set settings): each variant of the fast preset with one method off,
+# and the additions measured against it.
+VARIANTS = {
+    "small": ("small", []),
+    "small+dense": ("small", ["model.dense_head=True"]),
+    "fast": ("fast", []),
+    "fast-anchor-refinement": ("fast", ["model.query_selection=False", "model.denoising_groups=0",
+                                        "model.anchor_queries=False"]),
+    "fast-selection": ("fast", ["model.query_selection=False"]),
+    "fast-denoising": ("fast", ["model.denoising_groups=0"]),
+    "fast-iou-aware": ("fast", ["loss.iou_aware_classes=False"]),
+    "fast-groups": ("fast", ["model.query_groups=1"]),
+    "fast-ema": ("fast", ["train.ema_decay=None"]),
+    "fast+dense": ("fast", ["model.dense_head=True"]),
+    "fast+one-to-many-proposals": ("fast", ["loss.proposal_matches=4"]),
+}
+
+
+def run_detr(name: str, root: Path, minutes: float, out: Path) -> dict:
+    preset_name, settings = VARIANTS[name]
+    config = preset(preset_name)
+    config.train.time_budget_minutes = minutes
+    config.train.epochs = None
+    config.train.eval_every = 1_000_000  # once, at the end, outside the budget
+    train, val = find_split(root, "train"), find_split(root, "val")
+    fit_to_data(config, dataset_stats(train.annotations))
+    apply_settings(config, settings)
+    trainer = Trainer(config, train, val, out, "cpu", progress=False)
+    trainer.fit()
+    results = predict_dataset(trainer.eval_model, eval_loader(trainer.val_set, 8, 0), trainer.device, False)
+    stats, _, _ = coco_evaluate(trainer.val_set.ground_truth(), results)
+    return {"steps": trainer.step, "AP": stats["AP"], "AP50": stats["AP50"], "scale": config.data.val_scale}
+
+
+def run_peer(root: Path, minutes: float) -> dict:
+    train, val = find_split(root, "train"), find_split(root, "val")
+    config = preset("small")
+    fit_to_data(config, dataset_stats(train.annotations))
+    val_set, results, run = train_nms_peer(CrowdBenchmarkConfig(minutes=minutes), train, val,
+                                           config.data.val_scale, torch.device("cpu"), False)
+    stats, _, _ = coco_evaluate(val_set.ground_truth(), results)
+    return {"steps": run["steps"], "AP": stats["AP"], "AP50": stats["AP50"], "scale": config.data.val_scale}
+
+
+def print_table(path: Path) -> None:
+    cells = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    print(f"\n{'variant':<28} {'dataset':<10} {'min':>4} {'steps':>6} {'steps/min':>9} {'AP':>7} {'AP50':>7}")
+    for c in cells:
+        print(f"{c['variant']:<28} {c['dataset']:<10} {c['minutes']:>4g} {c['steps']:>6d} "
+              f"{c['steps'] / c['minutes']:>9.1f} {c['AP']:>7.4f} {c['AP50']:>7.4f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", nargs="*", default=[], help="dataset folders (train/ and val/ splits)")
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--variants", nargs="*", default=["small", "fast"], choices=sorted(VARIANTS))
+    parser.add_argument("--peer", action="store_true", help=f"also train the {PEER_NAME} peer on each dataset")
+    parser.add_argument("--out", default="runs/ablation")
+    parser.add_argument("--table-only", action="store_true", help="print what OUT holds, train nothing")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = out / "ablation.jsonl"
+    if not args.table_only:
+        print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+              f"torch {torch.__version__}")
+        for root in map(Path, args.data):
+            jobs = [(name, lambda n=name: run_detr(n, root, args.minutes, out / root.name / n))
+                    for name in args.variants]
+            if args.peer:
+                jobs.append((PEER_NAME, lambda: run_peer(root, args.minutes)))
+            for name, job in jobs:
+                started = time.monotonic()
+                cell = {"variant": name, "dataset": root.name, "minutes": args.minutes, **job(),
+                        "wall_minutes": (time.monotonic() - started) / 60}
+                with table.open("a") as f:
+                    f.write(json.dumps(cell) + "\n")
+                print(json.dumps(cell), flush=True)
+    print_table(table)
+
+
+if __name__ == "__main__":
+    main()
