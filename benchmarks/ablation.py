@@ -47,6 +47,9 @@ VARIANTS = {
     "fast-ema": ("fast", ["train.ema_decay=None"]),
     "fast+dense": ("fast", ["model.dense_head=True"]),
     "fast+one-to-many-proposals": ("fast", ["loss.proposal_matches=4"]),
+    "fast+dense-proposals": ("fast", ["loss.dense_proposals=True"]),
+    "fast+dense-proposals+positive-queries": ("fast", ["loss.dense_proposals=True", "model.positive_queries=4"]),
+    "fast+dense-proposals-crop": ("fast", ["loss.dense_proposals=True", "data.crop_probability=0.0"]),
 }
 
 

@@ -68,6 +68,10 @@ class ModelConfig:
     # deformable_points sampled points per head on every feature level instead
     # of to all tokens (post-norm only); the decoder cross-attends all the
     # levels' tokens. "full" = the paper.
+    # Co-DETR's positive queries / H-DETR's one-to-many branch: in training, the proposals
+    # of this many tokens nearest each object's centre decode as extra queries that learn
+    # that object with no matching (needs query_selection). 0: none.
+    positive_queries: int = 0
     # Co-DETR's auxiliary head: in training only, every encoder token predicts a class and a
     # box, and every token inside an object learns it (FCOS's assignment, loss.dense_radius),
     # so that the encoder and backbone get an NMS detector's dense supervision from the

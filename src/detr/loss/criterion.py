@@ -141,7 +141,8 @@ class SetCriterion(nn.Module):
         layer is matched on its own and the groups' losses are averaged. Query selection's
         proposals (`enc_outputs`, suffix `_enc`) are matched on their own too; denoising
         queries (`dn_outputs`, suffix `_dn`) are paired with the targets they were made from; the
-        dense auxiliary head's tokens (`dense_outputs`, suffix `_dense`) with the objects they lie in."""
+        dense auxiliary head's tokens (`dense_outputs`, suffix `_dense`) with the objects they lie in,
+        and positive queries (`positive_outputs`, suffix `_pos`) with the objects they were made for."""
         logits = outputs["pred_logits"]
         num_queries = self.queries_per_group or logits.shape[1]
         groups, rest = divmod(logits.shape[1], num_queries)
@@ -167,6 +168,8 @@ class SetCriterion(nn.Module):
         if "dense_outputs" in outputs:
             terms.append(("_dense", 1.0, self._dense_losses(outputs["dense_outputs"], targets, target_labels,
                                                             target_boxes)))
+        if "positive_outputs" in outputs:
+            terms += self._positive_losses(outputs["positive_outputs"], target_labels, target_boxes)
         if "dn_outputs" in outputs:
             terms += self._denoising_losses(outputs["dn_outputs"], targets, target_labels, target_boxes, num_boxes)
         weights = {"loss_ce": self.config.weight_ce, "loss_bbox": self.config.weight_bbox,
@@ -230,6 +233,18 @@ class SetCriterion(nn.Module):
         weight_sum = ((valid.sum() - positives) * self.config.eos_coef + positives).clamp(min=1)
         return self._layer_losses(dense, indices, target_labels, target_boxes, max(positives, 1.0), weight_sum,
                                   valid)
+
+    def _positive_losses(self, positive: dict, target_labels: torch.Tensor,
+                         target_boxes: torch.Tensor) -> list[tuple[str, float, dict]]:
+        """Each positive query against the object it was made for, on every layer; normalised
+        by this process's positive queries; queries that only pad the batch do not count."""
+        valid = ~positive["padding"]
+        entry, query = valid.nonzero(as_tuple=True)
+        indices = (entry, query, positive["owners"][entry, query])
+        count = valid.sum().clamp(min=1).float()  # every valid query has a real class
+        layers = [("_pos", positive)] + [(f"_pos_{i}", aux) for i, aux in enumerate(positive.get("aux_outputs", []))]
+        return [(suffix, 1.0, self._layer_losses(layer, indices, target_labels, target_boxes, count, count, valid))
+                for suffix, layer in layers]
 
     def _denoising_losses(self, dn: dict, targets: list[dict], target_labels: torch.Tensor,
                           target_boxes: torch.Tensor, num_boxes) -> list[tuple[str, float, dict]]:

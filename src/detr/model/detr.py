@@ -12,6 +12,7 @@ from detr.model.anchor_decoder import AnchorDecoder, inverse_sigmoid
 from detr.model.backbone import Backbone
 from detr.model.deformable_encoder import DeformableEncoder
 from detr.model.denoising import noised_queries
+from detr.model.positive_queries import positive_queries
 from detr.model.multi_scale import MultiScaleInput, backbone_stages
 from detr.model.position_encoding import LearnedPositionEncoding, SinePositionEncoding
 from detr.model.query_selection import QuerySelection, TokenHeads
@@ -57,6 +58,8 @@ class DETR(nn.Module):
             raise ValueError(f"model.query_groups must be at least 1, not {config.query_groups}")
         if (config.query_selection or config.denoising_groups) and not config.anchor_queries:
             raise ValueError("model.query_selection and model.denoising_groups need model.anchor_queries=True")
+        if config.positive_queries and not config.query_selection:
+            raise ValueError("model.positive_queries needs model.query_selection=True (its boxes come from there)")
         queries = config.num_queries * config.query_groups
         # Group g's queries are rows g*N .. (g+1)*N - 1; inference uses group 0.
         if config.anchor_queries:
@@ -89,6 +92,8 @@ class DETR(nn.Module):
             self.query_selection = QuerySelection(dim, config.num_classes, _zero_last_layer(MLP(dim, dim, 4, 3)))
         if config.dense_head:
             self.dense_head = TokenHeads(dim, config.num_classes, _zero_last_layer(MLP(dim, dim, 4, 3)))
+        if config.positive_queries:
+            self.positive_content = nn.Embedding(1, dim)
         if config.denoising_groups:
             self.label_embed = nn.Embedding(config.num_classes, dim)
 
@@ -108,7 +113,8 @@ class DETR(nn.Module):
         need_weights, `attention` (AttentionMaps) and `feature_shape` (h, w).
         In training with G > 1 query groups, N is G x num_queries (the criterion,
         told num_queries, splits them). In training, the variants add `enc_outputs`
-        (query selection's proposals), `dense_outputs` (the dense auxiliary head's) and, given `targets` (as the criterion
+        (query selection's proposals), `dense_outputs` (the dense auxiliary head's) and, given `targets`,
+        `positive_outputs` (the positive queries') (as the criterion
         takes them), `dn_outputs` (the denoising queries' outputs).
         With several feature levels, the tokens are the levels' maps flattened
         one after another, and attention maps are not available.
@@ -138,6 +144,8 @@ class DETR(nn.Module):
             out = self._decode_anchors(memory, pos, padding, feature_masks, groups, maps, need_weights)
             if self.training and targets is not None and self.config.denoising_groups:
                 out.update(self._decode_denoising(memory, pos, padding, targets))
+            if self.training and targets is not None and self.config.positive_queries:
+                out.update(self._decode_positives(memory, pos, padding, out["enc_outputs"], targets))
         else:
             out = self._decode_paper(memory, pos, padding, groups, maps, need_weights)
         if self.training and self.config.dense_head:
@@ -201,6 +209,19 @@ class DETR(nn.Module):
         out = self._heads(hidden, boxes)
         out.update(padding=queries.padding, groups=queries.groups)
         return {"dn_outputs": out}
+
+
+    def _decode_positives(self, memory, pos, padding, proposals: dict, targets: list[dict]) -> dict[str, Any]:
+        queries = positive_queries(inverse_sigmoid(proposals["pred_boxes"]), proposals["cells"], proposals["valid"],
+                                   targets, self.config.positive_queries)
+        if queries is None:
+            return {}
+        content = self.positive_content.weight[None].expand(*queries.padding.shape, -1)
+        hidden, boxes = self.anchor_decoder(self.transformer, self.bbox_embed, content, queries.anchors,
+                                            memory, pos, padding, query_padding=queries.padding)
+        out = self._heads(hidden, boxes)
+        out.update(padding=queries.padding, owners=queries.owners)
+        return {"positive_outputs": out}
 
 
 def _check_encoder(config: ModelConfig) -> None:
