@@ -57,6 +57,11 @@ class ModelConfig:
     # proposes a box and a class; the top-scoring tokens give the initial
     # anchors (needs anchor_queries). The proposals get a set loss of their own.
     query_selection: bool = False
+    # RT-DETR / Deformable DETR's two-stage: the selected tokens' features (detached) join the
+    # queries' content (added to each query's learned vector), so the decoder starts from what
+    # the encoder already knows of each object; False: the learned vector alone (DINO's mixed
+    # query selection).
+    selected_content: bool = False
     # DN-DETR: in training, this many groups of noised ground-truth boxes and
     # labels decode as extra queries that learn to reconstruct the originals.
     # Each group rides as an extra batch entry, so neither the matching queries

@@ -5,6 +5,7 @@ import torch
 
 from detr.model import build_model
 from detr.model.anchor_decoder import box_sine_encoding, inverse_sigmoid
+from detr.model.transformer import AttentionMaps
 from tests.conftest import tiny_model_config
 
 
@@ -65,3 +66,26 @@ def test_variants_need_anchor_queries():
         build_model(tiny_model_config(query_selection=True))
     with pytest.raises(ValueError, match="need model.anchor_queries"):
         build_model(tiny_model_config(denoising_groups=1))
+
+
+def test_selected_content_adds_the_chosen_tokens_features_to_the_queries():
+    """With selected_content, the decoder's input content is the learned vectors plus the
+    chosen tokens' projected features: checked by running the decoder by hand."""
+    torch.manual_seed(0)
+    model = build_model(tiny_model_config(anchor_queries=True, query_selection=True, selected_content=True)).eval()
+    plain = build_model(tiny_model_config(anchor_queries=True, query_selection=True)).eval()
+    plain.load_state_dict(model.state_dict())
+    images = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        got = model(images)
+        assert not torch.allclose(got["pred_logits"], plain(images)["pred_logits"])
+        features, _ = model.backbone(images, None)
+        src = model.input_proj(features).flatten(2).transpose(1, 2)
+        pos = model.position_encoding(features, None).flatten(2).transpose(1, 2)
+        memory = model.transformer.encode(src, pos, None, AttentionMaps([], [], []), False)
+        mask = torch.zeros(1, *features.shape[-2:], dtype=torch.bool)
+        _, anchors, selected = model.query_selection(memory, [mask], 6)
+        content = model.query_content.weight[None] + selected
+        hidden, boxes = model.anchor_decoder(model.transformer, model.bbox_embed, content, anchors, memory, pos, None)
+    torch.testing.assert_close(got["pred_boxes"], boxes[-1], atol=1e-6, rtol=0)
+    torch.testing.assert_close(got["pred_logits"], model.class_embed(hidden[-1]), atol=1e-5, rtol=0)

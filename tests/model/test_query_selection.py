@@ -32,11 +32,12 @@ def test_the_top_scoring_valid_tokens_give_the_anchors():
     memory[0, [2, 5, 7], 0] = torch.tensor([3.0, 5.0, 9.0])
     mask = torch.zeros(1, 2, 4, dtype=torch.bool)
     mask[0, 1, 3] = True  # token 7 is padding: never chosen, however high it scores
-    outputs, anchors = selection(memory, [mask], count=2)
+    outputs, anchors, content = selection(memory, [mask], count=2)
     proposals, _ = cell_proposals(mask)
     expected = proposals[0, [5, 2]]
     torch.testing.assert_close(anchors[0].sigmoid(), expected, atol=1e-5, rtol=0)
-    assert not anchors.requires_grad
+    assert not anchors.requires_grad and not content.requires_grad
+    torch.testing.assert_close(content[0], selection.project(memory)[0, [5, 2]])  # the chosen tokens' features
     assert outputs["pred_logits"].shape == (1, 8, classes + 1)
     assert outputs["valid"][0, 7].item() is False
 

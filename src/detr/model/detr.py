@@ -58,6 +58,8 @@ class DETR(nn.Module):
             raise ValueError(f"model.query_groups must be at least 1, not {config.query_groups}")
         if (config.query_selection or config.denoising_groups) and not config.anchor_queries:
             raise ValueError("model.query_selection and model.denoising_groups need model.anchor_queries=True")
+        if config.selected_content and not config.query_selection:
+            raise ValueError("model.selected_content needs model.query_selection=True")
         if config.positive_queries and not config.query_selection:
             raise ValueError("model.positive_queries needs model.query_selection=True (its boxes come from there)")
         queries = config.num_queries * config.query_groups
@@ -183,8 +185,10 @@ class DETR(nn.Module):
         content = content[None].expand(batch, -1, -1, -1).flatten(0, 1)  # [B x G, N, D]
         proposals = None
         if self.config.query_selection:
-            proposals, anchors = self.query_selection(memory, feature_masks, queries)
+            proposals, anchors, selected = self.query_selection(memory, feature_masks, queries)
             anchors = anchors.repeat_interleave(groups, 0)  # every group starts from the same boxes
+            if self.config.selected_content:  # plus each group's own vectors, so that groups still differ
+                content = content + selected.repeat_interleave(groups, 0)
         else:
             anchors = self.query_anchor.weight[: groups * queries].view(groups, queries, 4)
             anchors = anchors[None].expand(batch, -1, -1, -1).flatten(0, 1)

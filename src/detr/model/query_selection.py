@@ -48,13 +48,13 @@ class TokenHeads(nn.Module):
         self.box_head = box_head
 
     def predict(self, memory: torch.Tensor, feature_masks: list[torch.Tensor]
-                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+                ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         """memory [B, L, D]; feature_masks: [B, h, w] per level (all False without padding),
         their tokens flattened one level after another in `memory`.
 
         Returns the outputs as the criterion takes them ({"pred_logits", "pred_boxes",
-        "valid", "cells"}: padding tokens' boxes far off, so that they are never matched)
-        and the boxes [B, L, 4] in inverse-sigmoid space.
+        "valid", "cells"}: padding tokens' boxes far off, so that they are never matched),
+        the boxes [B, L, 4] in inverse-sigmoid space and the projected tokens [B, L, D].
         """
         cells, valid = (torch.cat(parts, dim=1) for parts in zip(*map(cell_proposals, feature_masks)))
         tokens = self.project(memory)
@@ -62,7 +62,7 @@ class TokenHeads(nn.Module):
         box_logits = inverse_sigmoid(cells) + self.box_head(tokens)
         far = torch.tensor([-1.0, -1.0, 1e-3, 1e-3], device=memory.device, dtype=box_logits.dtype)
         boxes = torch.where(valid[..., None], box_logits.sigmoid(), far)
-        return {"pred_logits": logits, "pred_boxes": boxes, "valid": valid, "cells": cells}, box_logits
+        return {"pred_logits": logits, "pred_boxes": boxes, "valid": valid, "cells": cells}, box_logits, tokens
 
     def forward(self, memory: torch.Tensor, feature_masks: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.predict(memory, feature_masks)[0]
@@ -72,10 +72,11 @@ class QuerySelection(TokenHeads):
     """The token heads, whose top-scoring tokens give the decoder's anchors."""
 
     def forward(self, memory: torch.Tensor, feature_masks: list[torch.Tensor], count: int
-                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """As `TokenHeads`, for `count` queries: returns the proposals' outputs and the
-        chosen anchors [B, count, 4] in inverse-sigmoid space, detached."""
-        proposals, box_logits = self.predict(memory, feature_masks)
+                ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """As `TokenHeads`, for `count` queries: returns the proposals' outputs, the chosen
+        anchors [B, count, 4] in inverse-sigmoid space and the chosen tokens' projected
+        features [B, count, D] (RT-DETR's content queries), both detached."""
+        proposals, box_logits, tokens = self.predict(memory, feature_masks)
         logits, valid = proposals["pred_logits"], proposals["valid"]
         scores = logits.softmax(-1)[..., :-1].amax(-1).masked_fill(~valid, -1.0)
         if count > scores.shape[1]:
@@ -83,4 +84,5 @@ class QuerySelection(TokenHeads):
                              "from; use larger images or fewer queries")
         chosen = scores.topk(count, dim=1).indices
         anchors = box_logits.gather(1, chosen[..., None].expand(-1, -1, 4)).detach()
-        return proposals, anchors
+        content = tokens.gather(1, chosen[..., None].expand(-1, -1, tokens.shape[-1])).detach()
+        return proposals, anchors, content

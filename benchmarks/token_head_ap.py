@@ -1,0 +1,77 @@
+"""Diagnostic: how far the decoder lags its own encoder.
+
+    python benchmarks/token_head_ap.py runs/x/last.pt data/general
+
+Scores a checkpoint's val detections twice with the same COCO code: the model as it
+ships (the decoder's set, no NMS), and its encoder tokens' own class and box heads
+(query selection's proposals, or the dense auxiliary head) read as a dense detector
+with class-wise NMS@0.6, 100 boxes an image. The second is not a product path: it
+says whether slow convergence is in the features (both low) or in the decoder's
+one-to-one set (tokens high, decoder low). Raw weights, not EMA.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torchvision.ops import batched_nms, box_convert
+
+from detr.config import ExperimentConfig
+from detr.data.coco import CocoDetection
+from detr.data.sources import eval_loader, find_split
+from detr.data.transforms import val_transforms
+from detr.engine.checkpoint import load_checkpoint
+from detr.engine.evaluate import coco_evaluate, predict_dataset
+from detr.model import build_model
+
+
+@torch.no_grad()
+def token_detections(model, loader, categories, iou: float = 0.6) -> list[dict]:
+    model.eval()
+    model.training = True  # the top level only: token heads run, BatchNorm and dropout stay in eval
+    results = []
+    for images, mask, targets in loader:
+        outputs = model(images, mask)
+        tokens = outputs.get("dense_outputs", outputs.get("enc_outputs"))
+        if tokens is None:
+            raise SystemExit("this model has no token heads (model.query_selection or model.dense_head)")
+        probabilities = tokens["pred_logits"].softmax(-1)[..., :-1]
+        for i, target in enumerate(targets):
+            valid = tokens["valid"][i]
+            scores, labels = probabilities[i][valid].max(-1)
+            height, width = target["orig_size"].tolist()
+            boxes = box_convert(tokens["pred_boxes"][i][valid], "cxcywh", "xyxy") * torch.tensor(
+                [width, height, width, height])
+            keep = batched_nms(boxes, scores, labels, iou)[:100]
+            for box, score, label in zip(box_convert(boxes[keep], "xyxy", "xywh").tolist(), scores[keep].tolist(),
+                                         labels[keep].tolist()):
+                results.append({"image_id": int(target["image_id"]), "category_id": categories.ids[label],
+                                "bbox": box, "score": score})
+    model.eval()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("data", help="dataset folder with train/ and val/ splits")
+    args = parser.parse_args()
+    payload = load_checkpoint(args.checkpoint)
+    config = ExperimentConfig.from_dict(payload["config"])
+    model = build_model(config.model)
+    model.load_state_dict(payload["model"])
+    train, val = find_split(args.data, "train"), find_split(args.data, "val")
+    categories = CocoDetection(train.images, train.annotations, val_transforms(config.data)).categories
+    val_set = CocoDetection(val.images, val.annotations, val_transforms(config.data), categories)
+    loader = eval_loader(val_set, 8, 0)
+    truth = val_set.ground_truth()
+    decoder, _, _ = coco_evaluate(truth, predict_dataset(model, loader, "cpu", False))
+    tokens, _, _ = coco_evaluate(truth, token_detections(model, loader, categories))
+    print(f"{'detections':<34} {'AP':>7} {'AP50':>7}")
+    print(f"{'decoder (the model, no NMS)':<34} {decoder['AP']:>7.4f} {decoder['AP50']:>7.4f}")
+    print(f"{'encoder tokens + NMS@0.6':<34} {tokens['AP']:>7.4f} {tokens['AP50']:>7.4f}")
+
+
+if __name__ == "__main__":
+    main()
