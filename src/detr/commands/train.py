@@ -10,7 +10,7 @@ from pathlib import Path
 from detr.commands.evaluate import print_report
 from detr.commands.shared_flags import add_common, add_speed, add_split_files, add_train_flag, device, \
     train_overrides, train_val_splits
-from detr.config import PRESETS, ExperimentConfig, apply_settings, preset
+from detr.config import DEFAULT_PRESET, PRESETS, ExperimentConfig, apply_settings, preset
 from detr.data.fit import dataset_stats, fit_to_data
 from detr.data.sources import eval_loader
 from detr.distributed import is_main, leave_process_group
@@ -24,9 +24,9 @@ log = logging.getLogger("detr")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("train", help="train a DETR (default: the small preset on the built-in dataset)")
+    parser = subparsers.add_parser("train", help="train a DETR (default: the fast preset on the built-in dataset)")
     add_common(parser, train=True)
-    parser.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    parser.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS))
     parser.add_argument("--out", help="run folder (default: runs/<date-time>)")
     parser.add_argument("--resume", help="continue the run saved in this checkpoint (e.g. RUN/last.pt)")
     parser.add_argument("--init", help="fine-tune from these weights: a checkpoint, detr_r50, ..., an official "
