@@ -110,8 +110,9 @@ def _categories(ids, names):
     return lambda payload: payload.update(categories={"ids": ids, "names": names})
 
 
-def _widen_queries(payload):
-    payload["model"]["query_embed.weight"] = torch.zeros(99, payload["model"]["query_embed.weight"].shape[1])
+def _widen_box_head(payload):
+    payload["model"]["bbox_embed.layers.0.weight"] = torch.zeros(
+        99, payload["model"]["bbox_embed.layers.0.weight"].shape[1])
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -120,7 +121,7 @@ def _widen_queries(payload):
      r"trained on other data \(3 classes, ids \[1, 2, 3\]; this dataset: 4 classes"),
     (_categories([1, 2, 3, 9], ["circle", "square", "triangle", "cross"]),
      r"other data \(4 classes, ids \[1, 2, 3, 9\]; this dataset: 4 classes, ids \[1, 2, 3, 4\]\)"),
-    (_widen_queries, "holds another model .*query_embed.weight.* same preset|preset and --set"),
+    (_widen_box_head, "holds another model .*bbox_embed.layers.0.weight.* same preset|preset and --set"),
 ])
 def test_resume_refuses_a_checkpoint_that_cannot_continue_this_run(one_epoch_run, tiny_data, tmp_path, capsys,
                                                                    edit, message):

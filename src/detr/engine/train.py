@@ -70,8 +70,12 @@ class Trainer:
                                       queries_per_group=config.model.num_queries).to(self.device)
         # DDP averages gradients over processes; the criterion's normalisers make
         # that equal to one process on the global batch (world x batch_size).
+        # Denoising and positive queries are built from the targets: a batch without objects
+        # leaves their embeddings without a gradient, which DDP must be told to expect.
+        targets_built = config.model.denoising_groups > 0 or config.model.positive_queries > 0
         self.net = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.index
-                                            is not None else None) if world_size() > 1 else self.model)
+                                            is not None else None, find_unused_parameters=targets_built)
+                    if world_size() > 1 else self.model)
         self.forward = torch.compile(self.net, dynamic=True) if config.train.compile else self.net
         self.optimizer = build_optimizer(self.model, config.train, self.device)
         self.ema = (ModelEMA(self.model, config.train.ema_decay, config.train.ema_warmup_steps)

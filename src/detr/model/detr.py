@@ -66,10 +66,11 @@ class DETR(nn.Module):
         # Group g's queries are rows g*N .. (g+1)*N - 1; inference uses group 0.
         if config.anchor_queries:
             self.query_content = nn.Embedding(queries, dim)
-            self.query_anchor = nn.Embedding(queries, 4)  # inverse-sigmoid cxcywh
-            with torch.no_grad():
-                boxes = torch.cat([torch.rand(queries, 2), torch.full((queries, 2), 0.1)], dim=1)
-                self.query_anchor.weight.copy_(inverse_sigmoid(boxes))
+            if not config.query_selection:  # learned anchors; query selection chooses them per image
+                self.query_anchor = nn.Embedding(queries, 4)  # inverse-sigmoid cxcywh
+                with torch.no_grad():
+                    boxes = torch.cat([torch.rand(queries, 2), torch.full((queries, 2), 0.1)], dim=1)
+                    self.query_anchor.weight.copy_(inverse_sigmoid(boxes))
             self.anchor_decoder = AnchorDecoder(dim)
         else:
             self.query_embed = nn.Embedding(queries, dim)
