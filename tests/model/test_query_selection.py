@@ -46,3 +46,14 @@ def test_more_queries_than_tokens_is_a_clear_error():
     selection = QuerySelection(4, 2, _ZeroHead())
     with pytest.raises(ValueError, match="only 8 tokens"):
         selection(torch.zeros(1, 8, 4), [torch.zeros(1, 2, 4, dtype=torch.bool)], count=9)
+
+
+def test_checkpoints_with_the_old_unused_learned_anchors_still_load():
+    from detr.model import build_model
+    from tests.conftest import tiny_model_config
+
+    model = build_model(tiny_model_config(anchor_queries=True, query_selection=True))
+    state = {**model.state_dict(), "query_anchor.weight": torch.zeros(6, 4)}
+    model.load_state_dict(state)  # strict: every other key must still match
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        model.load_state_dict({**model.state_dict(), "query_content.extra": torch.zeros(1)})

@@ -71,6 +71,8 @@ class DETR(nn.Module):
                 with torch.no_grad():
                     boxes = torch.cat([torch.rand(queries, 2), torch.full((queries, 2), 0.1)], dim=1)
                     self.query_anchor.weight.copy_(inverse_sigmoid(boxes))
+            else:  # checkpoints written before 2026-11-29 hold these unused anchors: skip them
+                self.register_load_state_dict_pre_hook(_skip_unused_anchors)
             self.anchor_decoder = AnchorDecoder(dim)
         else:
             self.query_embed = nn.Embedding(queries, dim)
@@ -227,6 +229,10 @@ class DETR(nn.Module):
         out = self._heads(hidden, boxes)
         out.update(padding=queries.padding, owners=queries.owners)
         return {"positive_outputs": out}
+
+
+def _skip_unused_anchors(module, state_dict, prefix, *args) -> None:
+    state_dict.pop(prefix + "query_anchor.weight", None)
 
 
 def _check_encoder(config: ModelConfig) -> None:
