@@ -1,7 +1,7 @@
 """Ablation: each faster-converging variant on and off, on several datasets, at one budget.
 
     python benchmarks/ablation.py --data /data/general /data/dense --minutes 10 \
-        --variants small fast fast+dense --peer
+        --variants small fast fast+dense-head --peer
     python benchmarks/ablation.py --out runs/ablation --table-only
 
 Each cell trains one configuration for --minutes of wall clock (fitted to the data
@@ -24,49 +24,44 @@ from pathlib import Path
 
 import torch
 
-from detr.config import CrowdBenchmarkConfig, apply_settings, preset
-from detr.crowd.comparison import train_nms_peer
+from detr.config import CrowdBenchmarkConfig, TrainConfig, preset
+from detr.crowd.comparison import train_detr, train_nms_peer
 from detr.crowd.peer import PEER_NAME
 from detr.data.fit import dataset_stats, fit_to_data
-from detr.data.sources import eval_loader, find_split
-from detr.engine.evaluate import coco_evaluate, predict_dataset
-from detr.engine.train import Trainer
+from detr.data.sources import find_split
+from detr.engine.evaluate import coco_evaluate
 
 # name -> (preset, --set settings): each variant of the fast preset with one method off,
 # and the additions measured against it.
 VARIANTS = {
     "small": ("small", []),
-    "small+dense": ("small", ["model.dense_head=True"]),
+    "small+dense-head": ("small", ["model.dense_head=True"]),
     "fast": ("fast", []),
-    "fast-anchor-refinement": ("fast", ["model.query_selection=False", "model.denoising_groups=0",
-                                        "model.anchor_queries=False"]),
-    "fast-selection": ("fast", ["model.query_selection=False"]),
+    "fast-anchor-refinement": ("fast", ["model.anchor_queries=False", "model.query_selection=False",
+                                        "model.selected_content=False", "model.denoising_groups=0"]),
+    "fast-selection": ("fast", ["model.query_selection=False", "model.selected_content=False"]),
+    "fast-dense-proposals": ("fast", ["loss.dense_proposals=False"]),
+    "fast-selected-content": ("fast", ["model.selected_content=False"]),
     "fast-denoising": ("fast", ["model.denoising_groups=0"]),
     "fast-iou-aware": ("fast", ["loss.iou_aware_classes=False"]),
     "fast-groups": ("fast", ["model.query_groups=1"]),
     "fast-ema": ("fast", ["train.ema_decay=None"]),
-    "fast+dense": ("fast", ["model.dense_head=True"]),
-    "fast+one-to-many-proposals": ("fast", ["loss.proposal_matches=4"]),
-    "fast+dense-proposals": ("fast", ["loss.dense_proposals=True"]),
-    "fast+dense-proposals+positive-queries": ("fast", ["loss.dense_proposals=True", "model.positive_queries=4"]),
-    "fast+dense-proposals-crop": ("fast", ["loss.dense_proposals=True", "data.crop_probability=0.0"]),
+    "fast-crop": ("fast", ["data.crop_probability=0.0"]),
+    "fast+dense-head": ("fast", ["model.dense_head=True"]),
+    "fast+positive-queries": ("fast", ["model.positive_queries=4"]),
+    "fast+one-to-many-proposals": ("fast", ["loss.dense_proposals=False", "loss.proposal_matches=4"]),
 }
 
 
 def run_detr(name: str, root: Path, minutes: float, out: Path) -> dict:
+    """As `detr crowd --train` trains its DETR (fitted to the data, the clock ends the run,
+    one evaluation at the end), with the variant's preset and settings and the preset's seed."""
     preset_name, settings = VARIANTS[name]
-    config = preset(preset_name)
-    config.train.time_budget_minutes = minutes
-    config.train.epochs = None
-    config.train.eval_every = 1_000_000  # once, at the end, outside the budget
-    train, val = find_split(root, "train"), find_split(root, "val")
-    fit_to_data(config, dataset_stats(train.annotations))
-    apply_settings(config, settings)
-    trainer = Trainer(config, train, val, out, "cpu", progress=False)
-    trainer.fit()
-    results = predict_dataset(trainer.eval_model, eval_loader(trainer.val_set, 8, 0), trainer.device, False)
+    config = CrowdBenchmarkConfig(minutes=minutes, detr_preset=preset_name, seed=TrainConfig().seed)
+    trainer, results = train_detr(config, find_split(root, "train"), find_split(root, "val"), out,
+                                  torch.device("cpu"), None, False, settings)
     stats, _, _ = coco_evaluate(trainer.val_set.ground_truth(), results)
-    return {"steps": trainer.step, "AP": stats["AP"], "AP50": stats["AP50"], "scale": config.data.val_scale}
+    return {"steps": trainer.step, "AP": stats["AP"], "AP50": stats["AP50"], "scale": trainer.config.data.val_scale}
 
 
 def run_peer(root: Path, minutes: float) -> dict:

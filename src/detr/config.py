@@ -69,10 +69,6 @@ class ModelConfig:
     denoising_groups: int = 0
     denoising_box_noise: float = 0.4  # corner shifts up to this share of the box's half size
     denoising_label_noise: float = 0.2  # half of these labels are flipped to a random class
-    # Deformable DETR: "deformable" makes the encoder attend, per token, to
-    # deformable_points sampled points per head on every feature level instead
-    # of to all tokens (post-norm only); the decoder cross-attends all the
-    # levels' tokens. "full" = the paper.
     # Co-DETR's positive queries / H-DETR's one-to-many branch: in training, the proposals
     # of this many tokens nearest each object's centre decode as extra queries that learn
     # that object with no matching (needs query_selection). 0: none.
@@ -82,6 +78,10 @@ class ModelConfig:
     # so that the encoder and backbone get an NMS detector's dense supervision from the
     # first step. Inference never sees it: still one box per query, no NMS.
     dense_head: bool = False
+    # Deformable DETR: "deformable" makes the encoder attend, per token, to
+    # deformable_points sampled points per head on every feature level instead
+    # of to all tokens (post-norm only); the decoder cross-attends all the
+    # levels' tokens. "full" = the paper.
     encoder_attention: Literal["full", "deformable"] = "full"
     deformable_points: int = 4
     # Feature levels: the last backbone stages up to backbone.last_layer (strides
@@ -113,8 +113,9 @@ class LossConfig:
     # Query selection's proposals learn as the dense auxiliary head does (every token inside an
     # object, below), so the tokens that choose the decoder's anchors learn from the first steps.
     dense_proposals: bool = False
-    # The dense auxiliary head (model.dense_head): a token learns an object when its cell's
-    # centre is inside the box and within this many cells of the box's centre (FCOS: 1.5).
+    # The dense auxiliary head (model.dense_head) and dense proposals: a token learns an object
+    # when its cell's centre is inside the box and within this many cells of the box's centre
+    # (FCOS: 1.5).
     dense_radius: float = 1.5
 
 

@@ -12,9 +12,9 @@ from detr.model.anchor_decoder import AnchorDecoder, inverse_sigmoid
 from detr.model.backbone import Backbone
 from detr.model.deformable_encoder import DeformableEncoder
 from detr.model.denoising import noised_queries
-from detr.model.positive_queries import positive_queries
 from detr.model.multi_scale import MultiScaleInput, backbone_stages
 from detr.model.position_encoding import LearnedPositionEncoding, SinePositionEncoding
+from detr.model.positive_queries import positive_queries
 from detr.model.query_selection import QuerySelection, TokenHeads
 from detr.model.transformer import AttentionMaps, Transformer
 
@@ -118,9 +118,9 @@ class DETR(nn.Module):
         need_weights, `attention` (AttentionMaps) and `feature_shape` (h, w).
         In training with G > 1 query groups, N is G x num_queries (the criterion,
         told num_queries, splits them). In training, the variants add `enc_outputs`
-        (query selection's proposals), `dense_outputs` (the dense auxiliary head's) and, given `targets`,
-        `positive_outputs` (the positive queries') (as the criterion
-        takes them), `dn_outputs` (the denoising queries' outputs).
+        (query selection's proposals), `dense_outputs` (the dense auxiliary head's) and,
+        given `targets` (as the criterion takes them), `dn_outputs` (the denoising
+        queries' outputs) and `positive_outputs` (the positive queries').
         With several feature levels, the tokens are the levels' maps flattened
         one after another, and attention maps are not available.
         """
@@ -216,7 +216,6 @@ class DETR(nn.Module):
         out = self._heads(hidden, boxes)
         out.update(padding=queries.padding, groups=queries.groups)
         return {"dn_outputs": out}
-
 
     def _decode_positives(self, memory, pos, padding, proposals: dict, targets: list[dict]) -> dict[str, Any]:
         queries = positive_queries(inverse_sigmoid(proposals["pred_boxes"]), proposals["cells"], proposals["valid"],
