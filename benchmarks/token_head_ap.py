@@ -66,7 +66,8 @@ def main() -> None:
     val_set = CocoDetection(val.images, val.annotations, val_transforms(config.data), categories)
     loader = eval_loader(val_set, 8, 0)
     truth = val_set.ground_truth()
-    decoder, _, _ = coco_evaluate(truth, predict_dataset(model, loader, "cpu", False))
+    decoder, _, _ = coco_evaluate(truth, predict_dataset(model, loader, "cpu", False,
+                                                         class_pairs=config.model.class_pairs))
     tokens, _, _ = coco_evaluate(truth, token_detections(model, loader, categories))
     print(f"{'detections':<34} {'AP':>7} {'AP50':>7}")
     print(f"{'decoder (the model, no NMS)':<34} {decoder['AP']:>7.4f} {decoder['AP50']:>7.4f}")

@@ -27,3 +27,41 @@ def test_threshold_and_top_k():
     kept = PostProcess(threshold=float(scores[1]))(_outputs(), sizes)[0]
     assert len(kept["scores"]) == 2
     assert len(PostProcess(top_k=1)(_outputs(), sizes)[0]["scores"]) == 1
+
+
+def _random_outputs(seed: int, batch: int = 2, queries: int = 5, classes: int = 3):
+    generator = torch.Generator().manual_seed(seed)
+    return {"pred_logits": 3 * torch.randn(batch, queries, classes + 1, generator=generator),
+            "pred_boxes": torch.rand(batch, queries, 4, generator=generator) * 0.5 + 0.25}
+
+
+def test_class_pairs_are_the_best_query_class_pairs_found_by_listing_them_all():
+    outputs, sizes = _random_outputs(1), torch.tensor([[100, 200], [50, 60]])
+    for class_pairs, expected_count in ((7, 7), (3, 5), (100, 15)):  # at least the 5 queries, at most 5 x 3
+        results = PostProcess(class_pairs=class_pairs)(outputs, sizes)
+        for image, result in enumerate(results):
+            probabilities = outputs["pred_logits"][image].softmax(-1)[:, :-1]
+            pairs = sorted(((float(probabilities[q, c]), q, c) for q in range(5) for c in range(3)), reverse=True)
+            pairs = pairs[:expected_count]
+            height, width = sizes[image].tolist()
+            assert len(result["scores"]) == expected_count
+            torch.testing.assert_close(result["scores"], torch.tensor([p for p, _, _ in pairs]))
+            assert result["labels"].tolist() == [c for _, _, c in pairs]
+            for box, (_, query, _) in zip(result["boxes"], pairs):
+                cx, cy, w, h = outputs["pred_boxes"][image, query].tolist()
+                torch.testing.assert_close(box, torch.tensor([(cx - w / 2) * width, (cy - h / 2) * height,
+                                                              (cx + w / 2) * width, (cy + h / 2) * height]))
+
+
+def test_class_pairs_keep_the_same_detections_at_a_threshold_of_one_half():
+    sizes, compared = torch.tensor([[100, 200], [50, 60]]), 0
+    for seed in range(5):
+        outputs = _random_outputs(seed, queries=8)
+        plain = PostProcess(threshold=0.5)(outputs, sizes)
+        paired = PostProcess(threshold=0.5, class_pairs=4)(outputs, sizes)
+        for a, b in zip(plain, paired):
+            compared += len(a["scores"])
+            torch.testing.assert_close(a["scores"], b["scores"])
+            assert a["labels"].tolist() == b["labels"].tolist()
+            torch.testing.assert_close(a["boxes"], b["boxes"])
+    assert compared > 10  # random logits of this scale put many queries above one half

@@ -1,5 +1,6 @@
 """detr.load("x.onnx"), `detr predict --onnx` and the --postprocess graph give Predictor's detections."""
 
+import copy
 import json
 
 import numpy as np
@@ -103,3 +104,19 @@ def test_onnx_files_that_are_not_detr_exports_are_refused(tmp_path):
         detr.load(tmp_path / "broken.onnx")
     with pytest.raises(WeightsError, match="no such ONNX file"):
         detr.load(tmp_path / "missing.onnx")
+
+
+def test_postprocess_graph_ranks_class_pairs_as_the_predictor_does(weights, images, tmp_path):
+    """model.class_pairs reads the best (query, class) pairs: the exported graph and the
+    PyTorch predictor keep the same ones, more than one per query."""
+    paired = copy.deepcopy(weights)
+    model = paired.config.model
+    model.class_pairs = model.num_queries + 3
+    torch_predictor = Predictor.from_weights(paired, "cpu")
+    expected = torch_predictor.predict_batch(images, threshold=0.0)
+    assert len(expected[0].scores) == min(model.class_pairs, model.num_queries * model.num_classes)
+    assert len(expected[0].scores) > model.num_queries
+    onnx_predictor = detr.load(export_onnx(paired, tmp_path / "pairs.onnx", postprocess=True))
+    _assert_same_detections(onnx_predictor.predict_batch(images, threshold=0.0), expected)
+    _assert_same_detections(onnx_predictor.predict_batch(images, threshold=0.0),
+                            detr.load(export_onnx(paired, tmp_path / "raw.onnx")).predict_batch(images, threshold=0.0))

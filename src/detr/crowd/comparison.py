@@ -43,7 +43,8 @@ def train_detr(config: CrowdBenchmarkConfig, train: Split, val: Split, out: Path
     apply_settings(experiment, list(settings))
     trainer = Trainer(experiment, train, val, out, device, progress=progress)
     trainer.fit()
-    results = predict_dataset(trainer.eval_model, eval_loader(trainer.val_set, 8, 0), trainer.device, progress)
+    results = predict_dataset(trainer.eval_model, eval_loader(trainer.val_set, 8, 0), trainer.device, progress,
+                              class_pairs=experiment.model.class_pairs)
     return trainer, results
 
 

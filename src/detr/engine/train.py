@@ -280,7 +280,7 @@ class Trainer:
     def evaluate(self, results_path: Path | None = None) -> tuple[dict, str, dict] | None:
         self._raise_if_not_finite()
         return evaluate(self.eval_model, self.val_loader, self.device, results_path, self.progress,
-                        self.config.train.precision)
+                        self.config.train.precision, self.config.model.class_pairs)
 
     def fit(self) -> dict[str, float]:
         """Train until the epoch count or the time budget is reached; returns the last eval metrics."""

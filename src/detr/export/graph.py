@@ -17,7 +17,8 @@ class InferenceGraph(nn.Module):
     mask [B, H, W] (True on padding) unless `with_mask` is False, which exports the
     no-padding signature; image_sizes [B, 2] (original height, width) with `postprocess`.
     Outputs: pred_logits [B, N, K+1] and pred_boxes [B, N, 4] (normalised cxcywh),
-    or with `postprocess` scores [B, N], labels [B, N] and xyxy pixel boxes [B, N, 4].
+    or with `postprocess` scores [B, M], labels [B, M] and xyxy pixel boxes [B, M, 4] (M = N, or
+    the (query, class) pairs that model.class_pairs keeps: see `scored_boxes`).
     """
 
     def __init__(self, model: DETR, with_mask: bool = True, postprocess: bool = False) -> None:
@@ -39,5 +40,5 @@ class InferenceGraph(nn.Module):
         outputs = self.model(images, mask)
         logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
         if self.postprocess:
-            return scored_boxes(logits, boxes, rest[-1])
+            return scored_boxes(logits, boxes, rest[-1], self.model.config.class_pairs)
         return logits, boxes

@@ -48,6 +48,7 @@ class OnnxPredictor(Predictor):
         self.precision = "fp32"
         self.config = ExperimentConfig.from_dict(info["config"])
         self.categories = Categories.from_dict(info["categories"])
+        self.class_pairs = self.config.model.class_pairs
         self.transforms = val_transforms(self.config.data)
 
     def _run(self, images: torch.Tensor, mask: torch.Tensor, sizes: torch.Tensor | None = None
