@@ -7,7 +7,10 @@ ships (the decoder's set, no NMS), and its encoder tokens' own class and box hea
 (query selection's proposals, or the dense auxiliary head) read as a dense detector
 with class-wise NMS@0.6, 100 boxes an image. The second is not a product path: it
 says whether slow convergence is in the features (both low) or in the decoder's
-one-to-one set (tokens high, decoder low). Raw weights, not EMA.
+one-to-one set (tokens high, decoder low). Then, for both, the share of val objects
+that some box covers at IoU 0.5 and how often the best-overlapping box names the
+right class (1 / classes is chance): localisation or classification. Raw weights,
+not EMA.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from torchvision.ops import batched_nms, box_convert
+from torchvision.ops import batched_nms, box_convert, box_iou
 
 from detr.config import ExperimentConfig
 from detr.data.coco import CocoDetection
@@ -52,6 +55,36 @@ def token_detections(model, loader, categories, iou: float = 0.6) -> list[dict]:
     return results
 
 
+@torch.no_grad()
+def cover_and_classify(model, loader) -> dict[str, tuple[float, float]]:
+    """{"decoder" | "tokens": (objects covered at IoU >= 0.5, class accuracy of the best-
+    overlapping box over the covered objects)}, over every box each one predicts."""
+    model.eval()
+    model.training = True  # as in token_detections
+    counts = {"decoder": [0, 0], "tokens": [0, 0]}
+    objects = 0
+    for images, mask, targets in loader:
+        outputs = model(images, mask)
+        tokens = outputs.get("dense_outputs", outputs.get("enc_outputs"))
+        queries = model.config.num_queries  # the first group: the one inference reads
+        for i, target in enumerate(targets):
+            truth = box_convert(target["boxes"], "cxcywh", "xyxy")
+            objects += len(truth)
+            if not len(truth):
+                continue
+            valid = tokens["valid"][i]
+            sets = {"decoder": (outputs["pred_logits"][i, :queries], outputs["pred_boxes"][i, :queries]),
+                    "tokens": (tokens["pred_logits"][i][valid], tokens["pred_boxes"][i][valid])}
+            for name, (logits, boxes) in sets.items():
+                overlap = box_iou(truth, box_convert(boxes, "cxcywh", "xyxy"))
+                covered = overlap.amax(1) >= 0.5
+                named = logits[overlap.argmax(1)][:, :-1].argmax(-1) == target["labels"]
+                counts[name][0] += int(covered.sum())
+                counts[name][1] += int((covered & named).sum())
+    model.eval()
+    return {name: (covered / max(objects, 1), right / max(covered, 1)) for name, (covered, right) in counts.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
@@ -72,6 +105,10 @@ def main() -> None:
     print(f"{'detections':<34} {'AP':>7} {'AP50':>7}")
     print(f"{'decoder (the model, no NMS)':<34} {decoder['AP']:>7.4f} {decoder['AP50']:>7.4f}")
     print(f"{'encoder tokens + NMS@0.6':<34} {tokens['AP']:>7.4f} {tokens['AP50']:>7.4f}")
+    print(f"\n{'boxes':<12} {'objects covered @0.5':>21} {'class right (best box)':>23}   "
+          f"(chance: {1 / config.model.num_classes:.2f})")
+    for name, (covered, right) in cover_and_classify(model, loader).items():
+        print(f"{name:<12} {covered:>21.3f} {right:>23.3f}")
 
 
 if __name__ == "__main__":

@@ -191,7 +191,7 @@ class CrowdBenchmarkConfig:
     minutes: float = 12.0  # wall-clock training time of each detector
     train_images: int = 4000  # of the built-in crowd data (ignored with --data)
     val_images: int = 1000  # hundreds of objects in every overlap bin
-    detr_preset: str = "small"
+    detr_preset: str = "fast"
     lr_drop_fraction: float = 0.85  # both detectors drop their lr x0.1 here
     peer_lr: float = 0.01
     peer_batch_size: int = 4

@@ -54,6 +54,24 @@ def test_eval_prints_summary_and_per_class_table(straight_run, tiny_data, tmp_pa
     assert records and {"image_id", "category_id", "bbox", "score"} <= set(records[0])
 
 
+def test_eval_reads_class_pairs_unless_told_one_class_per_query(straight_run, tiny_data, tmp_path):
+    """The default preset ranks (query, class) pairs, so an image gets more detections than
+    queries; --class-pairs 0 gives the paper's reading, one per query."""
+    queries = load_checkpoint(straight_run / "best.pt")["config"]["model"]["num_queries"]
+    per_image = {}
+    for pairs in (None, "0"):
+        results = tmp_path / f"{pairs}.json"
+        flags = [] if pairs is None else ["--class-pairs", pairs]
+        assert main(["eval", "--checkpoint", str(straight_run / "best.pt"), "--data", str(tiny_data),
+                     "--out", str(results), "--no-progress", *flags]) == 0
+        counts = {}
+        for record in json.loads(results.read_text()):
+            counts[record["image_id"]] = counts.get(record["image_id"], 0) + 1
+        per_image[pairs] = counts
+    assert set(per_image["0"].values()) == {queries}
+    assert min(per_image[None].values()) > queries
+
+
 def test_eval_in_bf16_stays_near_fp32(straight_run, tiny_data, tmp_path, capsys):
     aps = []
     for precision in ("fp32", "bf16"):

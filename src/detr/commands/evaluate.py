@@ -20,6 +20,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--split", default="val")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", help="where to write the detections json")
+    parser.add_argument("--class-pairs", type=int, metavar="N",
+                        help="read each image's N best (query, class) pairs, or with 0 each query's best class, "
+                             "instead of the checkpoint's model.class_pairs")
     add_split_files(parser, "val", "evaluate on this COCO json and images folder instead of --data's --split")
     add_speed(parser)
     parser.set_defaults(run=run, workers=0)
@@ -33,6 +36,10 @@ def print_report(stats_summary: str, per_class: dict) -> None:
 
 def run(args: argparse.Namespace) -> None:
     predictor = Predictor.from_checkpoint(args.checkpoint, device(args.device), **predictor_options(args))
+    if args.class_pairs is not None:
+        if args.class_pairs < 0:
+            raise ValueError(f"--class-pairs is 0 or more, not {args.class_pairs}")
+        predictor.class_pairs = args.class_pairs
     split = given_split(args, "val") or find_split(data_root(args.data), args.split)
     dataset = CocoDetection(split.images, split.annotations, predictor.transforms, predictor.categories)
     if not len(dataset):
