@@ -76,7 +76,7 @@ class ModelConfig:
     # Co-DETR's auxiliary head: in training only, every encoder token predicts a class and a
     # box, and every token inside an object learns it (FCOS's assignment, loss.dense_radius),
     # so that the encoder and backbone get an NMS detector's dense supervision from the
-    # first step. Inference never sees it: still one box per query, no NMS.
+    # first step. Inference never sees it (and uses no NMS).
     dense_head: bool = False
     # Deformable DETR: "deformable" makes the encoder attend, per token, to
     # deformable_points sampled points per head on every feature level instead
