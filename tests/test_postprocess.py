@@ -1,6 +1,9 @@
+import pytest
 import torch
 
+from detr.model import build_model
 from detr.postprocess import PostProcess
+from tests.conftest import tiny_model_config
 
 
 def _outputs():
@@ -65,3 +68,8 @@ def test_class_pairs_keep_the_same_detections_at_a_threshold_of_one_half():
             assert a["labels"].tolist() == b["labels"].tolist()
             torch.testing.assert_close(a["boxes"], b["boxes"])
     assert compared > 10  # random logits of this scale put many queries above one half
+
+
+def test_a_negative_class_pair_count_is_refused_by_the_model():
+    with pytest.raises(ValueError, match="model.class_pairs is 0"):
+        build_model(tiny_model_config(class_pairs=-1))

@@ -26,7 +26,7 @@ def scored_boxes(logits: torch.Tensor, boxes: torch.Tensor, image_sizes: torch.T
     softmax cannot both reach it, and at least N pairs stay).
 
     Plain tensor maths with no per-image loop, so that ONNX export can trace it."""
-    if class_pairs:
+    if class_pairs > 0:
         probabilities = F.softmax(logits.float(), -1)[..., :-1]
         classes = probabilities.shape[-1]
         count = min(max(class_pairs, probabilities.shape[1]), probabilities[0].numel())

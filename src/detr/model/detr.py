@@ -56,6 +56,8 @@ class DETR(nn.Module):
             self.input_proj = nn.Conv2d(self.backbone.num_channels, dim, kernel_size=1)
         if config.query_groups < 1:
             raise ValueError(f"model.query_groups must be at least 1, not {config.query_groups}")
+        if config.class_pairs < 0:
+            raise ValueError(f"model.class_pairs is 0 (one class per query) or more, not {config.class_pairs}")
         if (config.query_selection or config.denoising_groups) and not config.anchor_queries:
             raise ValueError("model.query_selection and model.denoising_groups need model.anchor_queries=True")
         if config.selected_content and not config.query_selection:
