@@ -27,6 +27,7 @@ from detr.data.transforms import val_transforms
 from detr.engine.checkpoint import load_checkpoint
 from detr.engine.evaluate import coco_evaluate, predict_dataset
 from detr.model import build_model
+from detr.postprocess import class_scores
 
 
 @torch.no_grad()
@@ -39,10 +40,9 @@ def token_detections(model, loader, categories, iou: float = 0.6) -> list[dict]:
         tokens = outputs.get("dense_outputs", outputs.get("enc_outputs"))
         if tokens is None:
             raise SystemExit("this model has no token heads (model.query_selection or model.dense_head)")
-        probabilities = tokens["pred_logits"].softmax(-1)[..., :-1]
         for i, target in enumerate(targets):
             valid = tokens["valid"][i]
-            scores, labels = probabilities[i][valid].max(-1)
+            scores, labels = class_scores(tokens["pred_logits"][i][valid])
             height, width = target["orig_size"].tolist()
             boxes = box_convert(tokens["pred_boxes"][i][valid], "cxcywh", "xyxy") * torch.tensor(
                 [width, height, width, height])

@@ -7,10 +7,15 @@ import torch.nn.functional as F
 from torchvision.ops import box_convert
 
 
+def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the classes and no-object, no-object dropped: [..., K+1] -> [..., K]."""
+    return F.softmax(logits.float(), -1)[..., :-1]
+
+
 def class_scores(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each query's score and label: softmax over the classes and no-object, no-object
-    dropped, the best real class. `logits` [..., K+1] -> (scores, labels), each [...]."""
-    return F.softmax(logits.float(), -1)[..., :-1].max(-1)
+    """Each query's score and label: its best real class in `class_probabilities`.
+    `logits` [..., K+1] -> (scores, labels), each [...]."""
+    return class_probabilities(logits).max(-1)
 
 
 def scored_boxes(logits: torch.Tensor, boxes: torch.Tensor, image_sizes: torch.Tensor, class_pairs: int = 0
@@ -27,7 +32,7 @@ def scored_boxes(logits: torch.Tensor, boxes: torch.Tensor, image_sizes: torch.T
 
     Plain tensor maths with no per-image loop, so that ONNX export can trace it."""
     if class_pairs > 0:
-        probabilities = F.softmax(logits.float(), -1)[..., :-1]
+        probabilities = class_probabilities(logits)
         classes = probabilities.shape[-1]
         count = min(max(class_pairs, probabilities.shape[1]), probabilities[0].numel())
         scores, pairs = probabilities.flatten(1).topk(count, dim=1)
