@@ -89,6 +89,11 @@ class ModelConfig:
     # 1 = the paper's single map; more (or "deformable") adds per-level
     # conv + GroupNorm projections and level embeddings.
     feature_levels: int = 1
+    # RT-DETR's cross-scale fusion, top-down: after the encoder (on the last stage alone, as
+    # the paper), its output upsampled onto the stage before (stride 8 for layer3) and mixed
+    # by convolutions; the decoder and query selection read both levels. A finer level for
+    # small objects without attention over its tokens. Single-level encoder only.
+    fine_level: bool = False
     # How inference reads the outputs: 0 = each query's best class (the paper); N = each
     # image's N best (query, class) pairs (Deformable DETR, DINO; COCO scores 100 an image),
     # so that a query unsure of its class offers its box under the runner-up too. No NMS

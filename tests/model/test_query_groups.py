@@ -74,3 +74,20 @@ def test_other_layouts_get_the_first_group_only(tmp_path):
     torch.testing.assert_close(back.state["query_embed.weight"], weights.state["query_embed.weight"][:6])
     ours = load_weights(write_weights(weights, tmp_path / "ours", "ours"))
     assert ours.config.model.query_groups == 4 and ours.state["query_embed.weight"].shape[0] == 24
+
+
+def test_groups_share_their_image_memory_in_cross_attention():
+    # Query groups ride as batch entries (b x G + g) against one memory an image; that must
+    # equal each entry attending its own copy of the memory.
+    from detr.model.transformer import DecoderLayer
+
+    torch.manual_seed(0)
+    layer = DecoderLayer(16, 4, 32, 0.0, False).eval()
+    groups, memory, pos = 3, torch.randn(2, 10, 16), torch.randn(2, 10, 16)
+    padding = torch.zeros(2, 10, dtype=torch.bool)
+    padding[1, 7:] = True
+    tgt, query_pos = torch.randn(2 * groups, 5, 16), torch.randn(2 * groups, 5, 16)
+    shared = layer(tgt, memory, pos, query_pos, padding)[0]
+    copied = layer(tgt, memory.repeat_interleave(groups, 0), pos.repeat_interleave(groups, 0), query_pos,
+                   padding.repeat_interleave(groups, 0))[0]
+    torch.testing.assert_close(shared, copied, atol=1e-5, rtol=0)

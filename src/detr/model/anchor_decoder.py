@@ -49,10 +49,11 @@ class AnchorDecoder(nn.Module):
                 padding_mask: torch.Tensor | None, query_padding: torch.Tensor | None = None,
                 maps: AttentionMaps | None = None, need_weights: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """content [B, N, D]; anchors [B, N, 4] in inverse-sigmoid space; memory, pos [B, L, D];
-        query_padding [B, N] True on queries that only pad the batch (hidden from the others).
+        """content [B x G, N, D]; anchors [B x G, N, 4] in inverse-sigmoid space: G batch entries an
+        image (query or denoising groups; G = 1 without); memory, pos [B, L, D], one an image;
+        query_padding [B x G, N] True on queries that only pad the batch (hidden from the others).
 
-        Returns every layer's normalised output [layers, B, N, D] and box [layers, B, N, 4]
+        Returns every layer's normalised output [layers, B x G, N, D] and box [layers, B x G, N, 4]
         (sigmoid cxcywh).
         """
         tgt, reference = content, anchors

@@ -9,9 +9,10 @@ from torch import nn
 
 from detr.config import ModelConfig
 from detr.model.anchor_decoder import AnchorDecoder, inverse_sigmoid
-from detr.model.backbone import Backbone
+from detr.model.backbone import Backbone, resize_mask
 from detr.model.deformable_encoder import DeformableEncoder
 from detr.model.denoising import noised_queries
+from detr.model.fine_level import FineLevel
 from detr.model.multi_scale import MultiScaleInput, backbone_stages
 from detr.model.position_encoding import LearnedPositionEncoding, SinePositionEncoding
 from detr.model.positive_queries import positive_queries
@@ -43,14 +44,19 @@ class DETR(nn.Module):
         _check_encoder(config)
         deformable = config.encoder_attention == "deformable"
         self.multi_scale = None
+        self.fine_level = None
         if config.feature_levels > 1 or deformable:
             stages, extra_levels = backbone_stages(config.backbone.last_layer, config.feature_levels)
             self.backbone = Backbone(config.backbone, stages)
+        elif config.fine_level:
+            self.backbone = Backbone(config.backbone, backbone_stages(config.backbone.last_layer, 2)[0])
         else:
             self.backbone = Backbone(config.backbone)
         encodings = {"sine": SinePositionEncoding, "learned": LearnedPositionEncoding}
         self.position_encoding = encodings[config.position_encoding](dim)
-        if self.backbone.stages:
+        if config.fine_level:
+            self.fine_level = FineLevel(self.backbone.stage_channels[0], dim)
+        if self.backbone.stages and not config.fine_level:
             self.multi_scale = MultiScaleInput(self.backbone.stage_channels, dim, extra_levels)
         else:
             self.input_proj = nn.Conv2d(self.backbone.num_channels, dim, kernel_size=1)
@@ -126,8 +132,15 @@ class DETR(nn.Module):
         With several feature levels, the tokens are the levels' maps flattened
         one after another, and attention maps are not available.
         """
+        fine_map = None
+        if self.fine_level is not None:
+            if need_weights:
+                raise ValueError("attention maps are drawn for the single-level model only (model.fine_level=False)")
+            fine_map, features = self.backbone.forward_levels(images)
+            feature_mask = None if mask is None else resize_mask(mask, features.shape[-2:])
         if self.multi_scale is None:
-            features, feature_mask = self.backbone(images, mask)
+            if fine_map is None:
+                features, feature_mask = self.backbone(images, mask)
             pos = self.position_encoding(features, feature_mask).flatten(2).transpose(1, 2)
             src = self.input_proj(features)
             height, width = src.shape[-2:]
@@ -147,6 +160,13 @@ class DETR(nn.Module):
         groups = self.config.query_groups if self.training else 1
         maps = AttentionMaps([], [], [])
         memory = self.transformer.encode(src, pos, padding, maps, need_weights)
+        if fine_map is not None:  # the fine level's tokens first, as multi-scale levels are ordered
+            fine, fine_pos, fine_mask = self.fine_level(fine_map, memory, (height, width), mask,
+                                                        self.position_encoding)
+            memory, pos = torch.cat([fine, memory], dim=1), torch.cat([fine_pos, pos], dim=1)
+            if padding is not None:
+                padding = torch.cat([fine_mask.flatten(1), padding], dim=1)
+            feature_masks = [fine_mask] + feature_masks
         if self.config.anchor_queries:
             out = self._decode_anchors(memory, pos, padding, feature_masks, groups, maps, need_weights)
             if self.training and targets is not None and self.config.denoising_groups:
@@ -198,7 +218,7 @@ class DETR(nn.Module):
             anchors = self.query_anchor.weight[: groups * queries].view(groups, queries, 4)
             anchors = anchors[None].expand(batch, -1, -1, -1).flatten(0, 1)
         hidden, boxes = self.anchor_decoder(self.transformer, self.bbox_embed, content, anchors,
-                                            *_per_entry(groups, memory, pos, padding),
+                                            memory, pos, padding,
                                             maps=maps, need_weights=need_weights)
         out = self._heads(hidden.unflatten(1, (batch, groups)).flatten(2, 3),
                           boxes.unflatten(1, (batch, groups)).flatten(2, 3))
@@ -213,7 +233,7 @@ class DETR(nn.Module):
         if queries is None:
             return {}
         hidden, boxes = self.anchor_decoder(self.transformer, self.bbox_embed, self.label_embed(queries.labels),
-                                            queries.anchors, *_per_entry(queries.groups, memory, pos, padding),
+                                            queries.anchors, memory, pos, padding,
                                             query_padding=queries.padding)
         out = self._heads(hidden, boxes)
         out.update(padding=queries.padding, groups=queries.groups)
@@ -241,6 +261,12 @@ def _check_encoder(config: ModelConfig) -> None:
         raise ValueError(f"model.encoder_attention is 'full' or 'deformable', not {config.encoder_attention!r}")
     if config.feature_levels < 1 or config.deformable_points < 1:
         raise ValueError("model.feature_levels and model.deformable_points must be at least 1")
+    if config.fine_level and (config.feature_levels > 1 or config.encoder_attention == "deformable"):
+        raise ValueError("model.fine_level adds a level to the single-level encoder; set model.feature_levels=1 "
+                         "and model.encoder_attention='full'")
+    if config.fine_level and config.backbone.last_layer == "layer2":
+        raise ValueError("model.fine_level needs a backbone stage before the last; set backbone.last_layer "
+                         "to layer3 or layer4")
     if config.encoder_attention == "deformable" and config.pre_norm:
         raise ValueError("the deformable encoder is post-norm, as in Deformable DETR; set model.pre_norm=False")
 
@@ -250,13 +276,6 @@ def _zero_last_layer(head: MLP) -> MLP:
     nn.init.zeros_(head.layers[-1].weight)
     nn.init.zeros_(head.layers[-1].bias)
     return head
-
-
-def _per_entry(groups: int, *tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
-    """Each image's tensors repeated for its `groups` batch entries (entry b x G + g)."""
-    if groups == 1:
-        return list(tensors)
-    return [None if t is None else t.repeat_interleave(groups, 0) for t in tensors]
 
 
 def build_model(config: ModelConfig) -> DETR:

@@ -37,7 +37,7 @@ def backbone_stages(last_layer: str, levels: int) -> tuple[tuple[str, ...], int]
     return stages, levels - len(stages)
 
 
-def _group_norm(dim: int) -> nn.GroupNorm:
+def group_norm(dim: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(32, dim), dim)  # 32 groups as in Deformable DETR, fewer for narrow models
 
 
@@ -47,12 +47,12 @@ class MultiScaleInput(nn.Module):
     def __init__(self, stage_channels: list[int], dim: int, extra_levels: int) -> None:
         super().__init__()
         self.projections = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(channels, dim, kernel_size=1), _group_norm(dim)) for channels in stage_channels
+            nn.Sequential(nn.Conv2d(channels, dim, kernel_size=1), group_norm(dim)) for channels in stage_channels
         )
         # The first extra level reads the last backbone map, later ones the previous extra level.
         extra_inputs = [stage_channels[-1]] + [dim] * (extra_levels - 1)
         self.extra = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(channels, dim, kernel_size=3, stride=2, padding=1), _group_norm(dim))
+            nn.Sequential(nn.Conv2d(channels, dim, kernel_size=3, stride=2, padding=1), group_norm(dim))
             for channels in extra_inputs[:extra_levels]
         )
         self.level_embed = nn.Parameter(torch.empty(len(stage_channels) + extra_levels, dim))

@@ -85,8 +85,12 @@ class DecoderLayer(nn.Module):
         attended, self_weights = self.self_attn(q, k, x, self_padding_mask, need_weights)
         tgt = self.self_block.merge(tgt, attended)
         x = self.cross_block.branch_input(tgt)
-        attended, cross_weights = self.cross_attn(x + query_pos, memory + pos, memory, padding_mask, need_weights)
-        tgt = self.cross_block.merge(tgt, attended)
+        # memory [B, L, D] may serve G batch entries an image (query groups, entry b x G + g). Each
+        # query attends the memory on its own, so the groups fold into one image's queries and
+        # the keys and values are projected once an image, not once a group.
+        queries = (x + query_pos).reshape(memory.shape[0], -1, x.shape[-1])
+        attended, cross_weights = self.cross_attn(queries, memory + pos, memory, padding_mask, need_weights)
+        tgt = self.cross_block.merge(tgt, attended.reshape(tgt.shape))
         tgt = self.ffn_block.merge(tgt, self.ffn(self.ffn_block.branch_input(tgt)))
         return tgt, self_weights, cross_weights
 
@@ -120,11 +124,9 @@ class Transformer(nn.Module):
                       need_weights: bool) -> torch.Tensor:
         """memory, pos [B, L, D] (from `encode`); query_pos [B, N, D] or [B x G, N, D]: G groups
         of queries per image, each decoding the image's memory on its own; padding_mask
-        [B, L] or None. Returns every decoder layer's normalised output [layers, B (x G), N, D]."""
-        groups = query_pos.shape[0] // memory.shape[0]
-        if groups > 1:  # independent query groups ride along as extra batch entries
-            memory, pos = memory.repeat_interleave(groups, 0), pos.repeat_interleave(groups, 0)
-            padding_mask = None if padding_mask is None else padding_mask.repeat_interleave(groups, 0)
+        [B, L] or None. Returns every decoder layer's normalised output [layers, B (x G), N, D].
+        The groups ride as extra batch entries in self-attention (so that they cannot see each
+        other) and share their image's memory in cross-attention (`DecoderLayer`)."""
         return self.decode(memory, pos, query_pos, padding_mask, maps, need_weights)
 
     def encode(self, src, pos, padding_mask, maps: AttentionMaps, need_weights: bool) -> torch.Tensor:
