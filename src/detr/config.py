@@ -390,6 +390,10 @@ def fast_cpu() -> ExperimentConfig:
     config.loss.iou_aware_classes = True
     config.train.ema_decay = 0.999
     config.model.class_pairs = 100
+    # Each query starts as one of the encoder's best tokens, so more queries cover more objects
+    # at little cost: on general data at 10 minutes, 12 -> 32 -> 64 queries gave AP 0.010 ->
+    # 0.015 -> 0.019. `detr train` keeps them within the smallest training input's tokens.
+    config.model.num_queries = 64
     return config
 
 

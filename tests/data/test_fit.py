@@ -40,3 +40,20 @@ def test_a_dataset_that_fits_the_preset_trains_exactly_as_the_preset_says(tmp_pa
     fine_tuning = preset("small")
     fit_to_data(fine_tuning, dataset_stats(_annotations(tmp_path, [(64, 64)], [30])), queries=False)
     assert fine_tuning.model.num_queries == untouched.model.num_queries  # never shrinks, keeps --init's count
+
+
+
+def test_query_selection_keeps_its_queries_within_the_smallest_inputs_tokens(tmp_path):
+    # fast asks for 64 queries; its smallest training input (112 px at stride 16) has 7 x 7 tokens.
+    config = preset("fast")
+    notes = fit_to_data(config, dataset_stats(_annotations(tmp_path, [(128, 128)] * 3, [5, 2, 1])))
+    assert config.model.num_queries == 49 and "49 queries (up to 5 objects" in notes[0]
+    larger = preset("fast")  # 256-px images: 224-px inputs hold 14 x 14 tokens, so the preset's 64 stay
+    fit_to_data(larger, dataset_stats(_annotations(tmp_path, [(256, 256)] * 3, [5, 2, 1])))
+    assert larger.model.num_queries == 64
+    packed = preset("fast")  # more objects than tokens: 1.5 queries each, and query selection will say why not
+    fit_to_data(packed, dataset_stats(_annotations(tmp_path, [(128, 128)], [60])))
+    assert packed.model.num_queries == 90
+    paper = preset("small")  # learned queries: the preset's 12, raised only for the data's objects
+    fit_to_data(paper, dataset_stats(_annotations(tmp_path, [(128, 128)] * 2, [30, 1])))
+    assert paper.model.num_queries == 45

@@ -3,7 +3,8 @@
 A preset is sized for a typical dataset; a user's data may hold more objects
 an image, or larger images of small objects, than the preset expects. These
 rules only ever raise a preset's numbers (more queries, larger inputs), so a
-dataset that fits the preset trains exactly as the preset says.
+dataset that fits the preset trains exactly as the preset says; the one
+exception keeps query selection's queries within the tokens it chooses from.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pathlib import Path
 
 from detr.config import ExperimentConfig
 from detr.data.coco import object_annotations
+from detr.model.backbone import backbone_stride
 
-QUERY_MARGIN = 1.5  # queries per object in the fullest training image
+QUERY_MARGIN = 1.5  # queries per object in the fullest training image, at least
 SCALE_STEP = 16  # input sizes are multiples of this (the small backbones' stride)
 LONG_SIDE_FACTOR = 1.7  # room for aspect ratios up to about 1.7:1 before the long-side cap bites
 
@@ -59,14 +61,27 @@ def _round(size: float) -> int:
 def fit_to_data(config: ExperimentConfig, stats: DatasetStats, queries: bool = True) -> list[str]:
     """Raise the query count and the input scale where the data needs it; returns one phrase
     per decision (for a one-line report). `queries=False` keeps the count (fine-tuning)."""
-    notes = []
+    notes = [_fit_scale(config, stats)]
     if queries:
-        needed = math.ceil(stats.most_objects * QUERY_MARGIN)
-        if needed > config.model.num_queries:
-            config.model.num_queries = needed
-            notes.append(f"{needed} queries (up to {stats.most_objects} objects an image)")
-        else:
-            notes.append(f"{config.model.num_queries} queries (up to {stats.most_objects} objects an image)")
+        notes.insert(0, _fit_queries(config, stats))
+    return notes
+
+
+def _fit_queries(config: ExperimentConfig, stats: DatasetStats) -> str:
+    model = config.model
+    needed = math.ceil(stats.most_objects * QUERY_MARGIN)
+    count = max(model.num_queries, needed)
+    if model.query_selection:
+        # Each query is one of the encoder's tokens: the one exception to "only raise" is a
+        # preset asking for more than the smallest training input has (fast's 64 on 112-px
+        # inputs of 7 x 7 tokens).
+        tokens = (min(config.data.train_scales) // backbone_stride(model.backbone)) ** 2
+        count = min(count, max(tokens, needed))
+    model.num_queries = count
+    return f"{count} queries (up to {stats.most_objects} objects an image)"
+
+
+def _fit_scale(config: ExperimentConfig, stats: DatasetStats) -> str:
     data = config.data
     # Never shrink images below their typical size (small objects vanish), up to the preset's long-side cap.
     scale = min(_round(stats.median_short_side), data.max_size)
@@ -77,8 +92,6 @@ def fit_to_data(config: ExperimentConfig, stats: DatasetStats, queries: bool = T
         data.crop_resize_scales = tuple(sorted({_round(s * ratio) for s in data.crop_resize_scales}))
         data.crop_min, data.crop_max = _round(data.crop_min * ratio), _round(data.crop_max * ratio)
         data.max_size = max(data.max_size, _round(scale * LONG_SIDE_FACTOR))
-        notes.append(f"input {scale} px short side (images' median {stats.median_short_side:g} px; "
-                     f"small objects {stats.small_object_side:g} px)")
-    else:
-        notes.append(f"input {data.val_scale} px short side (images' median {stats.median_short_side:g} px)")
-    return notes
+        return (f"input {scale} px short side (images' median {stats.median_short_side:g} px; "
+                f"small objects {stats.small_object_side:g} px)")
+    return f"input {data.val_scale} px short side (images' median {stats.median_short_side:g} px)"

@@ -97,8 +97,9 @@ class Trainer:
             config.model.num_classes = num_classes
         most = self.train_set.most_objects()
         if most > config.model.num_queries:
+            enough = math.ceil(most * QUERY_MARGIN)
             raise TrainingError(f"training images hold up to {most} objects but the model predicts "
-                                f"{config.model.num_queries}; add --set model.num_queries={math.ceil(most * QUERY_MARGIN)}")
+                                f"{config.model.num_queries}; add --set model.num_queries={enough}")
         if config.train.accumulate_steps < 1:
             raise TrainingError(f"train.accumulate_steps must be at least 1, not {config.train.accumulate_steps}")
         if config.train.epochs is None and config.train.time_budget_minutes is None:

@@ -70,7 +70,7 @@ class Backbone(nn.Module):
         self.channels_last = False
         self.stage_channels: list[int] = [_out_channels(resnet, stage) for stage in stages]
         self.num_channels: int = _out_channels(resnet, config.last_layer)
-        self.stride: int = {"layer2": 8, "layer3": 16, "layer4": 16 if config.dilation else 32}[config.last_layer]
+        self.stride: int = backbone_stride(config)
 
     def use_channels_last(self, enabled: bool = True) -> Backbone:
         """Run the ResNet in NHWC layout: about 1.3-1.5x faster convolutions on CPU
@@ -97,6 +97,11 @@ class Backbone(nn.Module):
             images = images.contiguous(memory_format=torch.channels_last)
         features = self.body(images)
         return [features["out" if stage == self.config_last_layer else stage] for stage in self.stages]
+
+
+def backbone_stride(config: BackboneConfig) -> int:
+    """Input pixels per cell of the last stage's map."""
+    return {"layer2": 8, "layer3": 16, "layer4": 16 if config.dilation else 32}[config.last_layer]
 
 
 def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
