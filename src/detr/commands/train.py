@@ -11,7 +11,7 @@ from detr.commands.evaluate import print_report
 from detr.commands.shared_flags import add_common, add_speed, add_split_files, add_train_flag, device, \
     train_overrides, train_val_splits
 from detr.config import DEFAULT_PRESET, PRESETS, ExperimentConfig, apply_settings, preset
-from detr.data.fit import dataset_stats, fit_to_data
+from detr.data.fit import dataset_stats, fit_queries, fit_to_data
 from detr.data.sources import eval_loader
 from detr.distributed import is_main, leave_process_group
 from detr.engine.evaluate import evaluate
@@ -76,8 +76,11 @@ def run(args: argparse.Namespace) -> None:
         config.model = loaded.config.model
         init = loaded.state
         log.info("starting from %s", args.init)
-    fitted = fit_to_data(config, dataset_stats(train_split.annotations), queries=not args.init)
+    stats = dataset_stats(train_split.annotations)
+    fitted = fit_to_data(config, stats, queries=not args.init)
     apply_settings(config, args.set)  # last, so that it also reaches the model of --init
+    if not args.init and "model.num_queries" not in {item.partition("=")[0].strip() for item in args.set}:
+        fitted[0] = fit_queries(config, stats)  # again: --set may have made the inputs (so their tokens) smaller
     log.info("fitted to the data (--set overrides): %s", "; ".join(fitted))
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     trainer = Trainer(config, train_split, val_split, out,

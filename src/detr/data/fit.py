@@ -63,11 +63,14 @@ def fit_to_data(config: ExperimentConfig, stats: DatasetStats, queries: bool = T
     per decision (for a one-line report). `queries=False` keeps the count (fine-tuning)."""
     notes = [_fit_scale(config, stats)]
     if queries:
-        notes.insert(0, _fit_queries(config, stats))
+        notes.insert(0, fit_queries(config, stats))
     return notes
 
 
-def _fit_queries(config: ExperimentConfig, stats: DatasetStats) -> str:
+def fit_queries(config: ExperimentConfig, stats: DatasetStats) -> str:
+    """At least 1.5 queries an object of the fullest image, never fewer than the model has,
+    and with query selection never more than the smallest training input's tokens (unless the
+    objects need them). Returns the phrase for the start line."""
     model = config.model
     needed = math.ceil(stats.most_objects * QUERY_MARGIN)
     count = max(model.num_queries, needed)
