@@ -77,10 +77,10 @@ def run(args: argparse.Namespace) -> None:
         init = loaded.state
         log.info("starting from %s", args.init)
     stats = dataset_stats(train_split.annotations)
-    fitted = fit_to_data(config, stats, queries=not args.init)
-    apply_settings(config, args.set)  # last, so that it also reaches the model of --init
+    fitted = fit_to_data(config, stats, queries=False)
+    apply_settings(config, args.set)  # the user's settings win over the fit, and reach the model of --init
     if not args.init and "model.num_queries" not in {item.partition("=")[0].strip() for item in args.set}:
-        fitted[0] = fit_queries(config, stats)  # again: --set may have made the inputs (so their tokens) smaller
+        fitted.insert(0, fit_queries(config, stats))  # after --set: query selection's queries fit its inputs' tokens
     log.info("fitted to the data (--set overrides): %s", "; ".join(fitted))
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     trainer = Trainer(config, train_split, val_split, out,
