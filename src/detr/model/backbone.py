@@ -109,6 +109,13 @@ def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(mask[None].float(), size=tuple(size)).to(torch.bool)[0]
 
 
+def level_mask(mask: torch.Tensor | None, batch: int, size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """A feature level's [B, h, w] padding mask: the image's mask resized, or all False without one."""
+    if mask is None:
+        return torch.zeros(batch, *size, dtype=torch.bool, device=device)
+    return resize_mask(mask, size)
+
+
 def _out_channels(resnet: nn.Module, stage: str) -> int:
     last_block = getattr(resnet, stage)[-1]
     return (getattr(last_block, "conv3", None) or last_block.conv2).out_channels

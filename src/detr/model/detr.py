@@ -133,14 +133,15 @@ class DETR(nn.Module):
         one after another, and attention maps are not available.
         """
         fine_map = None
-        if self.fine_level is not None:
-            if need_weights:
-                raise ValueError("attention maps are drawn for the single-level model only (model.fine_level=False)")
-            fine_map, features = self.backbone.forward_levels(images)
-            feature_mask = None if mask is None else resize_mask(mask, features.shape[-2:])
         if self.multi_scale is None:
-            if fine_map is None:
+            if self.fine_level is None:
                 features, feature_mask = self.backbone(images, mask)
+            else:
+                if need_weights:
+                    raise ValueError("attention maps are drawn for the single-level model only "
+                                     "(model.fine_level=False)")
+                fine_map, features = self.backbone.forward_levels(images)
+                feature_mask = None if mask is None else resize_mask(mask, features.shape[-2:])
             pos = self.position_encoding(features, feature_mask).flatten(2).transpose(1, 2)
             src = self.input_proj(features)
             height, width = src.shape[-2:]

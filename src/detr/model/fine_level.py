@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detr.model.backbone import resize_mask
+from detr.model.backbone import level_mask
 from detr.model.multi_scale import group_norm
 
 
@@ -44,9 +44,6 @@ class FineLevel(nn.Module):
         coarse = memory.transpose(1, 2).unflatten(2, coarse_shape)
         fused = self.project(fine_map) + F.interpolate(coarse, size=size, mode="nearest")
         fused = fused + self.mix(fused)  # signed, as the encoder's LayerNorm-ed tokens beside it
-        if mask is None:
-            fine_mask = torch.zeros(fused.shape[0], *size, dtype=torch.bool, device=fused.device)
-        else:
-            fine_mask = resize_mask(mask, size)
+        fine_mask = level_mask(mask, fused.shape[0], size, fused.device)
         pos = position_encoding(fused, fine_mask) + self.level_embed[:, None, None]
         return fused.flatten(2).transpose(1, 2), pos.flatten(2).transpose(1, 2), fine_mask

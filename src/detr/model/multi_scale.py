@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from detr.model.backbone import resize_mask
+from detr.model.backbone import level_mask
 
 _STAGES = ("layer2", "layer3", "layer4")
 
@@ -73,14 +73,11 @@ class MultiScaleInput(nn.Module):
         tokens, positions, masks = [], [], []
         for level, level_map in enumerate(maps):
             size = level_map.shape[-2:]
-            if mask is None:
-                level_mask = torch.zeros(batch, *size, dtype=torch.bool, device=level_map.device)
-            else:
-                level_mask = resize_mask(mask, size)
-            pos = position_encoding(level_map, level_mask) + self.level_embed[level][:, None, None]
+            mask_of_level = level_mask(mask, batch, size, level_map.device)
+            pos = position_encoding(level_map, mask_of_level) + self.level_embed[level][:, None, None]
             tokens.append(level_map.flatten(2).transpose(1, 2))
             positions.append(pos.flatten(2).transpose(1, 2))
-            masks.append(level_mask)
+            masks.append(mask_of_level)
         shapes = [tuple(m.shape[-2:]) for m in maps]
         counts = torch.tensor([h * w for h, w in shapes], device=maps[0].device)
         start_index = torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]])
