@@ -58,9 +58,6 @@ def test_the_decoder_and_query_selection_read_both_levels():
 
 def test_off_is_the_paper_model_and_misuse_is_refused():
     assert not any(name.startswith("fine_level") for name in build_model(tiny_model_config()).state_dict())
-    model = build_model(_fine_config()).eval()
-    with pytest.raises(ValueError, match="single-level"):
-        model(torch.randn(1, 3, 64, 64), need_weights=True)
     with pytest.raises(ValueError, match="feature_levels=1"):
         build_model(_fine_config(feature_levels=2))
     with pytest.raises(ValueError, match="stage before the last"):

@@ -2,11 +2,14 @@ import numpy as np
 import pytest
 import torch
 
+from detr.config import DataConfig
 from detr.data.collate import pad_images
-from detr.inference import to_uint8_image
+from detr.inference import Predictor, to_uint8_image
+from detr.model import build_model
 from detr.viz.attention import decoder_attention
-from detr.viz.capture import capture
+from detr.viz.capture import capture, fold_fine_level
 from detr.viz.encoder import Point, encoder_attention
+from tests.conftest import tiny_model_config
 
 
 def test_capture_leaves_outputs_identical_and_agrees_with_predict(predictor, image, cap):
@@ -82,3 +85,25 @@ def test_capture_runs_from_a_path(predictor, image, tmp_path):
 
     Image.fromarray(image).save(tmp_path / "x.png")
     assert capture(predictor, tmp_path / "x.png").image.shape == (60, 100, 3)
+
+
+def test_fine_level_attention_folds_each_fine_cell_into_its_coarse_parent(predictor, image):
+    # Reference by loops: fine cell (i, j) of an H x W grid comes from coarse cell
+    # (floor(i h / H), floor(j w / W)) of the h x w grid, as nearest upsampling reads it.
+    fine_shape, coarse_shape = (5, 6), (3, 3)
+    weights = torch.rand(2, 4, 30 + 9).softmax(-1)
+    expected = weights[..., 30:].clone()
+    for i in range(5):
+        for j in range(6):
+            parent = (i * 3 // 5) * 3 + j * 3 // 6
+            expected[..., parent] += weights[..., i * 6 + j]
+    torch.testing.assert_close(fold_fine_level(weights, fine_shape, coarse_shape), expected)
+
+    torch.manual_seed(0)
+    model = build_model(tiny_model_config(anchor_queries=True, query_selection=True, fine_level=True)).eval()
+    fine = capture(Predictor(model, predictor.categories, DataConfig(val_scale=64, max_size=128), "cpu"), image)
+    tokens = fine.feature_shape[0] * fine.feature_shape[1]
+    for weights in fine.attention.decoder_cross:
+        assert weights.shape[-1] == tokens
+        torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
+    assert decoder_attention(fine, [0]).shape == (1, 60, 100)

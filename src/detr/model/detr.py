@@ -123,23 +123,22 @@ class DETR(nn.Module):
 
         Returns pred_logits [B, N, K+1], pred_boxes [B, N, 4] (normalised
         cxcywh), aux_outputs (one dict per earlier decoder layer) and, with
-        need_weights, `attention` (AttentionMaps) and `feature_shape` (h, w).
+        need_weights, `attention` (AttentionMaps) and `feature_shape` (h, w); with the fine
+        level also `fine_shape` (its grid, whose tokens come first among the decoder's keys).
         In training with G > 1 query groups, N is G x num_queries (the criterion,
         told num_queries, splits them). In training, the variants add `enc_outputs`
         (query selection's proposals), `dense_outputs` (the dense auxiliary head's) and,
         given `targets` (as the criterion takes them), `dn_outputs` (the denoising
         queries' outputs) and `positive_outputs` (the positive queries').
         With several feature levels, the tokens are the levels' maps flattened
-        one after another, and attention maps are not available.
+        one after another, finest first; attention maps are available with the
+        fine level, not with feature_levels > 1.
         """
         fine_map = None
         if self.multi_scale is None:
             if self.fine_level is None:
                 features, feature_mask = self.backbone(images, mask)
             else:
-                if need_weights:
-                    raise ValueError("attention maps are drawn for the single-level model only "
-                                     "(model.fine_level=False)")
                 fine_map, features = self.backbone.forward_levels(images)
                 feature_mask = None if mask is None else resize_mask(mask, features.shape[-2:])
             pos = self.position_encoding(features, feature_mask).flatten(2).transpose(1, 2)
@@ -181,6 +180,8 @@ class DETR(nn.Module):
         if need_weights:
             out["attention"] = maps
             out["feature_shape"] = (height, width)
+            if fine_map is not None:  # the decoder's keys: the fine tokens, then the coarse ones
+                out["fine_shape"] = tuple(fine_map.shape[-2:])
         return out
 
     def _heads(self, hidden: torch.Tensor, boxes: torch.Tensor | None = None) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 The model sees the predictor's resized image; its feature map has h*w tokens
 at `stride` pixels of that resized image, the last row and column possibly
 reaching past its edge. `Capture.to_image` maps token values back onto the
-original image, and `token_at` maps original pixels to tokens.
+original image, and `token_at` maps original pixels to tokens. A model with
+the fine level (model.fine_level) shows its decoder attention on that coarse
+grid too (`fold_fine_level`).
 """
 
 from __future__ import annotations
@@ -92,6 +94,18 @@ class Capture:
         return np.stack([np.minimum(x, width - 1), np.minimum(y, height - 1)], axis=1)
 
 
+def fold_fine_level(weights: torch.Tensor, fine_shape: tuple[int, int],
+                    coarse_shape: tuple[int, int]) -> torch.Tensor:
+    """Decoder cross-attention over [fine tokens; coarse tokens] -> over the coarse grid alone:
+    each fine token's weight added to the coarse cell it was upsampled from (the model's
+    nearest upsampling), so rows stay distributions and every figure reads one grid."""
+    fine_count = fine_shape[0] * fine_shape[1]
+    cells = torch.arange(coarse_shape[0] * coarse_shape[1], dtype=torch.float32).reshape(1, 1, *coarse_shape)
+    parent = F.interpolate(cells, size=fine_shape, mode="nearest").flatten().long().to(weights.device)
+    coarse = weights[..., fine_count:].clone()
+    return coarse.index_add_(-1, parent, weights[..., :fine_count])
+
+
 def _drop_batch(maps: AttentionMaps) -> AttentionMaps:
     def first(layers):
         return [m[0].float().cpu() for m in layers]
@@ -106,6 +120,10 @@ def capture(predictor: Predictor, image: ImageInput, threshold: float = 0.5) -> 
     prepared = predictor.prepare(pixels)
     batch, mask = pad_images([prepared])
     out = predictor.model(batch.to(predictor.device), mask.to(predictor.device), need_weights=True)
+    attention = _drop_batch(out["attention"])
+    if "fine_shape" in out:
+        attention.decoder_cross = [fold_fine_level(weights, out["fine_shape"], out["feature_shape"])
+                                   for weights in attention.decoder_cross]
     logits, boxes = out["pred_logits"][0].float().cpu(), out["pred_boxes"][0].float().cpu()
     scores, labels = class_scores(logits)
     height, width = pixels.shape[-2:]
@@ -117,7 +135,7 @@ def capture(predictor: Predictor, image: ImageInput, threshold: float = 0.5) -> 
         stride=predictor.model.stride,
         logits=logits,
         boxes=boxes,
-        attention=_drop_batch(out["attention"]),
+        attention=attention,
         scores=scores.numpy(),
         labels=labels.numpy(),
         boxes_xyxy=(box_convert(boxes, "cxcywh", "xyxy") * scale).numpy(),
