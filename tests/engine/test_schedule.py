@@ -57,6 +57,7 @@ def test_the_warm_up_is_cut_to_a_share_of_the_budget():
     for step in range(1, STEPS_BEFORE_ESTIMATE + 1):
         long.after_step(step, 0.01 * step)
     assert long.rule.warmup == 300  # 10000 expected steps: 5% is 500, so the configured 300 stays
+    assert long.expected_steps == pytest.approx(10000)  # what the EMA's window is cut to a share of
 
 
 def test_the_start_line_says_what_ends_the_run():

@@ -48,6 +48,8 @@ class Schedule:
         drop_step = None if config.epochs is None else config.lr_drop_epoch * steps_per_epoch
         self.rule = LearningRateSchedule(config.warmup_steps, drop_step)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.rule)
+        # With a budget: how many steps it holds, estimated once after the first steps.
+        self.expected_steps: float | None = None
 
     @property
     def timed(self) -> bool:
@@ -81,8 +83,9 @@ class Schedule:
 
     def _decide(self, step: int, minutes: float) -> str | None:
         budget = self.config.time_budget_minutes
+        if step == STEPS_BEFORE_ESTIMATE:
+            self.expected_steps = expected = budget / max(minutes, 1e-9) * step
         if step == STEPS_BEFORE_ESTIMATE and self.rule.warmup > step:
-            expected = budget / max(minutes, 1e-9) * step
             self.rule.warmup = max(step, min(self.rule.warmup, int(WARMUP_SHARE_OF_BUDGET * expected)))
             return f"warm-up: {self.rule.warmup} steps (about {expected:.0f} steps expected in the budget)"
         drop_now = minutes > self.config.lr_drop_fraction * budget

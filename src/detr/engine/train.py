@@ -26,7 +26,7 @@ from detr.engine.checkpoint import load_checkpoint, remove_stale_temp_files, sav
 from detr.distributed import init_from_environment, is_main, rank, world_size
 from detr.engine.ema import ModelEMA
 from detr.engine.evaluate import evaluate
-from detr.engine.optim import Schedule, build_optimizer
+from detr.engine.optim import STEPS_BEFORE_ESTIMATE, Schedule, build_optimizer
 from detr.loss import SetCriterion
 from detr.model import DETR, build_model
 from detr.precision import autocast
@@ -330,6 +330,8 @@ class Trainer:
             message = self.scheduler.after_step(self.step, minutes)
             if message:
                 log.info(message)
+            if self.ema is not None and self.step == STEPS_BEFORE_ESTIMATE and self.scheduler.expected_steps:
+                log.info(self.ema.fit_to_budget(self.scheduler.expected_steps))
             self.batches_done += len(group)
             group = []
             bar.update()
