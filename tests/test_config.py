@@ -32,3 +32,11 @@ def test_booleans_are_read_in_either_case():
 def test_train_command_takes_settings():
     args = build_parser().parse_args(["train", "--set", "model.query_groups=2", "train.epochs=3"])
     assert args.set == ["model.query_groups=2", "train.epochs=3"]
+
+
+def test_fast_fine_is_fast_with_the_fine_level_and_one_query_group():
+    """What the README and the preset's docstring say it is, and nothing else."""
+    fine, fast = preset("fast_fine"), preset("fast")
+    assert fine.model.fine_level and fine.model.query_groups == 1 and not fast.model.fine_level
+    fast.model.fine_level, fast.model.query_groups = True, 1
+    assert fine.to_dict() == fast.to_dict()
