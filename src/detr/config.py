@@ -162,6 +162,10 @@ class TrainConfig:
     # With a time budget: drop the lr x0.1 once this share of the budget has
     # passed (or at lr_drop_epoch, if that comes first), so a short run still gets its decay.
     lr_drop_fraction: float = 0.85
+    # "step": the x0.1 drop above (the paper). "linear": after the warm-up the lr falls linearly
+    # to zero over the run, its epochs or its time budget (whichever ends first), with no drop
+    # (Li, Yumer and Ramanan 2020, "Budgeted training": the schedule that suits a fixed budget).
+    lr_decay: Literal["step", "linear"] = "step"
     freeze_backbone: bool = False  # fine-tuning on little data: train the transformer and heads only
     # Micro-batches per optimiser step: the step equals one batch of
     # batch_size x accumulate_steps (x processes), live BatchNorm statistics aside.
