@@ -105,9 +105,9 @@ def test_anchor_queries_with_query_selection_export(tmp_path):
         _assert_outputs_match(session, model, *_padded_batch(*size))
 
 
-def test_the_fast_presets_two_levels_export(tmp_path):
+def test_the_fast_fine_presets_two_levels_export(tmp_path):
     """The fine level (stride 8 beside the encoder's stride 16) with query selection and selected
-    content: what `fast` trains. The traced upsampling must follow each input's size."""
+    content: what `fast_fine` trains. The traced upsampling must follow each input's size."""
     weights = tiny_weights(backbone=BackboneConfig(name="resnet18", last_layer="layer3"), anchor_queries=True,
                            query_selection=True, selected_content=True, fine_level=True)
     session = _session(export_onnx(weights, tmp_path / "fine.onnx"))
