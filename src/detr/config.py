@@ -406,8 +406,8 @@ def fast_fine_cpu() -> ExperimentConfig:
     selection a stride-8 level beside the encoder's stride 16, and one query group instead of
     four buys back most of the steps it costs. At 10 CPU-minutes: dense data (15-40 objects of
     8-24 px) 0.019 -> 0.052 AP, the built-in data 0.31-0.35 -> 0.408; on general data, where `fast`
-    is chosen, two seeds gave 0.010 and 0.018 against `fast`'s 0.016-0.019, so it is not the
-    default (BENCHMARKS.md, sixth session)."""
+    is chosen, three seeds gave 0.010-0.018 (mean 0.014) against `fast`'s 0.016-0.019 (0.017), so
+    it is not the default (BENCHMARKS.md, sixth session)."""
     config = fast_cpu()
     config.model.fine_level = True
     config.model.query_groups = 1
