@@ -51,9 +51,9 @@ class Schedule:
         # By epochs, the drop is fixed up front; with a budget as well, the clock may bring it
         # forward (whichever comes first); with a budget alone, only the clock decides.
         drop_step = None if config.epochs is None else config.lr_drop_epoch * steps_per_epoch
-        self.linear = config.lr_decay == "linear"
+        linear = config.lr_decay == "linear"
         self.total_steps = None if config.epochs is None else config.epochs * steps_per_epoch
-        self.rule = LearningRateSchedule(config.warmup_steps, None if self.linear else drop_step, self.linear)
+        self.rule = LearningRateSchedule(config.warmup_steps, None if linear else drop_step, linear)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.rule)
         # With a budget: how many steps it holds, estimated once after the first steps.
         self.expected_steps: float | None = None
@@ -74,7 +74,7 @@ class Schedule:
             ends = f"{config.epochs} epochs of {steps_per_epoch} steps"
         warmup = f"warm-up {config.warmup_steps} steps" + (
             f" (at most {WARMUP_SHARE_OF_BUDGET:.0%} of the budget's steps)" if budget is not None else "")
-        if self.linear:
+        if self.rule.linear:
             return f"schedule: {ends}; {warmup}; then the lr falls linearly to 0 at the end"
         drops = []
         if config.epochs is not None:
@@ -87,7 +87,7 @@ class Schedule:
         """Called after optimiser step `step` (1-based) at `minutes` into the run; returns a
         line to log when it changed the schedule. Decisions apply from the next step on."""
         message = None if self.config.time_budget_minutes is None else self._decide(step, minutes)
-        if self.linear:
+        if self.rule.linear:
             self.rule.progress = self._progress(step, minutes)
         self.scheduler.step()
         return message
@@ -103,10 +103,10 @@ class Schedule:
         budget = self.config.time_budget_minutes
         if step == STEPS_BEFORE_ESTIMATE:
             self.expected_steps = expected = budget / max(minutes, 1e-9) * step
-        if step == STEPS_BEFORE_ESTIMATE and self.rule.warmup > step:
-            self.rule.warmup = max(step, min(self.rule.warmup, int(WARMUP_SHARE_OF_BUDGET * expected)))
-            return f"warm-up: {self.rule.warmup} steps (about {expected:.0f} steps expected in the budget)"
-        drop_now = not self.linear and minutes > self.config.lr_drop_fraction * budget
+            if self.rule.warmup > step:
+                self.rule.warmup = max(step, min(self.rule.warmup, int(WARMUP_SHARE_OF_BUDGET * expected)))
+                return f"warm-up: {self.rule.warmup} steps (about {expected:.0f} steps expected in the budget)"
+        drop_now = not self.rule.linear and minutes > self.config.lr_drop_fraction * budget
         if drop_now and (self.rule.drop_step is None or self.rule.drop_step > step):
             self.rule.drop_step = step
             return f"lr x0.1 from step {step} ({minutes:.2f} of {budget:.2f} minutes)"
