@@ -3,7 +3,7 @@
     python benchmarks/class_probe.py data/general --steps 300 --crop 0.5 0.0
 
 Trains the `fast` preset's feature path (backbone, input projection, encoder and the
-token heads' class branch), fitted to the data as `detr train` fits it, with the
+token heads' class branch, read from the model's own forward pass), fitted to the data as `detr train` fits it, with the
 detector's optimiser, on one loss: each training object's class at the token whose
 cell is nearest its centre, every other token no-object (softmax with the preset's
 no-object weight, as the token heads learn). Every --every steps it prints the share of
@@ -31,21 +31,22 @@ from detr.data.fit import dataset_stats, fit_to_data
 from detr.data.sources import build_datasets, eval_loader, find_split
 from detr.engine.optim import build_optimizer
 from detr.model import build_model
-from detr.model.query_selection import cell_proposals
-from detr.model.transformer import AttentionMaps
 
 
 def centre_logits(model, images: torch.Tensor, mask: torch.Tensor, targets: list[dict]
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """All tokens' class logits [B, L, K+1], their validity [B, L], and the index of the
-    token nearest each object's centre, per object in the batch's order [T]."""
-    features, feature_mask = model.backbone(images, mask)
-    pos = model.position_encoding(features, feature_mask).flatten(2).transpose(1, 2)
-    src = model.input_proj(features).flatten(2).transpose(1, 2)
-    memory = model.transformer.encode(src, pos, feature_mask.flatten(1), AttentionMaps([], [], []), False)
-    heads = model.query_selection
-    logits = heads.class_head(heads.project(memory))
-    cells, valid = cell_proposals(feature_mask)
+    """All tokens' class logits [B, L, K+1] (query selection's proposals, as the model
+    computes them in training), their validity [B, L], and the index of the token nearest
+    each object's centre, per object in the batch's order [T]. In eval mode the top level
+    is switched to training for the call, so that the proposals come out while BatchNorm
+    stays in eval (as benchmarks/token_head_ap.py reads them)."""
+    evaluating = not model.training
+    model.training = True
+    try:
+        tokens = model(images, mask)["enc_outputs"]
+    finally:
+        model.training = not evaluating
+    logits, valid, cells = tokens["pred_logits"], tokens["valid"], tokens["cells"]
     nearest = []
     for i, target in enumerate(targets):
         distance = torch.cdist(target["boxes"][:, :2], cells[i, :, :2])

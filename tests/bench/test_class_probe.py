@@ -23,6 +23,7 @@ def test_centre_token_is_the_cell_holding_the_object_centre():
     config.model.num_classes = 3
     config.model.hidden_dim, config.model.feedforward_dim = 32, 64
     config.model.num_heads = 4
+    config.model.num_queries = 8  # the forward pass selects queries among the 24-48 tokens
     model = build_model(config.model).eval()
     stride = model.stride
     # Image 0 fills 96x128 px; image 1 is 64x96 px, padded to the same canvas.
