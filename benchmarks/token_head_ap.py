@@ -42,7 +42,7 @@ def token_detections(model, loader, categories, iou: float = 0.6) -> list[dict]:
             raise SystemExit("this model has no token heads (model.query_selection or model.dense_head)")
         for i, target in enumerate(targets):
             valid = tokens["valid"][i]
-            scores, labels = class_scores(tokens["pred_logits"][i][valid])
+            scores, labels = class_scores(tokens["pred_logits"][i][valid], model.config.sigmoid_classes)
             height, width = target["orig_size"].tolist()
             boxes = box_convert(tokens["pred_boxes"][i][valid], "cxcywh", "xyxy") * torch.tensor(
                 [width, height, width, height])
@@ -100,7 +100,8 @@ def main() -> None:
     loader = eval_loader(val_set, 8, 0)
     truth = val_set.ground_truth()
     decoder, _, _ = coco_evaluate(truth, predict_dataset(model, loader, "cpu", False,
-                                                         class_pairs=config.model.class_pairs))
+                                                         class_pairs=config.model.class_pairs,
+                                                         sigmoid_classes=config.model.sigmoid_classes))
     tokens, _, _ = coco_evaluate(truth, token_detections(model, loader, categories))
     print(f"{'detections':<34} {'AP':>7} {'AP50':>7}")
     print(f"{'decoder (the model, no NMS)':<34} {decoder['AP']:>7.4f} {decoder['AP50']:>7.4f}")

@@ -40,5 +40,6 @@ class InferenceGraph(nn.Module):
         outputs = self.model(images, mask)
         logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
         if self.postprocess:
-            return scored_boxes(logits, boxes, rest[-1], self.model.config.class_pairs)
+            config = self.model.config
+            return scored_boxes(logits, boxes, rest[-1], config.class_pairs, config.sigmoid_classes)
         return logits, boxes

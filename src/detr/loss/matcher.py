@@ -11,24 +11,36 @@ from detr.config import LossConfig
 Match = tuple[torch.Tensor, torch.Tensor]  # (query indices, target indices), int64 on CPU
 
 
+# The focal loss's balance and focusing (Lin et al. 2017), in the class cost of sigmoid
+# classes as Deformable DETR matches them.
+FOCAL_ALPHA = 0.25
+FOCAL_GAMMA = 2.0
+
+
 class HungarianMatcher:
     """One-to-one assignment minimising w_class·(−p[class]) + w_bbox·L1 + w_giou·(−GIoU).
+
+    With `focal` (model.sigmoid_classes), the class cost is the focal loss's gap between
+    calling the query's box the target's class and not: α(1−p)^γ(−log p) − (1−α)p^γ(−log(1−p))
+    with p the class's sigmoid (Deformable DETR's matcher).
 
     The cost of every (query, target) pair of the batch, for every decoder
     layer, is computed in one batched pass in fp32, moved to the host once,
     and solved per image and layer with scipy's linear_sum_assignment.
     """
 
-    def __init__(self, cost_class: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0) -> None:
+    def __init__(self, cost_class: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0,
+                 focal: bool = False) -> None:
         if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
             raise ValueError("all matcher costs are zero")
         self.cost_class = cost_class
         self.cost_bbox = cost_bbox
         self.cost_giou = cost_giou
+        self.focal = focal
 
     @classmethod
-    def from_config(cls, config: LossConfig) -> HungarianMatcher:
-        return cls(config.cost_class, config.cost_bbox, config.cost_giou)
+    def from_config(cls, config: LossConfig, sigmoid_classes: bool = False) -> HungarianMatcher:
+        return cls(config.cost_class, config.cost_bbox, config.cost_giou, focal=sigmoid_classes)
 
     @torch.no_grad()
     def layer_cost_matrices(self, layers: list[dict], targets: list[dict]) -> list[list[torch.Tensor]]:
@@ -50,21 +62,32 @@ class HungarianMatcher:
             )
         if sum(sizes) == 0:
             return [[torch.zeros(num_queries, 0) for _ in sizes] for _ in range(num_layers)]
-        prob = logits.flatten(1, 2).float().softmax(-1)  # [L, B*Q, C]
         pred_boxes = boxes.flatten(1, 2).float()
         target_labels = torch.cat([t["labels"] for t in targets])
         target_boxes = torch.cat([t["boxes"] for t in targets]).float()
 
-        cost = -self.cost_class * prob[..., target_labels]
+        cost = self.cost_class * self._class_cost(logits.flatten(1, 2).float(), target_labels)
         cost = cost + self.cost_bbox * torch.cdist(pred_boxes, target_boxes.expand(num_layers, -1, -1), p=1)
         giou = generalized_box_iou(
             box_convert(pred_boxes.flatten(0, 1), "cxcywh", "xyxy"), box_convert(target_boxes, "cxcywh", "xyxy")
         )
         cost = cost - self.cost_giou * giou.view(num_layers, batch * num_queries, -1)
+        if "valid" in layers[0]:  # token proposals: padding is never matched, however it scores
+            valid = torch.stack([layer["valid"] for layer in layers]).flatten(1, 2)
+            cost = cost.masked_fill(~valid[..., None], 1e8)
         # A NaN would make the solver raise; the loss will show the NaN instead.
         cost = torch.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8)
         cost = cost.view(num_layers, batch, num_queries, -1).cpu()
         return [[c[i] for i, c in enumerate(layer.split(sizes, dim=-1))] for layer in cost]
+
+    def _class_cost(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """[L, B*Q, K+1] logits, [T] labels -> [L, B*Q, T] unweighted class costs."""
+        if not self.focal:
+            return -logits.softmax(-1)[..., labels]
+        prob = logits[..., labels].sigmoid()
+        positive = FOCAL_ALPHA * (1 - prob) ** FOCAL_GAMMA * -(prob + 1e-8).log()
+        negative = (1 - FOCAL_ALPHA) * prob ** FOCAL_GAMMA * -(1 - prob + 1e-8).log()
+        return positive - negative
 
     def cost_matrices(self, outputs: dict, targets: list[dict]) -> list[torch.Tensor]:
         """Per image, the [num_queries, num_targets] cost matrix of one layer's outputs."""

@@ -16,7 +16,7 @@ from detr.model.fine_level import FineLevel
 from detr.model.multi_scale import MultiScaleInput, backbone_stages
 from detr.model.position_encoding import LearnedPositionEncoding, SinePositionEncoding
 from detr.model.positive_queries import positive_queries
-from detr.model.query_selection import QuerySelection, TokenHeads
+from detr.model.query_selection import QuerySelection, TokenHeads, init_sigmoid_classes
 from detr.model.transformer import AttentionMaps, Transformer
 
 
@@ -98,13 +98,17 @@ class DETR(nn.Module):
                                                         config.feedforward_dim, config.dropout,
                                                         config.feature_levels, config.deformable_points)
         self.class_embed = nn.Linear(dim, config.num_classes + 1)
+        if config.sigmoid_classes:
+            init_sigmoid_classes(self.class_embed)
         self.bbox_embed = MLP(dim, dim, 4, 3)
         if config.anchor_queries:  # boxes start as the anchors; the head learns corrections
             _zero_last_layer(self.bbox_embed)
         if config.query_selection:
-            self.query_selection = QuerySelection(dim, config.num_classes, _zero_last_layer(MLP(dim, dim, 4, 3)))
+            self.query_selection = QuerySelection(dim, config.num_classes, _zero_last_layer(MLP(dim, dim, 4, 3)),
+                                                  config.sigmoid_classes)
         if config.dense_head:
-            self.dense_head = TokenHeads(dim, config.num_classes, _zero_last_layer(MLP(dim, dim, 4, 3)))
+            self.dense_head = TokenHeads(dim, config.num_classes, _zero_last_layer(MLP(dim, dim, 4, 3)),
+                                         config.sigmoid_classes)
         if config.positive_queries:
             self.positive_content = nn.Embedding(1, dim)
         if config.denoising_groups:

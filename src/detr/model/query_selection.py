@@ -10,10 +10,23 @@ own (the criterion's `enc_outputs`).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from detr.model.anchor_decoder import inverse_sigmoid
+from detr.postprocess import class_probabilities
+
+# Sigmoid class heads start every class at this probability (focal loss, Lin et al. 2017):
+# with 0.5 the many negatives' loss would swamp the first steps.
+SIGMOID_PRIOR = 0.01
+
+
+def init_sigmoid_classes(head: nn.Linear) -> nn.Linear:
+    """Bias the class head's logits to SIGMOID_PRIOR (model.sigmoid_classes); returns it."""
+    nn.init.constant_(head.bias, -math.log((1 - SIGMOID_PRIOR) / SIGMOID_PRIOR))
+    return head
 
 
 def cell_proposals(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,11 +54,14 @@ class TokenHeads(nn.Module):
     every token inside an object learns it, as in an NMS detector, and inference does
     not use it."""
 
-    def __init__(self, dim: int, num_classes: int, box_head: nn.Module) -> None:
+    def __init__(self, dim: int, num_classes: int, box_head: nn.Module, sigmoid: bool = False) -> None:
         super().__init__()
         self.project = nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim))
         self.class_head = nn.Linear(dim, num_classes + 1)
         self.box_head = box_head
+        self.sigmoid = sigmoid  # model.sigmoid_classes
+        if sigmoid:
+            init_sigmoid_classes(self.class_head)
 
     def predict(self, memory: torch.Tensor, feature_masks: list[torch.Tensor]
                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -78,7 +94,7 @@ class QuerySelection(TokenHeads):
         features [B, count, D] (RT-DETR's content queries), both detached."""
         proposals, box_logits, tokens = self.predict(memory, feature_masks)
         logits, valid = proposals["pred_logits"], proposals["valid"]
-        scores = logits.softmax(-1)[..., :-1].amax(-1).masked_fill(~valid, -1.0)
+        scores = class_probabilities(logits.detach(), self.sigmoid).amax(-1).masked_fill(~valid, -1.0)
         if count > scores.shape[1]:
             raise ValueError(f"{count} queries but the encoder has only {scores.shape[1]} tokens to choose "
                              "from; use larger images or fewer queries")
