@@ -7,7 +7,8 @@
 Each cell trains one configuration for --minutes of wall clock (fitted to the data
 as `detr train --data D --minutes M` fits it), then scores the val split with the
 same COCO code; `--peer` adds the FCOS peer of `detr crowd --train` at the same
-budget. Cells run one after another (each wants the whole CPU) and are appended to
+budget (its val detections kept in OUT/<dataset>_peer_detections.json, for
+benchmarks/agnostic_ap.py). Cells run one after another (each wants the whole CPU) and are appended to
 OUT/ablation.jsonl as they finish, so a cut-off run keeps what it measured and a
 later call adds to the same table. Not a test: each cell takes its budget plus
 about a minute.
@@ -64,12 +65,15 @@ def run_detr(name: str, root: Path, minutes: float, out: Path) -> dict:
     return {"steps": trainer.step, "AP": stats["AP"], "AP50": stats["AP50"], "scale": trainer.config.data.val_scale}
 
 
-def run_peer(root: Path, minutes: float) -> dict:
+def run_peer(root: Path, minutes: float, out: Path) -> dict:
+    """The FCOS peer on one dataset; its val detections go to OUT/<dataset>_peer_detections.json
+    (COCO results, for benchmarks/agnostic_ap.py)."""
     train, val = find_split(root, "train"), find_split(root, "val")
     config = preset("small")
     fit_to_data(config, dataset_stats(train.annotations))
     val_set, results, run = train_nms_peer(CrowdBenchmarkConfig(minutes=minutes), train, val,
                                            config.data.val_scale, torch.device("cpu"), False)
+    (out / f"{root.name}_peer_detections.json").write_text(json.dumps(results))
     stats, _, _ = coco_evaluate(val_set.ground_truth(), results)
     return {"steps": run["steps"], "AP": stats["AP"], "AP50": stats["AP50"], "scale": config.data.val_scale}
 
@@ -102,7 +106,7 @@ def main() -> None:
             jobs = [(name, lambda n=name: run_detr(n, root, args.minutes, out / root.name / n))
                     for name in args.variants]
             if args.peer:
-                jobs.append((PEER_NAME, lambda: run_peer(root, args.minutes)))
+                jobs.append((PEER_NAME, lambda: run_peer(root, args.minutes, out)))
             for name, job in jobs:
                 started = time.monotonic()
                 cell = {"variant": name, "dataset": root.name, "minutes": args.minutes, **job(),

@@ -69,6 +69,10 @@ class ModelConfig:
     denoising_groups: int = 0
     denoising_box_noise: float = 0.4  # corner shifts up to this share of the box's half size
     denoising_label_noise: float = 0.2  # half of these labels are flipped to a random class
+    # DINO's contrastive denoising: each group also holds a negative copy of every target, its
+    # corners shifted by one to two times the box noise, that learns no-object beside its
+    # positive twin: the decoder learns to reject near-duplicate boxes.
+    denoising_negatives: bool = False
     # Co-DETR's positive queries / H-DETR's one-to-many branch: in training, the proposals
     # of this many tokens nearest each object's centre decode as extra queries that learn
     # that object with no matching (needs query_selection). 0: none.

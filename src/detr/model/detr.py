@@ -235,14 +235,15 @@ class DETR(nn.Module):
     def _decode_denoising(self, memory, pos, padding, targets: list[dict]) -> dict[str, Any]:
         config = self.config
         queries = noised_queries(targets, config.denoising_groups, config.num_classes,
-                                 config.denoising_box_noise, config.denoising_label_noise)
+                                 config.denoising_box_noise, config.denoising_label_noise,
+                                 config.denoising_negatives)
         if queries is None:
             return {}
         hidden, boxes = self.anchor_decoder(self.transformer, self.bbox_embed, self.label_embed(queries.labels),
                                             queries.anchors, memory, pos, padding,
                                             query_padding=queries.padding)
         out = self._heads(hidden, boxes)
-        out.update(padding=queries.padding, groups=queries.groups)
+        out.update(padding=queries.padding, groups=queries.groups, positives=queries.positives)
         return {"dn_outputs": out}
 
     def _decode_positives(self, memory, pos, padding, proposals: dict, targets: list[dict]) -> dict[str, Any]:
