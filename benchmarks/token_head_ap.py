@@ -10,12 +10,15 @@ says whether slow convergence is in the features (both low) or in the decoder's
 one-to-one set (tokens high, decoder low). Then, for both, the share of val objects
 that some box covers at IoU 0.5 and how often the best-overlapping box names the
 right class (1 / classes is chance): localisation or classification. Raw weights,
-not EMA.
+not EMA. `--tokens-out FILE` keeps the tokens' detections as COCO results (for
+benchmarks/agnostic_ap.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import torch
 from torchvision.ops import batched_nms, box_convert, box_iou
@@ -89,6 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
     parser.add_argument("data", help="dataset folder with train/ and val/ splits")
+    parser.add_argument("--tokens-out", help="write the tokens' detections here (COCO results json)")
     args = parser.parse_args()
     payload = load_checkpoint(args.checkpoint)
     config = ExperimentConfig.from_dict(payload["config"])
@@ -102,7 +106,10 @@ def main() -> None:
     decoder, _, _ = coco_evaluate(truth, predict_dataset(model, loader, "cpu", False,
                                                          class_pairs=config.model.class_pairs,
                                                          sigmoid_classes=config.model.sigmoid_classes))
-    tokens, _, _ = coco_evaluate(truth, token_detections(model, loader, categories))
+    token_results = token_detections(model, loader, categories)
+    if args.tokens_out:
+        Path(args.tokens_out).write_text(json.dumps(token_results))
+    tokens, _, _ = coco_evaluate(truth, token_results)
     print(f"{'detections':<34} {'AP':>7} {'AP50':>7}")
     print(f"{'decoder (the model, no NMS)':<34} {decoder['AP']:>7.4f} {decoder['AP50']:>7.4f}")
     print(f"{'encoder tokens + NMS@0.6':<34} {tokens['AP']:>7.4f} {tokens['AP50']:>7.4f}")
