@@ -31,6 +31,13 @@ from torchvision.ops import box_convert, box_iou, nms
 from detr.engine.evaluate import coco_evaluate
 
 
+def _by_image(records: list[dict]) -> dict[int, list[dict]]:
+    by_image = collections.defaultdict(list)
+    for record in records:
+        by_image[record["image_id"]].append(record)
+    return by_image
+
+
 def distinct_boxes(records: list[dict]) -> list[dict]:
     """One record per (image, box), at its best score, all of category 1."""
     best: dict[tuple, dict] = {}
@@ -43,9 +50,7 @@ def distinct_boxes(records: list[dict]) -> list[dict]:
 
 def agnostic_nms(records: list[dict], iou: float) -> list[dict]:
     """Class-agnostic NMS per image over distinct boxes (`distinct_boxes` first)."""
-    by_image = collections.defaultdict(list)
-    for record in records:
-        by_image[record["image_id"]].append(record)
+    by_image = _by_image(records)
     kept = []
     for detections in by_image.values():
         boxes = box_convert(torch.tensor([d["bbox"] for d in detections], dtype=torch.float32), "xywh", "xyxy")
@@ -57,9 +62,7 @@ def agnostic_nms(records: list[dict], iou: float) -> list[dict]:
 def class_right_of_covered(ground_truth: dict, records: list[dict]) -> tuple[float, float]:
     """(share of objects some box covers at IoU 0.5, share of those whose best-scoring
     covering box names their class)."""
-    by_image = collections.defaultdict(list)
-    for record in records:
-        by_image[record["image_id"]].append(record)
+    by_image = _by_image(records)
     objects = collections.defaultdict(list)
     for annotation in ground_truth["annotations"]:
         objects[annotation["image_id"]].append(annotation)

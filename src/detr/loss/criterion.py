@@ -105,54 +105,50 @@ class SetCriterion(nn.Module):
         matched_boxes = target_boxes[target]
         pred_xyxy, matched_xyxy = box_convert(pred, "cxcywh", "xyxy"), box_convert(matched_boxes, "cxcywh", "xyxy")
 
-        if self.sigmoid_classes:
-            loss_ce = self._sigmoid_class_loss(logits, indices, matched_labels, pred_xyxy, matched_xyxy,
-                                               valid) / num_boxes
-        elif not self.config.iou_aware_classes and valid is None:  # the paper's loss, exactly
+        if not self.sigmoid_classes and not self.config.iou_aware_classes and valid is None:  # the paper's loss
             target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64,
                                         device=logits.device)
             target_classes[image, query] = matched_labels
             loss_ce = F.cross_entropy(logits.transpose(1, 2).float(), target_classes, self.class_weight,
                                       reduction="sum") / class_weight_sum
         else:
-            # Soft targets: a matched query's IoU (or 1) on its class, the rest on no-object.
+            # A matched query's target on its class: its box's IoU (IoU-aware), or 1.
             quality = (box_iou(pred_xyxy, matched_xyxy).diagonal().detach() if self.config.iou_aware_classes
                        else torch.ones_like(matched_labels, dtype=torch.float32))
-            soft = torch.zeros(*logits.shape, device=logits.device)
-            soft[..., self.num_classes] = 1.0
-            soft[image, query, self.num_classes] = 1.0 - quality
-            soft[image, query, matched_labels] = quality
-            per_query = F.cross_entropy(logits.transpose(1, 2).float(), soft.transpose(1, 2), self.class_weight,
-                                        reduction="none")
+            if self.sigmoid_classes:
+                per_query = self._sigmoid_class_loss(logits, image, query, matched_labels, quality)
+                normaliser = num_boxes
+            else:  # soft targets: the rest of a matched query's mass, and every other query, on no-object
+                soft = torch.zeros(*logits.shape, device=logits.device)
+                soft[..., self.num_classes] = 1.0
+                soft[image, query, self.num_classes] = 1.0 - quality
+                soft[image, query, matched_labels] = quality
+                per_query = F.cross_entropy(logits.transpose(1, 2).float(), soft.transpose(1, 2), self.class_weight,
+                                            reduction="none")
+                normaliser = class_weight_sum
             if valid is not None:
                 per_query = per_query * valid
-            loss_ce = per_query.sum() / class_weight_sum
+            loss_ce = per_query.sum() / normaliser
 
         loss_bbox = F.l1_loss(pred, matched_boxes, reduction="sum") / num_boxes
         loss_giou = generalized_box_iou_loss(pred_xyxy, matched_xyxy, reduction="sum") / num_boxes
         return {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
 
-    def _sigmoid_class_loss(self, logits: torch.Tensor, indices, matched_labels: torch.Tensor,
-                            pred_xyxy: torch.Tensor, matched_xyxy: torch.Tensor,
-                            valid: torch.Tensor | None) -> torch.Tensor:
-        """Summed focal (or varifocal) loss of every query's real classes; the no-object logit
-        is not read. Queries outside `valid` do not count."""
-        image, query, _ = indices
+    def _sigmoid_class_loss(self, logits: torch.Tensor, image: torch.Tensor, query: torch.Tensor,
+                            matched_labels: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        """Per query [B, N], the focal (or, IoU-aware, varifocal) loss summed over its real
+        classes; the no-object logit is not read. `quality`: each matched pair's target."""
         logits = logits[..., :-1].float()
         positive = torch.zeros_like(logits)
         positive[image, query, matched_labels] = 1.0
         if self.config.iou_aware_classes:  # varifocal: the target is the box's IoU, weighted by it
-            quality = box_iou(pred_xyxy, matched_xyxy).diagonal().detach()
             target = torch.zeros_like(logits)
             target[image, query, matched_labels] = quality
             weight = VARIFOCAL_ALPHA * logits.detach().sigmoid() ** FOCAL_GAMMA * (1 - positive) + target
             per_class = F.binary_cross_entropy_with_logits(logits, target, weight, reduction="none")
         else:
             per_class = sigmoid_focal_loss(logits, positive, FOCAL_ALPHA, FOCAL_GAMMA, reduction="none")
-        per_query = per_class.sum(-1)
-        if valid is not None:
-            per_query = per_query * valid
-        return per_query.sum()
+        return per_class.sum(-1)
 
     @torch.no_grad()
     def _metrics(self, outputs: dict, indices, target_labels: torch.Tensor, targets: list[dict]) -> dict:
