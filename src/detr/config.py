@@ -62,6 +62,12 @@ class ModelConfig:
     # the encoder already knows of each object; False: the learned vector alone (DINO's mixed
     # query selection).
     selected_content: bool = False
+    # DDQ-DETR's distinct queries: before the top tokens become queries, class-agnostic NMS at
+    # this IoU over all tokens' proposals, so that neighbouring tokens of one object do not
+    # fill several queries with the same box (the one-to-one decoder then has fewer near-twins
+    # to tell apart). Suppressed tokens only fill places that the survivors leave. The output
+    # stays one box per query with no NMS after the decoder. 0: plain top-k (DINO, RT-DETR).
+    distinct_queries: float = 0.0
     # DN-DETR: in training, this many groups of noised ground-truth boxes and
     # labels decode as extra queries that learn to reconstruct the originals.
     # Each group rides as an extra batch entry, so neither the matching queries

@@ -116,6 +116,16 @@ def test_the_fast_fine_presets_two_levels_export(tmp_path):
         _assert_outputs_match(session, model, *_padded_batch(*size))
 
 
+def test_distinct_queries_export(tmp_path):
+    """The distinct selection's NMS is a graph op (ONNX NonMaxSuppression), not a Python loop: it
+    follows each input's tokens."""
+    weights = _weights(anchor_queries=True, query_selection=True, distinct_queries=0.5)
+    session = _session(export_onnx(weights, tmp_path / "distinct.onnx"))
+    model = _model(weights)
+    for size in SIZES:
+        _assert_outputs_match(session, model, *_padded_batch(*size))
+
+
 def test_bad_destination_and_old_opset_are_refused(tmp_path):
     weights = _weights()
     with pytest.raises(ValueError, match="name the output like model.onnx"):

@@ -2,7 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from detr.model.query_selection import QuerySelection, cell_proposals
+from torchvision.ops import box_convert, box_iou
+
+from detr.model.query_selection import QuerySelection, cell_proposals, distinct_top
 
 
 def test_cell_proposals_are_centred_on_cells_of_the_unpadded_part():
@@ -57,3 +59,82 @@ def test_checkpoints_with_the_old_unused_learned_anchors_still_load():
     model.load_state_dict(state)  # strict: every other key must still match
     with pytest.raises(RuntimeError, match="Unexpected key"):
         model.load_state_dict({**model.state_dict(), "query_content.extra": torch.zeros(1)})
+
+
+def _greedy_distinct(scores, boxes, count, iou):
+    """Reference for one image, written as the paper's greedy loop: visit tokens best first, keep
+    one unless it overlaps a kept one above `iou`; then the suppressed ones, best first; padding
+    (score < 0) last."""
+    corners = box_convert(boxes, "cxcywh", "xyxy")
+    order = sorted(range(len(scores)), key=lambda i: -scores[i].item())
+    kept, suppressed, padding = [], [], []
+    for i in order:
+        if scores[i] < 0:
+            padding.append(i)
+        elif all(box_iou(corners[i:i + 1], corners[j:j + 1]).item() <= iou for j in kept):
+            kept.append(i)
+        else:
+            suppressed.append(i)
+    return (kept + suppressed + padding)[:count]
+
+
+@pytest.mark.parametrize("iou", [0.3, 0.5, 0.8])
+def test_distinct_selection_is_greedy_nms_then_the_suppressed(iou):
+    generator = torch.Generator().manual_seed(0)
+    batch, length = 3, 40
+    # Boxes in a few clusters of near-twins, as neighbouring tokens of one object propose.
+    centres = torch.rand(batch, 5, 2, generator=generator) * 0.6 + 0.2
+    boxes = torch.cat([centres[:, torch.randint(5, (length,), generator=generator)]
+                       + 0.03 * torch.randn(batch, length, 2, generator=generator),
+                       0.1 + 0.2 * torch.rand(batch, length, 2, generator=generator)], dim=-1)
+    scores = torch.rand(batch, length, generator=generator)
+    scores[2, 30:] = -1.0  # the last image's padding tokens
+    for count in (4, 12, 36):
+        chosen = distinct_top(scores, boxes, count, iou)
+        for b in range(batch):
+            expected = _greedy_distinct(scores[b], boxes[b], count, iou)
+            real = int((scores[b] >= 0).sum())  # padding ties at -1: its order is arbitrary
+            assert chosen[b, :real].tolist() == expected[:real]
+            assert (scores[b, chosen[b, real:]] < 0).all()
+
+
+def test_distinct_selection_skips_a_near_twin_that_plain_top_k_takes():
+    selection = QuerySelection(4, 2, _ZeroHead(), distinct_iou=0.7)
+    selection.project = nn.Identity()
+    with torch.no_grad():
+        selection.class_head.weight.zero_()
+        selection.class_head.bias.zero_()
+        selection.class_head.weight[0, 0] = 1.0
+    memory = torch.zeros(1, 8, 4)
+    memory[0, [0, 1, 6], 0] = torch.tensor([9.0, 8.0, 5.0])
+    mask = torch.zeros(1, 2, 4, dtype=torch.bool)
+    # One cell-sized box per token, the same box for tokens 0 and 1 (neighbours on one object).
+    twin = torch.tensor([0.2, 0.3, 0.3, 0.5])
+    selection.predict = _with_boxes(selection.predict, {0: twin, 1: twin})
+    _, anchors, _ = selection(memory, [mask], count=2)
+    proposals, _ = cell_proposals(mask)
+    torch.testing.assert_close(anchors[0].sigmoid(), torch.stack([twin, proposals[0, 6]]), atol=1e-5, rtol=0)
+    selection.distinct_iou = 0.0  # plain top-k takes both twins
+    _, anchors, _ = selection(memory, [mask], count=2)
+    torch.testing.assert_close(anchors[0].sigmoid(), torch.stack([twin, twin]), atol=1e-5, rtol=0)
+
+
+def _with_boxes(predict, boxes_by_token):
+    """Wraps TokenHeads.predict so that the given tokens propose the given boxes."""
+    def wrapped(memory, feature_masks):
+        proposals, box_logits, tokens = predict(memory, feature_masks)
+        box_logits = box_logits.clone()
+        for token, box in boxes_by_token.items():
+            box_logits[:, token] = torch.logit(box)
+        return dict(proposals, pred_boxes=box_logits.sigmoid()), box_logits, tokens
+    return wrapped
+
+
+def test_distinct_queries_needs_query_selection_and_an_iou_below_one():
+    from detr.model import build_model
+    from tests.conftest import tiny_model_config
+
+    with pytest.raises(ValueError, match="distinct_queries needs model.query_selection"):
+        build_model(tiny_model_config(anchor_queries=True, distinct_queries=0.8))
+    with pytest.raises(ValueError, match=r"IoU threshold in \[0, 1\)"):
+        build_model(tiny_model_config(anchor_queries=True, query_selection=True, distinct_queries=1.0))

@@ -68,6 +68,11 @@ class DETR(nn.Module):
             raise ValueError("model.query_selection and model.denoising_groups need model.anchor_queries=True")
         if config.selected_content and not config.query_selection:
             raise ValueError("model.selected_content needs model.query_selection=True")
+        if config.distinct_queries and not config.query_selection:
+            raise ValueError("model.distinct_queries needs model.query_selection=True")
+        if not 0.0 <= config.distinct_queries < 1.0:
+            raise ValueError(f"model.distinct_queries is an IoU threshold in [0, 1) (0: off), "
+                             f"got {config.distinct_queries}")
         if config.positive_queries and not config.query_selection:
             raise ValueError("model.positive_queries needs model.query_selection=True (its boxes come from there)")
         queries = config.num_queries * config.query_groups
@@ -105,7 +110,7 @@ class DETR(nn.Module):
             _zero_last_layer(self.bbox_embed)
         if config.query_selection:
             self.query_selection = QuerySelection(dim, config.num_classes, _zero_last_layer(MLP(dim, dim, 4, 3)),
-                                                  config.sigmoid_classes)
+                                                  config.sigmoid_classes, config.distinct_queries)
         if config.dense_head:
             self.dense_head = TokenHeads(dim, config.num_classes, _zero_last_layer(MLP(dim, dim, 4, 3)),
                                          config.sigmoid_classes)

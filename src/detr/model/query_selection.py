@@ -14,6 +14,7 @@ import math
 
 import torch
 from torch import nn
+from torchvision.ops import batched_nms, box_convert
 
 from detr.model.anchor_decoder import inverse_sigmoid
 from detr.postprocess import class_probabilities
@@ -84,8 +85,27 @@ class TokenHeads(nn.Module):
         return self.predict(memory, feature_masks)[0]
 
 
+def distinct_top(scores: torch.Tensor, boxes: torch.Tensor, count: int, iou: float) -> torch.Tensor:
+    """scores [B, L] (padding below 0), boxes [B, L, 4] normalised cxcywh -> the indices [B, count]
+    of the best tokens that class-agnostic NMS at `iou` keeps, best first (DDQ-DETR), then, where
+    fewer survive, the best suppressed ones. Padding comes last either way."""
+    batch, length = scores.shape
+    corners = box_convert(boxes.detach().float(), "cxcywh", "xyxy").flatten(0, 1)
+    images = torch.arange(batch, device=scores.device).repeat_interleave(length)
+    kept = torch.zeros(batch * length, dtype=torch.bool, device=scores.device)
+    kept[batched_nms(corners, scores.flatten().float(), images, iou)] = True
+    # Survivors rank above every suppressed token (scores are probabilities in [0, 1]).
+    ranked = scores + 2.0 * (kept.view(batch, length) & (scores >= 0))
+    return ranked.topk(count, dim=1).indices
+
+
 class QuerySelection(TokenHeads):
     """The token heads, whose top-scoring tokens give the decoder's anchors."""
+
+    def __init__(self, dim: int, num_classes: int, box_head: nn.Module, sigmoid: bool = False,
+                 distinct_iou: float = 0.0) -> None:
+        super().__init__(dim, num_classes, box_head, sigmoid)
+        self.distinct_iou = distinct_iou  # model.distinct_queries
 
     def forward(self, memory: torch.Tensor, feature_masks: list[torch.Tensor], count: int
                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -98,7 +118,10 @@ class QuerySelection(TokenHeads):
         if count > scores.shape[1]:
             raise ValueError(f"{count} queries but the encoder has only {scores.shape[1]} tokens to choose "
                              "from; use larger images or fewer queries")
-        chosen = scores.topk(count, dim=1).indices
+        if self.distinct_iou:
+            chosen = distinct_top(scores, proposals["pred_boxes"], count, self.distinct_iou)
+        else:
+            chosen = scores.topk(count, dim=1).indices
         anchors = box_logits.gather(1, chosen[..., None].expand(-1, -1, 4)).detach()
         content = tokens.gather(1, chosen[..., None].expand(-1, -1, tokens.shape[-1])).detach()
         return proposals, anchors, content
