@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: set up, then train the default (fast) small DETR on the built-in dataset
+# The main job: set up, then train the default (fast_fine) small DETR on the built-in dataset
 # for 10 minutes, evaluate it (COCO AP) and draw its detections. Extra arguments go to
 # `detr train` (a later --minutes wins; --epochs N adds a bound, whichever ends first).
 set -euo pipefail

@@ -209,6 +209,11 @@ class ExperimentConfig:
         return _build(cls, values)
 
 
+# `detr train`'s preset when none is named: the one that converged fastest at a CPU budget
+# on data it was not chosen on (BENCHMARKS.md); the paper's models stay presets beside it.
+DEFAULT_PRESET = "fast_fine"
+
+
 @dataclass(frozen=True)
 class CrowdBenchmarkConfig:
     """`detr crowd --train`: DETR against an NMS detector on crowded images, same budget."""
@@ -216,7 +221,7 @@ class CrowdBenchmarkConfig:
     minutes: float = 12.0  # wall-clock training time of each detector
     train_images: int = 4000  # of the built-in crowd data (ignored with --data)
     val_images: int = 1000  # hundreds of objects in every overlap bin
-    detr_preset: str = "fast"
+    detr_preset: str = DEFAULT_PRESET
     lr_drop_fraction: float = 0.85  # both detectors drop their lr x0.1 here
     peer_lr: float = 0.01
     peer_batch_size: int = 4
@@ -395,12 +400,12 @@ def small_cpu() -> ExperimentConfig:
 
 
 def fast_cpu() -> ExperimentConfig:
-    """The default: the small preset with the faster-converging variants: anchor-box
-    queries refined layer by layer, two-stage query selection whose proposals learn
-    densely (every token inside an object) and hand their features to the queries,
-    denoising queries, IoU-aware class targets and EMA weights; inference ranks (query,
-    class) pairs, as Deformable DETR and DINO do. Still no NMS. Chosen on `detr synth
-    --kind general` data, reported on the others (BENCHMARKS.md)."""
+    """The small preset with the faster-converging variants: anchor-box queries refined
+    layer by layer, two-stage query selection whose proposals learn densely (every token
+    inside an object), that hands the decoder distinct tokens (NMS over the proposals, as
+    DDQ-DETR) and their features, denoising queries, IoU-aware class targets and EMA weights;
+    inference ranks (query, class) pairs, as Deformable DETR and DINO do. No NMS on the
+    output. Chosen on `detr synth --kind general` data, reported on the others (BENCHMARKS.md)."""
     config = small_cpu()
     config.model.anchor_queries = True
     config.model.query_selection = True
@@ -410,6 +415,12 @@ def fast_cpu() -> ExperimentConfig:
     config.loss.iou_aware_classes = True
     config.train.ema_decay = 0.999
     config.model.class_pairs = 100
+    # DDQ-DETR's distinct queries: without them the decoder listed several boxes for one object
+    # (two confident predictions in ten overlapped, all from anchors at IoU > 0.5). At 10 CPU-minutes
+    # on general (chosen there): `fast` 0.016-0.019 -> 0.028, `fast_fine` 0.016 -> 0.041; reported on
+    # the built-in data (`fast_fine` 0.408 -> 0.495) and dense (0.052 -> 0.068), whose neighbours
+    # overlap more than 0.5 (BENCHMARKS.md, ninth session).
+    config.model.distinct_queries = 0.5
     # Each query starts as one of the encoder's best tokens, so more queries cover more objects
     # at little cost: on general data at 10 minutes, 12 -> 32 -> 64 queries gave AP 0.010 ->
     # 0.015 -> 0.019. `detr train` keeps them within the smallest training input's tokens.
@@ -418,12 +429,12 @@ def fast_cpu() -> ExperimentConfig:
 
 
 def fast_fine_cpu() -> ExperimentConfig:
-    """`fast` for many or small objects: RT-DETR's top-down fusion gives the decoder and query
-    selection a stride-8 level beside the encoder's stride 16, and one query group instead of
-    four buys back most of the steps it costs. At 10 CPU-minutes: dense data (15-40 objects of
-    8-24 px) 0.019 -> 0.052 AP, the built-in data 0.31-0.35 -> 0.408; on general data, where `fast`
-    is chosen, three seeds gave 0.010-0.018 (mean 0.014) against `fast`'s 0.016-0.019 (0.017), so
-    it is not the default (BENCHMARKS.md, sixth session)."""
+    """The default: `fast` with RT-DETR's top-down fusion, which gives the decoder and query
+    selection a stride-8 level beside the encoder's stride 16; one query group instead of four
+    buys back most of the steps it costs. With distinct queries, at 10 CPU-minutes: general 0.041
+    against `fast`'s 0.028, the built-in data 0.495, dense 0.068 (BENCHMARKS.md, ninth session).
+    Without them the finer level's neighbouring tokens crowded onto one object and it did not
+    beat `fast` on general (sixth session)."""
     config = fast_cpu()
     config.model.fine_level = True
     config.model.query_groups = 1
@@ -441,9 +452,6 @@ PRESETS = {
 }
 
 
-# `detr train`'s preset when none is named: the one that converged fastest at a CPU budget
-# on data it was not chosen on (BENCHMARKS.md); the paper's models stay presets beside it.
-DEFAULT_PRESET = "fast"
 
 
 def preset(name: str) -> ExperimentConfig:
