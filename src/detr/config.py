@@ -452,8 +452,6 @@ PRESETS = {
 }
 
 
-
-
 def preset(name: str) -> ExperimentConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")

@@ -5,7 +5,9 @@ to a proposal at its own cell, one cell of its own level in size (Deformable
 DETR's two-stage, DINO's query
 selection). The top-scoring tokens' boxes, cut from the graph, are the
 decoder's initial anchors; the proposals are trained by a set loss of their
-own (the criterion's `enc_outputs`).
+own (the criterion's `enc_outputs`). With model.distinct_queries, the top
+tokens are taken after class-agnostic NMS over the proposals (DDQ-DETR), so
+that neighbouring tokens of one object do not become several queries.
 """
 
 from __future__ import annotations
