@@ -55,7 +55,19 @@ def test_unknown_precision_is_refused(predictor):
         Predictor(predictor.model, predictor.categories, DataConfig(), "cpu", precision="fp8")
 
 
-def test_compiled_predictor_matches_eager_on_two_image_sizes(predictor):
+def _distinct_queries_predictor():
+    """The default preset's query path: query selection with NMS over the proposals, whose
+    output size depends on the data (a graph break for torch.compile, not an error)."""
+    torch.manual_seed(0)
+    model = build_model(tiny_model_config(num_classes=2, anchor_queries=True, query_selection=True,
+                                          distinct_queries=0.5)).eval()
+    return Predictor(model, Categories((4, 8), ("ant", "bee")), DataConfig(val_scale=64, max_size=128), "cpu")
+
+
+@pytest.mark.parametrize("make", [lambda fixture: fixture, lambda fixture: _distinct_queries_predictor()],
+                         ids=["paper", "distinct_queries"])
+def test_compiled_predictor_matches_eager_on_two_image_sizes(predictor, make):
+    predictor = make(predictor)
     compiled = Predictor(predictor.model, predictor.categories, DataConfig(val_scale=64, max_size=128), "cpu",
                          compile=True)
     for seed, shape in ((1, (64, 96, 3)), (2, (48, 80, 3))):  # the second size reuses the dynamic graph
