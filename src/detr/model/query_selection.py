@@ -96,8 +96,9 @@ def distinct_top(scores: torch.Tensor, boxes: torch.Tensor, count: int, iou: flo
     images = torch.arange(batch, device=scores.device).repeat_interleave(length)
     kept = torch.zeros(batch * length, dtype=torch.bool, device=scores.device)
     kept[batched_nms(corners, scores.flatten().float(), images, iou)] = True
-    # Survivors rank above every suppressed token (scores are probabilities in [0, 1]).
-    ranked = scores + 2.0 * (kept.view(batch, length) & (scores >= 0))
+    # Survivors rank above every suppressed token (scores are probabilities in [0, 1]); in float32,
+    # as bf16 near 2 would round neighbouring scores into ties.
+    ranked = scores.float() + 2.0 * (kept.view(batch, length) & (scores >= 0))
     return ranked.topk(count, dim=1).indices
 
 
