@@ -57,6 +57,10 @@ class ModelConfig:
     # proposes a box and a class; the top-scoring tokens give the initial
     # anchors (needs anchor_queries). The proposals get a set loss of their own.
     query_selection: bool = False
+    # DINO's look forward twice (needs anchor_queries): each decoder layer's box loss also
+    # reaches the previous layer's correction, so a layer learns to correct for the layer
+    # after it (one layer back, no further). Outputs unchanged; False: Deformable DETR's cut.
+    look_forward_twice: bool = False
     # RT-DETR / Deformable DETR's two-stage: the selected tokens' features (detached) join the
     # queries' content (added to each query's learned vector), so the decoder starts from what
     # the encoder already knows of each object; False: the learned vector alone (DINO's mixed
@@ -94,6 +98,10 @@ class ModelConfig:
     # levels' tokens. "full" = the paper.
     encoder_attention: Literal["full", "deformable"] = "full"
     deformable_points: int = 4
+    # Deformable DETR's decoder: "deformable" makes each query's cross-attention sample
+    # deformable_points points per head on every level around its anchor box (needs
+    # anchor_queries) instead of attending all the tokens; "full" = the paper.
+    decoder_attention: Literal["full", "deformable"] = "full"
     # Feature levels: the last backbone stages up to backbone.last_layer (strides
     # 8/16/32), then extra stride-2 convs (Deformable DETR: 4 = layer2-4 + one).
     # 1 = the paper's single map; more (or "deformable") adds per-level

@@ -66,6 +66,44 @@ def test_variants_need_anchor_queries():
         build_model(tiny_model_config(query_selection=True))
     with pytest.raises(ValueError, match="need model.anchor_queries"):
         build_model(tiny_model_config(denoising_groups=1))
+    with pytest.raises(ValueError, match="need model.anchor_queries"):
+        build_model(tiny_model_config(look_forward_twice=True))
+
+
+def _box_head_gradients(model, layer: int) -> list[float]:
+    """The gradient norm that one decoder layer's box loss sends to each layer's box correction
+    (the box head's output, one per layer: captured by a hook on the shared head)."""
+    corrections = []
+    handle = model.bbox_embed.register_forward_hook(lambda module, args, output: corrections.append(output))
+    torch.manual_seed(0)
+    out = model(torch.randn(1, 3, 64, 64))
+    handle.remove()
+    for correction in corrections:
+        correction.retain_grad()
+    boxes = [*[aux["pred_boxes"] for aux in out["aux_outputs"]], out["pred_boxes"]]
+    boxes[layer].sum().backward()
+    return [0.0 if c.grad is None else c.grad.norm().item() for c in corrections]
+
+
+def test_look_forward_twice_sends_each_layers_box_loss_one_layer_back_and_no_further():
+    torch.manual_seed(0)
+    plain = _anchor_model(decoder_layers=3)
+    with torch.no_grad():  # a nonzero correction, so that the layers' boxes differ
+        plain.bbox_embed.layers[-1].weight.normal_(0, 0.1)
+    twice = _anchor_model(decoder_layers=3, look_forward_twice=True)
+    twice.load_state_dict(plain.state_dict())
+    torch.manual_seed(1)
+    images = torch.randn(1, 3, 64, 64)
+    for a, b in zip(plain(images)["aux_outputs"] + [plain(images)], twice(images)["aux_outputs"] + [twice(images)]):
+        torch.testing.assert_close(a["pred_boxes"], b["pred_boxes"])  # the same boxes either way
+    # Deformable DETR's cut: the last layer's boxes teach its own correction alone.
+    plain_grads = _box_head_gradients(plain, layer=2)
+    assert plain_grads[2] > 0 and plain_grads[:2] == [0.0, 0.0]
+    # Look forward twice: also the middle layer's, and not the first's.
+    twice_grads = _box_head_gradients(twice, layer=2)
+    assert twice_grads[2] > 0 and twice_grads[1] > 0 and twice_grads[0] == 0.0
+    first = _box_head_gradients(twice, layer=0)  # the first layer's box reaches back to the anchor only
+    assert first[0] > 0 and first[1:] == [0.0, 0.0]
 
 
 def test_selected_content_adds_the_chosen_tokens_features_to_the_queries():

@@ -13,6 +13,8 @@ TARGETS = [
 VARIANTS = {
     "paper queries": dict(),
     "anchors, selection, denoising": dict(anchor_queries=True, query_selection=True, denoising_groups=2),
+    "deformable decoder": dict(anchor_queries=True, query_selection=True, denoising_groups=2,
+                               decoder_attention="deformable"),
 }
 
 
@@ -31,11 +33,19 @@ def test_a_tiny_deformable_model_trains(variant):
     losses = SetCriterion(3, LossConfig())(out, TARGETS)
     sum(losses.values()).backward()
     assert len(model.transformer.encoder_layers) == 0 and len(model.deformable_encoder.layers) == 2
-    for name in ("deformable_encoder.layers.0.self_attn.sampling_offsets.weight",
-                 "deformable_encoder.layers.1.self_attn.value_proj.weight",
-                 "multi_scale.extra.0.0.weight", "multi_scale.level_embed", "backbone.body.layer2.0.conv1.weight"):
+    names = ["deformable_encoder.layers.0.self_attn.sampling_offsets.weight",
+             "deformable_encoder.layers.1.self_attn.value_proj.weight",
+             "multi_scale.extra.0.0.weight", "backbone.body.layer2.0.conv1.weight"]
+    if VARIANTS[variant].get("decoder_attention") != "deformable":
+        # Positions reach the loss through the full decoder's keys; deformable attention's offsets and
+        # weights start at zero, so at the first step no gradient flows back to the queries' positions.
+        names.append("multi_scale.level_embed")
+    for name in names:
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
+    if VARIANTS[variant].get("decoder_attention") == "deformable":
+        offsets = model.transformer.decoder_layers[0].cross_attn.sampling_offsets.weight
+        assert offsets.grad is not None and offsets.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -81,6 +91,8 @@ def test_multi_level_full_attention_runs_over_all_levels():
     (dict(encoder_attention="sparse"), "'full' or 'deformable'"),
     (dict(feature_levels=0), "at least 1"),
     (dict(encoder_attention="deformable", pre_norm=True), "post-norm"),
+    (dict(decoder_attention="sparse"), "'full' or 'deformable'"),
+    (dict(decoder_attention="deformable"), "need model.anchor_queries"),
 ])
 def test_bad_combinations_are_clear_errors(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -91,3 +103,14 @@ def test_attention_maps_are_refused_for_several_levels():
     model = build_model(_deformable()).eval()
     with pytest.raises(ValueError, match="single-level"):
         model(torch.randn(1, 3, 64, 64), need_weights=True)
+
+
+def test_a_deformable_decoder_draws_its_sampled_points_as_attention_maps():
+    model = build_model(tiny_model_config(anchor_queries=True, decoder_attention="deformable")).eval()
+    out = model(torch.randn(1, 3, 64, 96), need_weights=True)
+    cross = out["attention"].decoder_cross
+    assert len(cross) == 2 and cross[0].shape == (1, 4, 6, 4 * 6)  # [B, heads, queries, tokens]
+    # Each query's weights sum to one over its points; the part of a point past the outer cells' centres
+    # reads zeros (grid_sample's zero padding), so a box at the edge sums to less.
+    totals = cross[0].sum(-1)
+    assert (totals <= 1 + 1e-5).all() and (totals > 0.25).all() and totals.max() > 0.99

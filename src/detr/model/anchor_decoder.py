@@ -4,6 +4,12 @@ Each query carries a box. Its positional query is an MLP of the box's sine
 encoding, so cross-attention looks where the box is; each decoder layer
 predicts a correction in inverse-sigmoid space, and the corrected box (cut
 from the graph, as in Deformable DETR) is the next layer's anchor.
+
+DINO's "look forward twice" (model.look_forward_twice): a layer's output box
+adds its correction to the previous layer's box before the cut, so each
+layer's box loss also teaches the layer before it, one layer back and no
+further. The boxes and anchors are the same numbers either way; only where
+the gradients go changes.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import math
 import torch
 from torch import nn
 
+from detr.model.multi_scale import Levels
 from detr.model.transformer import AttentionMaps, Transformer
 
 
@@ -39,34 +46,39 @@ class AnchorDecoder(nn.Module):
     module adds only the MLP that turns a box into a positional query.
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, look_forward_twice: bool = False) -> None:
         super().__init__()
         self.dim = dim
+        self.look_forward_twice = look_forward_twice
         self.query_pos_head = nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(), nn.Linear(dim, dim))
 
     def forward(self, transformer: Transformer, box_head: nn.Module, content: torch.Tensor,
                 anchors: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor,
                 padding_mask: torch.Tensor | None, query_padding: torch.Tensor | None = None,
-                maps: AttentionMaps | None = None, need_weights: bool = False
+                maps: AttentionMaps | None = None, need_weights: bool = False, levels: Levels | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """content [B x G, N, D]; anchors [B x G, N, 4] in inverse-sigmoid space: G batch entries an
         image (query or denoising groups; G = 1 without); memory, pos [B, L, D], one an image;
-        query_padding [B x G, N] True on queries that only pad the batch (hidden from the others).
+        query_padding [B x G, N] True on queries that only pad the batch (hidden from the others);
+        levels: the memory's levels, for deformable cross-attention (which samples around each box).
 
         Returns every layer's normalised output [layers, B x G, N, D] and box [layers, B x G, N, 4]
         (sigmoid cxcywh).
         """
-        tgt, reference = content, anchors
+        tgt, reference, previous = content, anchors, anchors
         outputs, boxes = [], []
         for layer in transformer.decoder_layers:
-            query_pos = self.query_pos_head(box_sine_encoding(reference.sigmoid(), self.dim))
+            anchor = reference.sigmoid()
+            query_pos = self.query_pos_head(box_sine_encoding(anchor, self.dim))
             tgt, self_weights, cross_weights = layer(tgt, memory, pos, query_pos, padding_mask, need_weights,
-                                                     self_padding_mask=query_padding)
+                                                     self_padding_mask=query_padding, boxes=anchor, levels=levels)
             out = transformer.decoder_norm(tgt)
-            box_logit = reference + box_head(out)
+            correction = box_head(out)
+            box_logit = reference + correction
             outputs.append(out)
-            boxes.append(box_logit.sigmoid())
-            reference = box_logit.detach()  # each layer learns its own correction
+            boxes.append((previous + correction if self.look_forward_twice else box_logit).sigmoid())
+            reference = box_logit.detach()  # the next layer's anchor: each layer learns its own correction
+            previous = box_logit  # its graph reaches this layer's correction and stops at the anchor
             if maps is not None:
                 maps.decoder_self.append(self_weights)
                 maps.decoder_cross.append(cross_weights)

@@ -77,7 +77,7 @@ class MultiScaleDeformableAttention(nn.Module):
         or [B, Lq, levels, 4] boxes (cx, cy, w, h), normalised to [0, 1] of each level's map;
         value [B, Lv, D], the levels' maps flattened in order, `shapes` their (h, w);
         padding_mask [B, Lv] True on padding. Returns [B, Lq, D]."""
-        batch, queries, _ = query.shape
+        batch = query.shape[0]
         if sum(h * w for h, w in shapes) != value.shape[1] or len(shapes) != self.levels:
             raise ValueError(f"{len(shapes)} levels of {shapes} do not match {value.shape[1]} values "
                              f"in {self.levels} levels")
@@ -85,6 +85,14 @@ class MultiScaleDeformableAttention(nn.Module):
         if padding_mask is not None:
             value = value.masked_fill(padding_mask[..., None], 0.0)
         value = value.view(batch, value.shape[1], self.heads, -1)
+        locations, weights = self.sampling(query, reference, shapes)
+        return self.output_proj(sample_levels(value, shapes, locations, weights))
+
+    def sampling(self, query: torch.Tensor, reference: torch.Tensor, shapes: list[tuple[int, int]]
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where each query samples: locations [B, Lq, heads, levels, points, 2] (x, y) in [0, 1]
+        of each level's map, and the points' attention weights [B, Lq, heads, levels, points]."""
+        batch, queries, _ = query.shape
         offsets = self.sampling_offsets(query).view(batch, queries, self.heads, self.levels, self.points, 2)
         weights = self.attention_weights(query).view(batch, queries, self.heads, self.levels * self.points)
         weights = weights.softmax(-1).view(batch, queries, self.heads, self.levels, self.points)
@@ -96,4 +104,26 @@ class MultiScaleDeformableAttention(nn.Module):
             locations = centre + offsets / self.points * size * 0.5
         else:
             raise ValueError(f"reference points end in 2 (x, y) or 4 (cx, cy, w, h), not {reference.shape[-1]}")
-        return self.output_proj(sample_levels(value, shapes, locations, weights))
+        return locations, weights
+
+
+def attention_over_tokens(shapes: list[tuple[int, int]], locations: torch.Tensor, weights: torch.Tensor
+                          ) -> torch.Tensor:
+    """The sampled points as an attention map over the tokens, [B, heads, Lq, Lv]: each point's
+    weight spread over the four cells that bilinear sampling reads (align_corners=False, zero
+    outside the map), so that map @ values is what `sample_levels` computes. For drawing."""
+    batch, queries, heads, _, points, _ = locations.shape
+    total = sum(h * w for h, w in shapes)
+    attention = weights.new_zeros(batch, heads, queries, total)
+    start = 0
+    for level, (height, width) in enumerate(shapes):
+        x = locations[:, :, :, level, :, 0] * width - 0.5  # pixel coordinates, [B, Lq, heads, points]
+        y = locations[:, :, :, level, :, 1] * height - 0.5
+        for column in (x.floor(), x.floor() + 1):
+            for row in (y.floor(), y.floor() + 1):
+                share = (1 - (x - column).abs()) * (1 - (y - row).abs()) * weights[:, :, :, level]
+                inside = (column >= 0) & (column < width) & (row >= 0) & (row < height)
+                index = start + (row.clamp(0, height - 1) * width + column.clamp(0, width - 1)).long()
+                attention.scatter_add_(-1, index.permute(0, 2, 1, 3), (share * inside).permute(0, 2, 1, 3))
+        start += height * width
+    return attention

@@ -13,7 +13,7 @@ from detr.model.backbone import Backbone, resize_mask
 from detr.model.deformable_encoder import DeformableEncoder
 from detr.model.denoising import noised_queries
 from detr.model.fine_level import FineLevel
-from detr.model.multi_scale import MultiScaleInput, backbone_stages
+from detr.model.multi_scale import Levels, MultiScaleInput, backbone_stages, levels_of
 from detr.model.position_encoding import LearnedPositionEncoding, SinePositionEncoding
 from detr.model.positive_queries import positive_queries
 from detr.model.query_selection import QuerySelection, TokenHeads, init_sigmoid_classes
@@ -64,8 +64,11 @@ class DETR(nn.Module):
             raise ValueError(f"model.query_groups must be at least 1, not {config.query_groups}")
         if config.class_pairs < 0:
             raise ValueError(f"model.class_pairs is 0 (one class per query) or more, not {config.class_pairs}")
-        if (config.query_selection or config.denoising_groups) and not config.anchor_queries:
-            raise ValueError("model.query_selection and model.denoising_groups need model.anchor_queries=True")
+        deformable_decoder = config.decoder_attention == "deformable"
+        if (config.query_selection or config.denoising_groups or config.look_forward_twice
+                or deformable_decoder) and not config.anchor_queries:
+            raise ValueError("model.query_selection, model.denoising_groups, model.look_forward_twice and "
+                             "model.decoder_attention='deformable' need model.anchor_queries=True")
         if config.selected_content and not config.query_selection:
             raise ValueError("model.selected_content needs model.query_selection=True")
         if config.distinct_queries and not config.query_selection:
@@ -86,7 +89,7 @@ class DETR(nn.Module):
                     self.query_anchor.weight.copy_(inverse_sigmoid(boxes))
             else:  # checkpoints written before 2026-11-29 hold these unused anchors: skip them
                 self.register_load_state_dict_pre_hook(_skip_unused_anchors)
-            self.anchor_decoder = AnchorDecoder(dim)
+            self.anchor_decoder = AnchorDecoder(dim, config.look_forward_twice)
         else:
             self.query_embed = nn.Embedding(queries, dim)
         self.transformer = Transformer(
@@ -97,6 +100,8 @@ class DETR(nn.Module):
             config.feedforward_dim,
             config.dropout,
             config.pre_norm,
+            _memory_levels(config) if config.decoder_attention == "deformable" else 0,
+            config.deformable_points,
         )
         if deformable:
             self.deformable_encoder = DeformableEncoder(dim, config.num_heads, config.encoder_layers,
@@ -177,11 +182,12 @@ class DETR(nn.Module):
                 padding = torch.cat([fine_mask.flatten(1), padding], dim=1)
             feature_masks = [fine_mask] + feature_masks
         if self.config.anchor_queries:
-            out = self._decode_anchors(memory, pos, padding, feature_masks, groups, maps, need_weights)
+            levels = levels_of(feature_masks) if self.config.decoder_attention == "deformable" else None
+            out = self._decode_anchors(memory, pos, padding, feature_masks, groups, maps, need_weights, levels)
             if self.training and targets is not None and self.config.denoising_groups:
-                out.update(self._decode_denoising(memory, pos, padding, targets))
+                out.update(self._decode_denoising(memory, pos, padding, targets, levels))
             if self.training and targets is not None and self.config.positive_queries:
-                out.update(self._decode_positives(memory, pos, padding, out["enc_outputs"], targets))
+                out.update(self._decode_positives(memory, pos, padding, out["enc_outputs"], targets, levels))
         else:
             out = self._decode_paper(memory, pos, padding, groups, maps, need_weights)
         if self.training and self.config.dense_head:
@@ -215,7 +221,7 @@ class DETR(nn.Module):
         return self._heads(hidden.unflatten(1, (batch, groups)).flatten(2, 3))  # [layers, B, G x N, D]
 
     def _decode_anchors(self, memory, pos, padding, feature_masks: list[torch.Tensor], groups: int,
-                        maps: AttentionMaps, need_weights: bool) -> dict[str, Any]:
+                        maps: AttentionMaps, need_weights: bool, levels: Levels | None) -> dict[str, Any]:
         batch, queries, dim = memory.shape[0], self.config.num_queries, memory.shape[-1]
         content = self.query_content.weight[: groups * queries].view(groups, queries, dim)
         content = content[None].expand(batch, -1, -1, -1).flatten(0, 1)  # [B x G, N, D]
@@ -230,14 +236,15 @@ class DETR(nn.Module):
             anchors = anchors[None].expand(batch, -1, -1, -1).flatten(0, 1)
         hidden, boxes = self.anchor_decoder(self.transformer, self.bbox_embed, content, anchors,
                                             memory, pos, padding,
-                                            maps=maps, need_weights=need_weights)
+                                            maps=maps, need_weights=need_weights, levels=levels)
         out = self._heads(hidden.unflatten(1, (batch, groups)).flatten(2, 3),
                           boxes.unflatten(1, (batch, groups)).flatten(2, 3))
         if proposals is not None and self.training:
             out["enc_outputs"] = proposals
         return out
 
-    def _decode_denoising(self, memory, pos, padding, targets: list[dict]) -> dict[str, Any]:
+    def _decode_denoising(self, memory, pos, padding, targets: list[dict], levels: Levels | None
+                          ) -> dict[str, Any]:
         config = self.config
         queries = noised_queries(targets, config.denoising_groups, config.num_classes,
                                  config.denoising_box_noise, config.denoising_label_noise,
@@ -246,19 +253,20 @@ class DETR(nn.Module):
             return {}
         hidden, boxes = self.anchor_decoder(self.transformer, self.bbox_embed, self.label_embed(queries.labels),
                                             queries.anchors, memory, pos, padding,
-                                            query_padding=queries.padding)
+                                            query_padding=queries.padding, levels=levels)
         out = self._heads(hidden, boxes)
         out.update(padding=queries.padding, groups=queries.groups, positives=queries.positives)
         return {"dn_outputs": out}
 
-    def _decode_positives(self, memory, pos, padding, proposals: dict, targets: list[dict]) -> dict[str, Any]:
+    def _decode_positives(self, memory, pos, padding, proposals: dict, targets: list[dict],
+                          levels: Levels | None) -> dict[str, Any]:
         queries = positive_queries(inverse_sigmoid(proposals["pred_boxes"]), proposals["cells"], proposals["valid"],
                                    targets, self.config.positive_queries)
         if queries is None:
             return {}
         content = self.positive_content.weight[None].expand(*queries.padding.shape, -1)
         hidden, boxes = self.anchor_decoder(self.transformer, self.bbox_embed, content, queries.anchors,
-                                            memory, pos, padding, query_padding=queries.padding)
+                                            memory, pos, padding, query_padding=queries.padding, levels=levels)
         out = self._heads(hidden, boxes)
         out.update(padding=queries.padding, owners=queries.owners)
         return {"positive_outputs": out}
@@ -268,9 +276,17 @@ def _skip_unused_anchors(module, state_dict, prefix, *args) -> None:
     state_dict.pop(prefix + "query_anchor.weight", None)
 
 
+def _memory_levels(config: ModelConfig) -> int:
+    """How many levels the decoder's memory holds."""
+    if config.fine_level:
+        return 2
+    return config.feature_levels
+
+
 def _check_encoder(config: ModelConfig) -> None:
-    if config.encoder_attention not in ("full", "deformable"):
-        raise ValueError(f"model.encoder_attention is 'full' or 'deformable', not {config.encoder_attention!r}")
+    for field_name in ("encoder_attention", "decoder_attention"):
+        if getattr(config, field_name) not in ("full", "deformable"):
+            raise ValueError(f"model.{field_name} is 'full' or 'deformable', not {getattr(config, field_name)!r}")
     if config.feature_levels < 1 or config.deformable_points < 1:
         raise ValueError("model.feature_levels and model.deformable_points must be at least 1")
     if config.fine_level and (config.feature_levels > 1 or config.encoder_attention == "deformable"):

@@ -78,13 +78,17 @@ class MultiScaleInput(nn.Module):
             tokens.append(level_map.flatten(2).transpose(1, 2))
             positions.append(pos.flatten(2).transpose(1, 2))
             masks.append(mask_of_level)
-        shapes = [tuple(m.shape[-2:]) for m in maps]
-        counts = torch.tensor([h * w for h, w in shapes], device=maps[0].device)
-        start_index = torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]])
-        valid_ratios = torch.stack([_valid_ratio(m) for m in masks], dim=1)
         padding = None if mask is None else torch.cat([m.flatten(1) for m in masks], dim=1)
-        levels = Levels(shapes, start_index, masks, valid_ratios)
-        return torch.cat(tokens, dim=1), torch.cat(positions, dim=1), padding, levels
+        return torch.cat(tokens, dim=1), torch.cat(positions, dim=1), padding, levels_of(masks)
+
+
+def levels_of(masks: list[torch.Tensor]) -> Levels:
+    """The levels of tokens flattened one map after another, from each map's padding mask [B, h, w]."""
+    shapes = [tuple(m.shape[-2:]) for m in masks]
+    counts = torch.tensor([h * w for h, w in shapes], device=masks[0].device)
+    start_index = torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]])
+    valid_ratios = torch.stack([_valid_ratio(m) for m in masks], dim=1)
+    return Levels(shapes, start_index, masks, valid_ratios)
 
 
 def _valid_ratio(mask: torch.Tensor) -> torch.Tensor:

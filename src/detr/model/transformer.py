@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from detr.model.attention import MultiHeadAttention
+from detr.model.deformable_attention import MultiScaleDeformableAttention, attention_over_tokens
+from detr.model.multi_scale import Levels
 
 
 @dataclass
@@ -70,16 +72,24 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, dim: int, heads: int, ffn: int, dropout: float, pre_norm: bool) -> None:
+    """deformable_levels > 0: cross-attention samples `points` points per head on each of that
+    many levels around the query's box (Deformable DETR's decoder) instead of attending all tokens."""
+
+    def __init__(self, dim: int, heads: int, ffn: int, dropout: float, pre_norm: bool,
+                 deformable_levels: int = 0, points: int = 4) -> None:
         super().__init__()
         self.self_attn = MultiHeadAttention(dim, heads, dropout)
-        self.cross_attn = MultiHeadAttention(dim, heads, dropout)
+        self.cross_attn = (MultiScaleDeformableAttention(dim, heads, deformable_levels, points) if deformable_levels
+                           else MultiHeadAttention(dim, heads, dropout))
         self.ffn = FeedForward(dim, ffn, dropout)
         self.self_block = _Residual(dim, dropout, pre_norm)
         self.cross_block = _Residual(dim, dropout, pre_norm)
         self.ffn_block = _Residual(dim, dropout, pre_norm)
 
-    def forward(self, tgt, memory, pos, query_pos, padding_mask, need_weights=False, self_padding_mask=None):
+    def forward(self, tgt, memory, pos, query_pos, padding_mask, need_weights=False, self_padding_mask=None,
+                boxes: torch.Tensor | None = None, levels: Levels | None = None):
+        """boxes [B (x G), N, 4] (sigmoid cxcywh of the image) and levels: where deformable
+        cross-attention samples; unused by full attention."""
         x = self.self_block.branch_input(tgt)
         q = k = x + query_pos
         attended, self_weights = self.self_attn(q, k, x, self_padding_mask, need_weights)
@@ -89,7 +99,19 @@ class DecoderLayer(nn.Module):
         # query attends the memory on its own, so the groups fold into one image's queries and
         # the keys and values are projected once an image, not once a group.
         queries = (x + query_pos).reshape(memory.shape[0], -1, x.shape[-1])
-        attended, cross_weights = self.cross_attn(queries, memory + pos, memory, padding_mask, need_weights)
+        if isinstance(self.cross_attn, MultiScaleDeformableAttention):
+            if boxes is None or levels is None:
+                raise ValueError("deformable cross-attention samples around each query's box: "
+                                 "it needs model.anchor_queries=True")
+            ratios = levels.valid_ratios.repeat(1, 1, 2)  # [B, levels, 4]: the image's share of each map
+            reference = boxes.reshape(memory.shape[0], -1, 1, 4) * ratios[:, None]
+            attended = self.cross_attn(queries, reference, memory, levels.shapes, padding_mask)
+            cross_weights = None
+            if need_weights:  # the sampled points spread over the cells they read
+                cross_weights = attention_over_tokens(levels.shapes, *self.cross_attn.sampling(
+                    queries, reference, levels.shapes))
+        else:
+            attended, cross_weights = self.cross_attn(queries, memory + pos, memory, padding_mask, need_weights)
         tgt = self.cross_block.merge(tgt, attended.reshape(tgt.shape))
         tgt = self.ffn_block.merge(tgt, self.ffn(self.ffn_block.branch_input(tgt)))
         return tgt, self_weights, cross_weights
@@ -105,7 +127,10 @@ class Transformer(nn.Module):
         ffn: int,
         dropout: float,
         pre_norm: bool,
+        decoder_levels: int = 0,
+        decoder_points: int = 4,
     ) -> None:
+        """decoder_levels > 0: the decoder's cross-attention is deformable, over that many levels."""
         super().__init__()
         self.encoder_layers = nn.ModuleList(
             EncoderLayer(dim, heads, ffn, dropout, pre_norm) for _ in range(encoder_layers)
@@ -113,12 +138,16 @@ class Transformer(nn.Module):
         # Pre-norm leaves the encoder output un-normalised, so it gets a final norm.
         self.encoder_norm = nn.LayerNorm(dim) if pre_norm else None
         self.decoder_layers = nn.ModuleList(
-            DecoderLayer(dim, heads, ffn, dropout, pre_norm) for _ in range(decoder_layers)
+            DecoderLayer(dim, heads, ffn, dropout, pre_norm, decoder_levels, decoder_points)
+            for _ in range(decoder_layers)
         )
         self.decoder_norm = nn.LayerNorm(dim)
         for parameter in self.parameters():
             if parameter.dim() > 1:
                 nn.init.xavier_uniform_(parameter)
+        for module in self.modules():  # deformable attention keeps its own initialisation
+            if isinstance(module, MultiScaleDeformableAttention):
+                module.reset_parameters()
 
     def decode_groups(self, memory, pos, query_pos, padding_mask, maps: AttentionMaps,
                       need_weights: bool) -> torch.Tensor:
