@@ -438,14 +438,19 @@ def fast_cpu() -> ExperimentConfig:
 
 def fast_fine_cpu() -> ExperimentConfig:
     """The default: `fast` with RT-DETR's top-down fusion, which gives the decoder and query
-    selection a stride-8 level beside the encoder's stride 16; one query group instead of four
-    buys back most of the steps it costs. With distinct queries, at 10 CPU-minutes: general 0.041
+    selection a stride-8 level beside the encoder's stride 16, and Deformable DETR's decoder, whose
+    queries sample a few points around their boxes on both levels; one query group instead of four
+    buys back most of the steps the fine level costs. With distinct queries, at 10 CPU-minutes: general 0.041
     against `fast`'s 0.028, the built-in data 0.495, dense 0.068 (BENCHMARKS.md, ninth session).
     Without them the finer level's neighbouring tokens crowded onto one object and it did not
     beat `fast` on general (sixth session)."""
     config = fast_cpu()
     config.model.fine_level = True
     config.model.query_groups = 1
+    # Deformable DETR's decoder: each query reads a few points around its box on both levels instead
+    # of attending every token. At 10 CPU-minutes on general (chosen there): AP 0.108 -> 0.397, with
+    # more steps (839 against 791) (BENCHMARKS.md, tenth session).
+    config.model.decoder_attention = "deformable"
     return config
 
 

@@ -126,6 +126,17 @@ def test_distinct_queries_export(tmp_path):
         _assert_outputs_match(session, model, *_padded_batch(*size))
 
 
+def test_deformable_decoder_export(tmp_path):
+    """Deformable cross-attention samples with grid_sample (ONNX GridSample) around each query's box,
+    scaled by each image's unpadded share of the maps: both follow the input."""
+    weights = tiny_weights(backbone=BackboneConfig(name="resnet18", last_layer="layer3"), anchor_queries=True,
+                           query_selection=True, fine_level=True, decoder_attention="deformable")
+    session = _session(export_onnx(weights, tmp_path / "deformable_decoder.onnx"))
+    model = _model(weights)
+    for size in SIZES:
+        _assert_outputs_match(session, model, *_padded_batch(*size))
+
+
 def test_bad_destination_and_old_opset_are_refused(tmp_path):
     weights = _weights()
     with pytest.raises(ValueError, match="name the output like model.onnx"):
