@@ -440,10 +440,10 @@ def fast_fine_cpu() -> ExperimentConfig:
     """The default: `fast` with RT-DETR's top-down fusion, which gives the decoder and query
     selection a stride-8 level beside the encoder's stride 16, and Deformable DETR's decoder, whose
     queries sample a few points around their boxes on both levels; one query group instead of four
-    buys back most of the steps the fine level costs. With distinct queries, at 10 CPU-minutes: general 0.041
-    against `fast`'s 0.028, the built-in data 0.495, dense 0.068 (BENCHMARKS.md, ninth session).
-    Without them the finer level's neighbouring tokens crowded onto one object and it did not
-    beat `fast` on general (sixth session)."""
+    buys back most of the steps the fine level costs. At 10 CPU-minutes (BENCHMARKS.md, tenth
+    session): general 0.397 (0.108 with the full-attention decoder), dense 0.172, the built-in
+    data 0.721. Without distinct queries the finer level's neighbouring tokens crowded onto one
+    object and it did not beat `fast` on general (sixth session)."""
     config = fast_cpu()
     config.model.fine_level = True
     config.model.query_groups = 1
