@@ -243,7 +243,7 @@ class DETR(nn.Module):
             out["enc_outputs"] = proposals
         return out
 
-    def _decode_denoising(self, memory, pos, padding, targets: list[dict], levels: Levels | None
+    def _decode_denoising(self, memory, pos, padding, targets: list[dict], levels: Levels | None = None
                           ) -> dict[str, Any]:
         config = self.config
         queries = noised_queries(targets, config.denoising_groups, config.num_classes,
@@ -259,7 +259,7 @@ class DETR(nn.Module):
         return {"dn_outputs": out}
 
     def _decode_positives(self, memory, pos, padding, proposals: dict, targets: list[dict],
-                          levels: Levels | None) -> dict[str, Any]:
+                          levels: Levels | None = None) -> dict[str, Any]:
         queries = positive_queries(inverse_sigmoid(proposals["pred_boxes"]), proposals["cells"], proposals["valid"],
                                    targets, self.config.positive_queries)
         if queries is None:
