@@ -94,7 +94,8 @@ def test_look_forward_twice_sends_each_layers_box_loss_one_layer_back_and_no_fur
     twice.load_state_dict(plain.state_dict())
     torch.manual_seed(1)
     images = torch.randn(1, 3, 64, 64)
-    for a, b in zip(plain(images)["aux_outputs"] + [plain(images)], twice(images)["aux_outputs"] + [twice(images)]):
+    plain_out, twice_out = plain(images), twice(images)
+    for a, b in zip(plain_out["aux_outputs"] + [plain_out], twice_out["aux_outputs"] + [twice_out]):
         torch.testing.assert_close(a["pred_boxes"], b["pred_boxes"])  # the same boxes either way
     # Deformable DETR's cut: the last layer's boxes teach its own correction alone.
     plain_grads = _box_head_gradients(plain, layer=2)
