@@ -4,6 +4,11 @@ import torch
 from detr.config import BackboneConfig, DataConfig, ExperimentConfig, ModelConfig
 from detr.engine.checkpoint import save_atomic
 from detr.model import build_model
+from tests.skip_policy import register
+
+
+def pytest_configure(config):
+    register(config)
 
 
 @pytest.fixture(autouse=True)
