@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from detr.commands.shared_flags import add_speed, device, predictor_options
-from detr.inference import Predictor, load
+from detr.inference import Predictor
+from detr.predictors import load
 from detr.predict.formats import FORMATS
 from detr.predict.frames import collect_inputs
 from detr.predict.run import write_predictions
