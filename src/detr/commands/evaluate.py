@@ -9,6 +9,7 @@ from detr.commands.shared_flags import add_common, add_speed, add_split_files, d
     predictor_options
 from detr.data.coco import CocoDetection, DatasetError
 from detr.data.sources import eval_loader, find_split
+from detr.engine.box_counts import DEFAULT_THRESHOLD
 from detr.engine.evaluate import evaluate, format_per_class
 from detr.inference import Predictor
 
@@ -20,6 +21,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--split", default="val")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", help="where to write the detections json")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                        help="count objects found, duplicate boxes and boxes on nothing at this score, "
+                             "as `detr predict --threshold` draws them")
     parser.add_argument("--class-pairs", type=int, metavar="N",
                         help="read each image's N best (query, class) pairs, or with 0 each query's best class, "
                              "instead of the checkpoint's model.class_pairs")
@@ -49,6 +53,6 @@ def run(args: argparse.Namespace) -> None:
     stats, summary, per_class = evaluate(predictor.forward, loader, predictor.device, results,
                                          progress=not args.no_progress, precision=predictor.precision,
                                          class_pairs=predictor.class_pairs,
-                                         sigmoid_classes=predictor.sigmoid_classes)
+                                         sigmoid_classes=predictor.sigmoid_classes, threshold=args.threshold)
     print_report(summary, per_class)
     print(f"\ndetections (COCO results format): {results}")

@@ -14,6 +14,7 @@ from detr.config import DEFAULT_PRESET, PRESETS, ExperimentConfig, apply_setting
 from detr.data.fit import dataset_stats, fit_queries, fit_to_data
 from detr.data.sources import eval_loader
 from detr.distributed import is_main, leave_process_group
+from detr.engine.box_counts import DEFAULT_THRESHOLD
 from detr.engine.evaluate import evaluate
 from detr.engine.train import Trainer
 from detr.inference import Predictor
@@ -51,7 +52,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_split_files(parser, "train")
     add_split_files(parser, "val")
     add_speed(parser, train=True)
-    parser.add_argument("--threshold", type=float, default=0.5, help="score threshold of the pictures")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                        help="score threshold of the pictures and of the box counts (found, duplicates) in the log")
     parser.add_argument("--pictures", type=int, default=8, help="val images drawn at the end")
     parser.set_defaults(run=run)
     return parser
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> None:
     log.info("fitted to the data (--set overrides): %s", "; ".join(fitted))
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     trainer = Trainer(config, train_split, val_split, out,
-                      device(args.device), progress=not args.no_progress, init=init)
+                      device(args.device), progress=not args.no_progress, init=init, threshold=args.threshold)
     if args.resume:
         trainer.resume(args.resume)
     log.info("training %s on %s (%d train / %d val images) -> %s", args.preset, train_split.annotations,
@@ -100,7 +102,7 @@ def run(args: argparse.Namespace) -> None:
     _, summary, per_class = evaluate(predictor.forward, loader, trainer.device, out / "val_detections.json",
                                      progress=not args.no_progress, precision=predictor.precision,
                                      class_pairs=predictor.class_pairs,
-                                     sigmoid_classes=predictor.sigmoid_classes)
+                                     sigmoid_classes=predictor.sigmoid_classes, threshold=args.threshold)
     print(f"\nCOCO evaluation of {best} on {len(trainer.val_set)} val images:")
     print_report(summary, per_class)
     samples = [trainer.val_set.images_dir / trainer.val_set.images[i]["file_name"]

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from detr.data.coco import CocoDetection
 from detr.distributed import gather_to_main
+from detr.engine.box_counts import DEFAULT_THRESHOLD, count_boxes
 from detr.postprocess import PostProcess
 from detr.precision import autocast
 
@@ -83,9 +84,11 @@ def format_per_class(per_class: dict[str, float]) -> str:
 
 def evaluate(model, loader, device, results_path: str | Path | None = None,
              progress: bool = True, precision: str = "fp32", class_pairs: int = 0,
-             sigmoid_classes: bool = False) -> tuple[dict, str, dict] | None:
+             sigmoid_classes: bool = False, threshold: float = DEFAULT_THRESHOLD) -> tuple[dict, str, dict] | None:
     """Detect, write the COCO results json, score. Under torchrun each process
-    detects its share of the images and rank 0 scores them all (others get None)."""
+    detects its share of the images and rank 0 scores them all (others get None).
+    Beside COCO's numbers, the stats and the summary hold what a user sees at
+    `threshold`: objects found, duplicate boxes and boxes on nothing (box_counts.py)."""
     gathered = gather_to_main(predict_dataset(model, loader, device, progress, precision, class_pairs,
                                                  sigmoid_classes))
     if gathered is None:
@@ -94,4 +97,7 @@ def evaluate(model, loader, device, results_path: str | Path | None = None,
     if results_path is not None:
         Path(results_path).parent.mkdir(parents=True, exist_ok=True)
         Path(results_path).write_text(json.dumps(results))
-    return coco_evaluate(loader.dataset.ground_truth(), results)
+    ground_truth = loader.dataset.ground_truth()
+    stats, summary, per_class = coco_evaluate(ground_truth, results)
+    counts = count_boxes(ground_truth, results, threshold)
+    return {**stats, **counts.as_metrics()}, f"{summary}\n{counts.describe()}", per_class

@@ -24,6 +24,7 @@ from detr.data.fit import QUERY_MARGIN
 from detr.data.sources import EpochSampler, SeededAugmentation, Split, build_datasets, eval_loader
 from detr.engine.checkpoint import load_checkpoint, remove_stale_temp_files, save_atomic, write_atomic
 from detr.distributed import init_from_environment, is_main, rank, world_size
+from detr.engine.box_counts import DEFAULT_THRESHOLD
 from detr.engine.ema import ModelEMA
 from detr.engine.evaluate import evaluate
 from detr.engine.optim import STEPS_BEFORE_ESTIMATE, Schedule, build_optimizer
@@ -55,10 +56,12 @@ class Trainer:
 
     def __init__(self, config: ExperimentConfig, train_split: Split, val_split: Split, out_dir: str | Path,
                  device: str | torch.device = "cpu", progress: bool = True,
-                 init: dict[str, torch.Tensor] | None = None) -> None:
-        """`init`: weights (our tensor names) to start from, for fine-tuning. The trainer keeps
+                 init: dict[str, torch.Tensor] | None = None, threshold: float = DEFAULT_THRESHOLD) -> None:
+        """`init`: weights (our tensor names) to start from, for fine-tuning. `threshold`: the score
+        at which each evaluation counts found objects and duplicate boxes. The trainer keeps
         its own copy of `config`, completed from the data (the class count); the caller's stays."""
         self.config = config = copy.deepcopy(config)
+        self.threshold = threshold
         self.out_dir = Path(out_dir)
         self.device = init_from_environment(torch.device(device))
         self.progress = progress and is_main()
@@ -283,7 +286,7 @@ class Trainer:
         self._raise_if_not_finite()
         return evaluate(self.eval_model, self.val_loader, self.device, results_path, self.progress,
                         self.config.train.precision, self.config.model.class_pairs,
-                        self.config.model.sigmoid_classes)
+                        self.config.model.sigmoid_classes, self.threshold)
 
     def fit(self) -> dict[str, float]:
         """Train until the epoch count or the time budget is reached; returns the last eval metrics."""
@@ -369,7 +372,10 @@ class Trainer:
         minutes = (time.monotonic() - started) / 60
         self._log({"step": self.step, "epoch": self.epoch, "minutes": minutes,
                    **{f"val_{k}": v for k, v in stats.items()}}, writer)
-        log.info("epoch %d (%.1f min): AP %.3f AP50 %.3f", self.epoch, minutes, stats["AP"], stats["AP50"])
+        log.info("epoch %d (%.1f min): AP %.3f AP50 %.3f; at score >= %g: %d of %d objects found, %d duplicate "
+                 "boxes (%.0f%%), %d on nothing", self.epoch, minutes, stats["AP"], stats["AP50"], self.threshold,
+                 stats["boxes_found"], stats["boxes_objects"], stats["boxes_duplicates"],
+                 100 * stats["boxes_duplicate_rate"], stats["boxes_on_nothing"])
         if stats["AP"] > self.best_ap:
             self.best_ap = stats["AP"]
             self.save("best.pt")
