@@ -7,8 +7,9 @@
 Each cell trains one configuration for --minutes of wall clock (fitted to the data
 as `detr train --data D --minutes M` fits it), then scores the val split with the
 same COCO code; `--peer` adds the FCOS peer of `detr crowd --train` at the same
-budget (its val detections kept in OUT/<dataset>_peer_detections.json, for
-benchmarks/agnostic_ap.py). Cells run one after another (each wants the whole CPU) and are appended to
+budget (its val detections kept in OUT/<dataset>_peer_detections.json). Beside AP
+each cell counts, at score 0.5, the objects found and the duplicate boxes (what
+`detr eval` reports; COCO AP forgives duplicates). Cells run one after another (each wants the whole CPU) and are appended to
 OUT/ablation.jsonl as they finish, so a cut-off run keeps what it measured and a
 later call adds to the same table. Not a test: each cell takes its budget plus
 about a minute.
@@ -30,6 +31,7 @@ from detr.crowd.comparison import train_detr, train_nms_peer
 from detr.crowd.peer import PEER_NAME
 from detr.data.fit import dataset_stats, fit_to_data
 from detr.data.sources import find_split
+from detr.engine.box_counts import count_boxes
 from detr.engine.evaluate import coco_evaluate
 
 # name -> (preset, --set settings): each variant of the fast preset with one method off,
@@ -61,29 +63,38 @@ def run_detr(name: str, root: Path, minutes: float, out: Path) -> dict:
     config = CrowdBenchmarkConfig(minutes=minutes, detr_preset=preset_name, seed=TrainConfig().seed)
     trainer, results = train_detr(config, find_split(root, "train"), find_split(root, "val"), out,
                                   torch.device("cpu"), None, False, settings)
-    stats, _, _ = coco_evaluate(trainer.val_set.ground_truth(), results)
-    return {"steps": trainer.step, "AP": stats["AP"], "AP50": stats["AP50"], "scale": trainer.config.data.val_scale}
+    return {"steps": trainer.step, **scores(trainer.val_set.ground_truth(), results),
+            "scale": trainer.config.data.val_scale}
 
 
 def run_peer(root: Path, minutes: float, out: Path) -> dict:
     """The FCOS peer on one dataset; its val detections go to OUT/<dataset>_peer_detections.json
-    (COCO results, for benchmarks/agnostic_ap.py)."""
+    (COCO results)."""
     train, val = find_split(root, "train"), find_split(root, "val")
     config = preset("small")
     fit_to_data(config, dataset_stats(train.annotations))
     val_set, results, run = train_nms_peer(CrowdBenchmarkConfig(minutes=minutes), train, val,
                                            config.data.val_scale, torch.device("cpu"), False)
     (out / f"{root.name}_peer_detections.json").write_text(json.dumps(results))
-    stats, _, _ = coco_evaluate(val_set.ground_truth(), results)
-    return {"steps": run["steps"], "AP": stats["AP"], "AP50": stats["AP50"], "scale": config.data.val_scale}
+    return {"steps": run["steps"], **scores(val_set.ground_truth(), results), "scale": config.data.val_scale}
+
+
+def scores(ground_truth: dict, results: list[dict]) -> dict:
+    stats, _, _ = coco_evaluate(ground_truth, results)
+    counts = count_boxes(ground_truth, results)
+    return {"AP": stats["AP"], "AP50": stats["AP50"], "found": counts.found, "objects": counts.objects,
+            "duplicate_rate": counts.duplicate_rate}
 
 
 def print_table(path: Path) -> None:
     cells = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    print(f"\n{'variant':<28} {'dataset':<10} {'min':>4} {'steps':>6} {'steps/min':>9} {'AP':>7} {'AP50':>7}")
+    print(f"\n{'variant':<28} {'dataset':<10} {'min':>4} {'steps':>6} {'steps/min':>9} {'AP':>7} {'AP50':>7} "
+          f"{'found@0.5':>10} {'dup@0.5':>8}")
     for c in cells:
+        found = f"{c['found']}/{c['objects']}" if "found" in c else "-"  # a cell without counts
+        duplicates = f"{c['duplicate_rate']:.0%}" if "duplicate_rate" in c else "-"
         print(f"{c['variant']:<28} {c['dataset']:<10} {c['minutes']:>4g} {c['steps']:>6d} "
-              f"{c['steps'] / c['minutes']:>9.1f} {c['AP']:>7.4f} {c['AP50']:>7.4f}")
+              f"{c['steps'] / c['minutes']:>9.1f} {c['AP']:>7.4f} {c['AP50']:>7.4f} {found:>10} {duplicates:>8}")
 
 
 def main() -> None:
