@@ -81,7 +81,8 @@ def read_coco(path: str | Path, categories: Categories | None = None,
         _require(ann, ("image_id", "category_id", "bbox"), name, path)
         if "id" in ann:
             if not _is_integer(ann["id"]):
-                raise DatasetError(f"{path}: {name} has id {ann['id']!r}; annotation ids are integers")
+                raise DatasetError(f"{path}: annotation number {index + 1} has id {ann['id']!r}; annotation ids "
+                                   "are integers")
             if ann["id"] in seen:
                 raise DatasetError(f"{path}: annotation id {ann['id']} is used twice; annotation ids must be unique")
             seen[ann["id"]] = index
@@ -113,10 +114,10 @@ def _read_json(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise DatasetError(f"{path}: annotation file is not UTF-8 text; save it as UTF-8 JSON") from None
     except json.JSONDecodeError as error:
-        # A file cut short (an interrupted download or copy) fails at its very end.
-        cut = "; it looks cut short: download or copy it again" if error.pos >= len(raw.rstrip()) else ""
-        raise DatasetError(f"{path}: annotation file is not valid JSON ({error.msg} at line {error.lineno} "
-                           f"column {error.colno}){cut}") from None
+        # A file cut short (an interrupted download or copy) fails at its very end, or in a string left open.
+        cut = error.pos >= len(raw.decode(errors="replace").rstrip()) or error.msg.startswith("Unterminated string")
+        raise DatasetError(f"{path}: annotation file is not valid JSON ({error})"
+                           + ("; it looks cut short: download or copy it again" if cut else "")) from None
     if not isinstance(data, dict):
         raise DatasetError(f"{path}: annotation file must hold a JSON object with 'images', 'annotations' and "
                            f"'categories', not a {_json_type(data)}")
@@ -134,7 +135,8 @@ def _categories(records: list, annotations: list, path: Path) -> Categories:
         name = _name(category, index, "category", path)
         _require(category, ("id", "name"), name, path)
         if not _is_integer(category["id"]):
-            raise DatasetError(f"{path}: {name} has id {category['id']!r}; category ids are integers")
+            raise DatasetError(f"{path}: category number {index + 1} has id {category['id']!r}; category ids are "
+                               "integers")
         if category["id"] in ids:
             raise DatasetError(f"{path}: category id {category['id']} is used twice ({ids[category['id']]!r} and "
                                f"{category['name']!r}); category ids must be unique")
@@ -166,7 +168,8 @@ def _images(records: list, path: Path) -> dict[int, dict]:
         name = _name(image, index, "image", path)
         _require(image, ("id", "file_name", "width", "height"), name, path)
         if not _is_integer(image["id"]):
-            raise DatasetError(f"{path}: {name} has id {image['id']!r}; image ids are integers")
+            raise DatasetError(f"{path}: image number {index + 1} ({image['file_name']!r}) has id {image['id']!r}; "
+                               "image ids are integers")
         if not isinstance(image["file_name"], str) or not image["file_name"]:
             raise DatasetError(f"{path}: {name} has file_name {image['file_name']!r}; it must name the image file")
         if not all(_is_number(image[k]) and image[k] > 0 for k in ("width", "height")):
