@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from detr.config import ExperimentConfig, preset
 from detr.data.collate import collate
 from detr.data.fit import dataset_stats, fit_to_data
-from detr.data.sources import build_datasets, eval_loader, find_split
+from detr.data.sources import build_datasets, eval_loader, find_split, validated_split
 from detr.engine.optim import build_optimizer
 from detr.model import build_model
 
@@ -113,7 +113,7 @@ def main() -> None:
     rows = {}
     for crop in args.crop:
         config = preset("fast")
-        fit_to_data(config, dataset_stats(find_split(args.data, "train").annotations))
+        fit_to_data(config, dataset_stats(validated_split(find_split(args.data, "train")).records))
         config.data.crop_probability = crop
         if args.fixed_scale:
             config.data.train_scales = (config.data.val_scale,)
