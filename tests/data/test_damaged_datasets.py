@@ -40,10 +40,6 @@ def _train(tmp_path: Path, splits: dict[str, Split], capsys) -> str:
     return lines[0]
 
 
-def _write_text(path: Path, text: str) -> None:
-    path.write_text(text)
-
-
 def _truncate(path: Path) -> None:
     text = path.read_text()
     path.write_text(text[: len(text) // 2])
@@ -54,8 +50,23 @@ def _text_file_named_jpg(split: Split) -> None:
     (split.images / "0.jpg").write_text("<html>404 not found</html>")
 
 
+def _two_text_files_named_jpg(split: Split) -> None:
+    _text_file_named_jpg(split)
+    _edit(split.annotations, lambda d: d["images"][1].update(file_name="1.jpg"))
+    (split.images / "1.jpg").write_text("")
+
+
 def _replace_image(split: Split, index: int, value) -> None:
     _edit(split.annotations, lambda d: d["images"].__setitem__(index, value))
+
+
+def _a_class_of_its_own(split: Split) -> None:
+    """Every box of the split in a category (2, "ring") that the other split does not have."""
+    def change(data):
+        data["categories"] = [{"id": 2, "name": "ring"}]
+        for annotation in data["annotations"]:
+            annotation["category_id"] = 2
+    _edit(split.annotations, change)
 
 
 def _set_annotation(**fields):
@@ -85,11 +96,11 @@ DAMAGE = {
     "negative bbox size": ("train", _set_annotation(bbox=[14, 14, -10, 4]),
                            "annotation 1 (image 1) has negative width or height in bbox [14, 14, -10, 4]; a COCO "
                            "bbox is [x, y, width, height], not two corners"),
-    "top-level list": ("train", lambda s: _write_text(s.annotations, "[]"),
+    "top-level list": ("train", lambda s: s.annotations.write_text("[]"),
                        "annotation file must hold a JSON object with 'images', 'annotations' and 'categories', "
                        "not a list"),
     "truncated json": ("val", lambda s: _truncate(s.annotations), "annotation file is not valid JSON ("),
-    "empty json": ("train", lambda s: _write_text(s.annotations, "\n"),
+    "empty json": ("train", lambda s: s.annotations.write_text("\n"),
                    "annotation file is empty; export or download the annotations again"),
     "not UTF-8": ("train", lambda s: s.annotations.write_bytes('{"images": "é"}'.encode("latin-1")),
                   "annotation file is not UTF-8 text; save it as UTF-8 JSON"),
@@ -110,19 +121,17 @@ DAMAGE = {
     "duplicate annotation id": ("train", lambda s: _edit(s.annotations, lambda d: d["annotations"][1].update(id=1)),
                                 "annotation id 1 is used twice; annotation ids must be unique"),
     "unknown category": ("train", _set_annotation(category_id=9),
-                         "annotation 1 has unknown category 9; the file's categories are [1]"),
+                         "annotation 1 has unknown category 9; the file's categories are [1]: correct the "
+                         "annotation or add its category"),
     "unknown image": ("val", _set_annotation(image_id=99),
                       "annotation 1 points at unknown image 99; no image record has that id"),
     "category without a name": ("train", _drop("categories", "name"),
                                 "category 1 lacks ['name']; each category needs 'id', 'name'"),
     "duplicate category id": ("train", lambda s: _edit(s.annotations, lambda d: d["categories"].append(
         {"id": 1, "name": "spot"})), "category id 1 is used twice ('dot' and 'spot'); category ids must be unique"),
-    "val category unknown to train": ("val", lambda s: _edit(s.annotations, lambda d: (
-        d["categories"].__setitem__(0, {"id": 2, "name": "ring"}), [a.update(category_id=2) for a in d["annotations"]])),
-        "categories [2] are not among the training split's ([1])"),
-    "text file named .jpg": ("train", _text_file_named_jpg, "image 1 (0.jpg) is not a readable image: "),
-    "missing image file": ("val", lambda s: (s.images / "1.png").unlink(),
-                           "1 listed images are missing from "),
+    "val category unknown to train": ("val", _a_class_of_its_own,
+                                      "categories [2] are not among the training split's ([1]); the model can only "
+                                      "detect those"),
     "image of another size": ("train", _set_image(width=40),
                               "image 1 (0.png) is 32x32 but the file says 40x32; correct the record's width and "
                               "height"),
@@ -145,11 +154,23 @@ def test_each_damage_is_one_line_naming_the_file_and_record_before_anything_is_w
         assert f"{splits[name].annotations}: " in line
 
 
+@pytest.mark.parametrize("harm, rest", [
+    (_text_file_named_jpg, "replace the file or remove its record"),
+    (_two_text_files_named_jpg, "1 more listed files are not images either; replace the files or remove their records"),
+], ids=["one", "two"])
+def test_text_files_named_jpg_are_named_with_their_record(tmp_path, capsys, harm, rest):
+    splits = _clean(tmp_path)
+    harm(splits["train"])
+    assert _train(tmp_path, splits, capsys) == (
+        f"detr train: error: {splits['train'].annotations}: image 1 (0.jpg) is not a readable image: "
+        f"{splits['train'].images / '0.jpg'} (not a format PIL reads); {rest}")
+
+
 def test_a_missing_image_file_is_named_with_its_record(tmp_path, capsys):
     splits = _clean(tmp_path)
     (splits["val"].images / "1.png").unlink()
     assert _train(tmp_path, splits, capsys) == (
-        f"detr train: error: {splits['val'].annotations}: 1 listed images are missing from {splits['val'].images}, "
+        f"detr train: error: {splits['val'].annotations}: a listed image is missing from {splits['val'].images}, "
         "e.g. 1.png (image 2); check the images folder or the file names")
 
 

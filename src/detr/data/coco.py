@@ -52,11 +52,13 @@ def check_image_files(images_dir: Path, records: CocoRecords) -> None:
         if size != (info["width"], info["height"]):
             raise _size_mismatch(records.path, image_id, info, size)
     if missing:
-        raise DatasetError(f"{records.path}: {len(missing)} listed images are missing from {images_dir}, e.g. "
-                           f"{', '.join(missing[:3])}; check the images folder or the file names")
+        count = f"{len(missing)} listed images are" if len(missing) > 1 else "a listed image is"
+        raise DatasetError(f"{records.path}: {count} missing from {images_dir}, e.g. {', '.join(missing[:3])}; "
+                           "check the images folder or the file names")
     if broken:
         more = f"; {len(broken) - 1} more listed files are not images either" if len(broken) > 1 else ""
-        raise DatasetError(f"{records.path}: {broken[0]}{more}; replace the files or remove their records")
+        fix = "replace the files or remove their records" if more else "replace the file or remove its record"
+        raise DatasetError(f"{records.path}: {broken[0]}{more}; {fix}")
 
 
 def _size_mismatch(path: Path, image_id: int, info: dict, size: tuple[int, int]) -> DatasetError:

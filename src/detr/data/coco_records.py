@@ -71,7 +71,7 @@ def read_coco(path: str | Path, categories: Categories | None = None,
     found = _categories(data["categories"], data["annotations"], path)
     if categories is not None and set(found.ids) - set(categories.ids):
         raise DatasetError(f"{path}: categories {sorted(set(found.ids) - set(categories.ids))} are not among "
-                           f"{categories_owner} ({list(categories.ids)})")
+                           f"{categories_owner} ({list(categories.ids)}); the model can only detect those")
     images = _images(data["images"], path)
     problems: Counter[str] = Counter()
     annotations: dict[int, list[dict]] = {i: [] for i in images}
@@ -91,7 +91,7 @@ def read_coco(path: str | Path, categories: Categories | None = None,
                                "has that id")
         if not _is_integer(ann["category_id"]) or ann["category_id"] not in found.ids:
             raise DatasetError(f"{path}: {name} has unknown category {ann['category_id']!r}; the file's categories "
-                               f"are {list(found.ids)}")
+                               f"are {list(found.ids)}: correct the annotation or add its category")
         cleaned = _clean_box(ann, name, images[ann["image_id"]], problems, path)
         if cleaned is not None:
             annotations[ann["image_id"]].append(cleaned)
