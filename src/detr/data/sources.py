@@ -15,6 +15,7 @@ from detr.data.coco_records import Categories, CocoRecords, DatasetError, read_c
 from detr.data.collate import collate
 from detr.data.transforms import train_transforms, val_transforms
 
+
 @dataclass(frozen=True)
 class Split:
     """Where a split's files are; once `validated_split` has checked them, their records too."""
