@@ -30,7 +30,7 @@ from detr.config import CrowdBenchmarkConfig, TrainConfig, preset
 from detr.crowd.comparison import train_detr, train_nms_peer
 from detr.crowd.peer import PEER_NAME
 from detr.data.fit import dataset_stats, fit_to_data
-from detr.data.sources import find_split
+from detr.data.sources import find_split, training_splits
 from detr.engine.box_counts import count_boxes
 from detr.engine.evaluate import coco_evaluate
 
@@ -70,9 +70,9 @@ def run_detr(name: str, root: Path, minutes: float, out: Path) -> dict:
 def run_peer(root: Path, minutes: float, out: Path) -> dict:
     """The FCOS peer on one dataset; its val detections go to OUT/<dataset>_peer_detections.json
     (COCO results)."""
-    train, val = find_split(root, "train"), find_split(root, "val")
+    train, val = training_splits(find_split(root, "train"), find_split(root, "val"))
     config = preset("small")
-    fit_to_data(config, dataset_stats(train.annotations))
+    fit_to_data(config, dataset_stats(train.records))
     val_set, results, run = train_nms_peer(CrowdBenchmarkConfig(minutes=minutes), train, val,
                                            config.data.val_scale, torch.device("cpu"), False)
     (out / f"{root.name}_peer_detections.json").write_text(json.dumps(results))

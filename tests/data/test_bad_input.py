@@ -1,7 +1,6 @@
 """Broken datasets and odd images: one clear line naming the file and the record, or a clean load."""
 
 import io
-import logging
 
 import numpy as np
 import pytest
@@ -112,14 +111,12 @@ def test_images_of_every_mode_go_through_the_training_pipeline(tmp_path):
     assert all(len(t["boxes"]) == 1 for t in targets)
 
 
-def test_an_empty_train_split_is_refused_and_an_empty_val_split_warned_about(tmp_path, caplog):
+def test_an_empty_train_or_val_split_is_refused(tmp_path):
     (tmp_path / "full").mkdir(), (tmp_path / "empty").mkdir()
     full = Split(*_write(tmp_path / "full"))
     empty = Split(*_write(tmp_path / "empty", images=[], annotations=[]))
     with pytest.raises(DatasetError, match=r"empty/ann.json lists no images: there is nothing to train on"):
         build_datasets(preset("small").data, empty, full)
-    with caplog.at_level(logging.WARNING):
-        _, val = build_datasets(preset("small").data, full, empty)
-    assert len(val) == 0
-    assert [r.getMessage() for r in caplog.records if "lists no images" in r.getMessage()] == [
-        f"{empty.annotations} lists no images: evaluations will score 0"]
+    with pytest.raises(DatasetError, match=r"empty/ann.json lists no images: training could neither be evaluated "
+                                           r"nor choose its best checkpoint; give the val split images"):
+        build_datasets(preset("small").data, full, empty)

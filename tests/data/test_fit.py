@@ -1,4 +1,5 @@
 from detr.config import preset
+from detr.data.coco_records import read_coco
 from detr.data.fit import dataset_stats, fit_to_data
 from tests.data.tiny_coco import write_coco
 
@@ -7,11 +8,11 @@ def _annotations(tmp_path, sizes, boxes_per_image, box=(10, 10, 8, 6)):
     images = [{"id": i, "file_name": f"{i}.png", "width": w, "height": h} for i, (w, h) in enumerate(sizes)]
     annotations = []
     for i, count in enumerate(boxes_per_image):
-        annotations += [{"id": len(annotations) + 1, "image_id": i, "category_id": 1, "bbox": list(box),
-                         "area": box[2] * box[3], "iscrowd": 0} for _ in range(count)]
+        annotations += [{"id": len(annotations) + k + 1, "image_id": i, "category_id": 1, "bbox": list(box),
+                         "area": box[2] * box[3], "iscrowd": 0} for k in range(count)]
     annotations.append({"id": 999, "image_id": 0, "category_id": 1, "bbox": [0, 0, 50, 50], "area": 2500,
                         "iscrowd": 1})  # crowd boxes are no targets: never counted
-    return write_coco(tmp_path / "train.json", images, annotations, [{"id": 1, "name": "tree"}])
+    return read_coco(write_coco(tmp_path / "train.json", images, annotations, [{"id": 1, "name": "tree"}]))
 
 
 def test_stats_read_sizes_and_counts_from_the_json(tmp_path):
@@ -19,6 +20,14 @@ def test_stats_read_sizes_and_counts_from_the_json(tmp_path):
     assert stats.images == 3 and stats.most_objects == 40
     assert stats.median_short_side == 200 and stats.median_long_side == 300
     assert stats.small_object_side == 6
+
+
+def test_stats_count_the_boxes_training_sees(tmp_path):
+    # 5 boxes with no area are dropped, as training drops them; a box reaching out is clamped.
+    stats = dataset_stats(_annotations(tmp_path, [(64, 64), (64, 64)], [5, 3], box=(60, 10, 0, 6)))
+    assert stats.most_objects == 0 and stats.small_object_side == 0.0
+    stats = dataset_stats(_annotations(tmp_path, [(64, 64)], [2], box=(60, 10, 20, 6)))
+    assert stats.most_objects == 2 and stats.small_object_side == 4  # 20 wide, 4 inside the image
 
 
 def test_many_objects_and_large_images_raise_the_preset(tmp_path):

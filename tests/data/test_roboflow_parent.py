@@ -30,7 +30,7 @@ def _write_split(folder, categories, category_ids):
 def test_the_parent_category_is_left_out_of_train_and_val(tmp_path, caplog):
     _write_split(tmp_path / "train", ROBOFLOW_CATEGORIES, [1, 2])
     _write_split(tmp_path / "valid", ROBOFLOW_CATEGORIES, [2, 2])
-    with caplog.at_level(logging.INFO, logger="detr.data.coco"):
+    with caplog.at_level(logging.INFO, logger="detr.data.coco_records"):
         train, val = build_datasets(DataConfig(), find_split(tmp_path, "train"), find_split(tmp_path, "val"))
     assert train.categories.ids == (1, 2) and train.categories.names == ("apple", "pear")
     assert val.categories == train.categories

@@ -1,7 +1,9 @@
 import pytest
 
+from detr.config import DataConfig
 from detr.data.coco import CocoDetection, DatasetError
-from detr.data.sources import EpochSampler, Split, eval_loader, explicit_split, find_split
+from detr.data.sources import EpochSampler, Split, build_datasets, eval_loader, explicit_split, find_split, \
+    training_splits
 from tests.data.tiny_coco import write_tiny_coco
 
 
@@ -85,3 +87,14 @@ def test_explicit_files_replace_the_dataset_folder(tmp_path):
         explicit_split("val", None, None, tmp_path)
     with pytest.raises(DatasetError, match="give --data D or --val-json and --val-images"):
         explicit_split("val", None, None, None)
+
+
+def test_datasets_are_built_from_the_validated_records_without_reading_the_json_again(tmp_path):
+    splits = {name: Split(tmp_path / name, tmp_path / f"{name}.json") for name in ("train", "val")}
+    for split in splits.values():
+        write_tiny_coco(split.images, split.annotations)
+    train, val = training_splits(splits["train"], splits["val"])
+    for split in splits.values():
+        split.annotations.unlink()  # what is built next can only come from the records
+    train_set, val_set = build_datasets(DataConfig(), train, val)
+    assert len(train_set) == len(val_set) == 2 and val_set.categories == train_set.categories

@@ -12,7 +12,7 @@ from detr.commands.shared_flags import add_common, add_speed, add_split_files, a
     train_overrides, train_val_splits
 from detr.config import DEFAULT_PRESET, PRESETS, ExperimentConfig, apply_settings, preset
 from detr.data.fit import dataset_stats, fit_queries, fit_to_data
-from detr.data.sources import eval_loader
+from detr.data.sources import eval_loader, training_splits
 from detr.distributed import is_main, leave_process_group
 from detr.engine.box_counts import DEFAULT_THRESHOLD
 from detr.engine.evaluate import evaluate
@@ -69,7 +69,9 @@ def _apply_overrides(config: ExperimentConfig, args: argparse.Namespace) -> Expe
 
 
 def run(args: argparse.Namespace) -> None:
-    train_split, val_split = train_val_splits(args)
+    # The data is checked first, json and image files, so that a damaged dataset is one line
+    # before any weights are fetched, model built or run folder written.
+    train_split, val_split = training_splits(*train_val_splits(args))
     config = _apply_overrides(preset(args.preset), args)
     init = None
     if args.init:
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> None:
         config.model = loaded.config.model
         init = loaded.state
         log.info("starting from %s", args.init)
-    stats = dataset_stats(train_split.annotations)
+    stats = dataset_stats(train_split.records)
     fitted = fit_to_data(config, stats, queries=False)
     apply_settings(config, args.set)  # the user's settings win over the fit, and reach the model of --init
     if not args.init and "model.num_queries" not in {item.partition("=")[0].strip() for item in args.set}:

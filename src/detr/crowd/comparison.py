@@ -17,7 +17,7 @@ from detr.crowd.recall import apply_nms, best_f1_score_threshold
 from detr.crowd.table import Row, format_table, markdown_table, score
 from detr.data.coco import CocoDetection
 from detr.data.fit import dataset_stats, fit_to_data
-from detr.data.sources import Split, eval_loader
+from detr.data.sources import Split, eval_loader, training_splits
 from detr.engine.evaluate import predict_dataset
 from detr.engine.train import Trainer
 
@@ -37,7 +37,8 @@ def train_detr(config: CrowdBenchmarkConfig, train: Split, val: Split, out: Path
     experiment.train.epochs = None  # the clock ends the run
     experiment.train.eval_every = 1_000_000  # evaluate once, at the end, outside the budget
     experiment.train.seed = config.seed
-    log.info("DETR fitted to the data: %s", "; ".join(fit_to_data(experiment, dataset_stats(train.annotations))))
+    train, val = training_splits(train, val)
+    log.info("DETR fitted to the data: %s", "; ".join(fit_to_data(experiment, dataset_stats(train.records))))
     if queries is not None:
         experiment.model.num_queries = queries
     apply_settings(experiment, list(settings))

@@ -2,92 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import logging
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision import tv_tensors
 
-log = logging.getLogger(__name__)
+# Categories, DatasetError and object_annotations are imported from here across the project.
+from detr.data.coco_records import Categories, CocoRecords, DatasetError, object_annotations, read_coco
 
-
-def object_annotations(annotations: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The annotations that are detection targets: COCO's crowd regions (iscrowd=1) are not
-    (they are kept in the files for evaluation, which ignores detections on them)."""
-    return [a for a in annotations if not a.get("iscrowd", 0)]
-
-
-class DatasetError(ValueError):
-    """A problem with the user's data, worded to name the file and the record."""
-
-
-@dataclass(frozen=True)
-class Categories:
-    """COCO category ids (any integers, gaps allowed) <-> contiguous labels 0..K-1."""
-
-    ids: tuple[int, ...]
-    names: tuple[str, ...]
-
-    def label(self, category_id: int) -> int:
-        return self.ids.index(category_id)
-
-    def to_dict(self) -> dict[str, list]:
-        return {"ids": list(self.ids), "names": list(self.names)}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, list]) -> Categories:
-        return cls(tuple(int(i) for i in values["ids"]), tuple(str(n) for n in values["names"]))
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise DatasetError(f"annotation file not found: {path}")
-    text = path.read_text()
-    if not text.strip():
-        raise DatasetError(f"annotation file is empty: {path}")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise DatasetError(f"annotation file is not valid JSON: {path} ({error})") from None
-    if not isinstance(data, dict):
-        raise DatasetError(f"annotation file must hold a JSON object with 'images', 'annotations', "
-                           f"'categories': {path}")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise DatasetError(f"annotation file has no '{key}' list: {path}")
-    return data
-
-
-def _require(record: dict, keys: tuple[str, ...], what: str, path: Path) -> None:
-    missing = [k for k in keys if k not in record]
-    if missing:
-        raise DatasetError(f"{path}: {what} {record.get('id', '?')} lacks {missing}")
-
-
-def _is_number(value: Any) -> bool:
-    """A finite JSON number (bools, strings and NaN are not)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
-
-
-def _without_roboflow_parent(categories: list[dict], annotations: list[dict], path: Path) -> list[dict]:
-    """The categories less Roboflow's parent: its COCO exports list the project's name (e.g.
-    "objects") as a category that no annotation uses and that is every real class's
-    supercategory. Kept, it would be a class the model is taught never to predict."""
-    used = {a.get("category_id") for a in annotations}
-    for parent in categories:
-        others = [c for c in categories if c is not parent]
-        if (parent["id"] not in used and others and parent.get("supercategory") != parent["name"]
-                and all(c.get("supercategory") == parent["name"] for c in others)):
-            log.info("%s: left out category %s (%r): no annotation uses it and it is the supercategory "
-                     "of the others (Roboflow's parent category)", path, parent["id"], parent["name"])
-            return others
-    return categories
+_BROKEN_IMAGE = (UnidentifiedImageError, OSError, SyntaxError, ValueError)  # PIL's ways of saying "broken"
 
 
 def load_image(path: Path, upright: bool = False) -> Image.Image:
@@ -101,9 +27,43 @@ def load_image(path: Path, upright: bool = False) -> Image.Image:
             image = ImageOps.exif_transpose(image)
     except FileNotFoundError:
         raise DatasetError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:  # PIL's ways of saying "broken"
+    except _BROKEN_IMAGE as error:
         raise DatasetError(f"cannot read image {path}: {error}") from None
     return as_rgb(image)
+
+
+def check_image_files(images_dir: Path, records: CocoRecords) -> None:
+    """Every image the records list is a file in `images_dir` that opens as an image of the
+    size they give. Only headers are read, so that a large dataset is checked in seconds; a
+    file whose pixels are cut short is caught when it is read."""
+    missing, broken = [], []
+    for image_id, info in records.images.items():
+        file = images_dir / info["file_name"]
+        if not file.is_file():
+            missing.append(f"{info['file_name']} (image {image_id})")
+            continue
+        try:
+            with Image.open(file) as image:
+                size = image.size
+        except _BROKEN_IMAGE as error:
+            reason = "not a format PIL reads" if isinstance(error, UnidentifiedImageError) else str(error)
+            broken.append(f"image {image_id} ({info['file_name']}) is not a readable image: {file} ({reason})")
+            continue
+        if size != (info["width"], info["height"]):
+            raise _size_mismatch(records.path, image_id, info, size)
+    if missing:
+        count = f"{len(missing)} listed images are" if len(missing) > 1 else "a listed image is"
+        raise DatasetError(f"{records.path}: {count} missing from {images_dir}, e.g. {', '.join(missing[:3])}; "
+                           "check the images folder or the file names")
+    if broken:
+        more = f"; {len(broken) - 1} more listed files are not images either" if len(broken) > 1 else ""
+        fix = "replace the files or remove their records" if more else "replace the file or remove its record"
+        raise DatasetError(f"{records.path}: {broken[0]}{more}; {fix}")
+
+
+def _size_mismatch(path: Path, image_id: int, info: dict, size: tuple[int, int]) -> DatasetError:
+    return DatasetError(f"{path}: image {image_id} ({info['file_name']}) is {size[0]}x{size[1]} but the file says "
+                        f"{info['width']}x{info['height']}; correct the record's width and height")
 
 
 def as_rgb(image: Image.Image) -> Image.Image:
@@ -130,94 +90,25 @@ class CocoDetection(torch.utils.data.Dataset):
     def __init__(
         self,
         images_dir: str | Path,
-        annotation_file: str | Path,
+        annotations: str | Path | CocoRecords,
         transforms: Callable | None = None,
         categories: Categories | None = None,
     ) -> None:
+        """`annotations`: the COCO json, read and checked here with its image files, or records
+        a `Split` already holds (checked, with its image files, by `validated_split`)."""
         self.images_dir = Path(images_dir)
-        self.annotation_file = Path(annotation_file)
         self.transforms = transforms
         if not self.images_dir.is_dir():
             raise DatasetError(f"images folder not found: {self.images_dir}")
-        data = _read_json(self.annotation_file)
-        path = self.annotation_file
-
-        for category in data["categories"]:
-            _require(category, ("id", "name"), "category", path)
-        records = sorted(_without_roboflow_parent(data["categories"], data["annotations"], path),
-                         key=lambda c: c["id"])
-        found = Categories(tuple(int(c["id"]) for c in records), tuple(str(c["name"]) for c in records))
-        if not found.ids:
-            raise DatasetError(f"{path}: no categories")
-        if categories is not None and set(found.ids) - set(categories.ids):
-            raise DatasetError(f"{path}: categories {sorted(set(found.ids) - set(categories.ids))} are not "
-                               f"among the model's ({list(categories.ids)})")
-        self.categories = categories or found
-
-        self.images: dict[int, dict] = {}
-        for image in data["images"]:
-            _require(image, ("id", "file_name", "width", "height"), "image", path)
-            if not all(_is_number(image[k]) and image[k] > 0 for k in ("width", "height")):
-                raise DatasetError(f"{path}: image {image['id']} ({image['file_name']}) has width "
-                                   f"{image['width']!r} and height {image['height']!r}; both must be positive numbers")
-            if int(image["id"]) in self.images:
-                first = self.images[int(image["id"])]["file_name"]
-                raise DatasetError(f"{path}: image id {image['id']} is used twice ({first} and "
-                                   f"{image['file_name']}); image ids must be unique")
-            self.images[int(image["id"])] = image
-        self.image_ids = sorted(self.images)
-        missing = [self.images[i]["file_name"] for i in self.image_ids
-                   if not (self.images_dir / self.images[i]["file_name"]).is_file()]
-        if missing:
-            raise DatasetError(f"{len(missing)} images listed in {path} are missing from {self.images_dir}, "
-                               f"e.g. {missing[:3]}")
-
-        problems: Counter[str] = Counter()
-        self.annotations: dict[int, list[dict]] = {i: [] for i in self.image_ids}
-        seen: set = set()
-        for ann in data["annotations"]:
-            _require(ann, ("image_id", "category_id", "bbox"), "annotation", path)
-            if "id" in ann:
-                if ann["id"] in seen:
-                    raise DatasetError(f"{path}: annotation id {ann['id']} is used twice; annotation ids must "
-                                       "be unique")
-                seen.add(ann["id"])
-            if ann["image_id"] not in self.images:
-                raise DatasetError(f"{path}: annotation {ann.get('id', '?')} points at unknown image "
-                                   f"{ann['image_id']}")
-            if ann["category_id"] not in self.categories.ids:
-                raise DatasetError(f"{path}: annotation {ann.get('id', '?')} has unknown category "
-                                   f"{ann['category_id']}")
-            cleaned = self._clean_box(ann, self.images[ann["image_id"]], problems, path)
-            if cleaned is not None:
-                self.annotations[ann["image_id"]].append(cleaned)
-        if problems:
-            log.warning("%s: %s", path, ", ".join(f"{n} {what}" for what, n in sorted(problems.items())))
-        self.problems = dict(problems)
-
-    @staticmethod
-    def _clean_box(ann: dict, image: dict, problems: Counter, path: Path) -> dict | None:
-        """Malformed boxes are errors; empty ones are dropped and boxes reaching out clamped (counted)."""
-        box = ann["bbox"]
-        if not isinstance(box, (list, tuple)) or len(box) != 4 or not all(_is_number(v) for v in box):
-            raise DatasetError(f"{path}: annotation {ann.get('id', '?')} (image {ann['image_id']}) has bbox "
-                               f"{box!r}; a COCO bbox is 4 finite numbers [x, y, width, height]")
-        x, y, w, h = (float(v) for v in box)
-        if w < 0 or h < 0:
-            raise DatasetError(f"{path}: annotation {ann.get('id', '?')} (image {ann['image_id']}) has negative "
-                               f"width or height in bbox {box!r}; a COCO bbox is [x, y, width, height], "
-                               "not two corners")
-        if w == 0 or h == 0:
-            problems["boxes with no area dropped"] += 1
-            return None
-        x1, y1 = max(x, 0.0), max(y, 0.0)
-        x2, y2 = min(x + w, float(image["width"])), min(y + h, float(image["height"]))
-        if x2 <= x1 or y2 <= y1:
-            problems["boxes outside the image dropped"] += 1
-            return None
-        if (x1, y1, x2, y2) != (x, y, x + w, y + h):
-            problems["boxes clamped to the image"] += 1
-        return {**ann, "bbox": [x1, y1, x2 - x1, y2 - y1]}
+        if not isinstance(annotations, CocoRecords):
+            annotations = read_coco(annotations, categories)
+            check_image_files(self.images_dir, annotations)
+        self.annotation_file = annotations.path
+        self.categories = annotations.categories
+        self.images = annotations.images
+        self.image_ids = list(annotations.images)
+        self.annotations = annotations.annotations
+        self.problems = annotations.problems
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -238,9 +129,8 @@ class CocoDetection(torch.utils.data.Dataset):
         image_id = self.image_ids[index]
         info = self.images[image_id]
         image = load_image(self.images_dir / info["file_name"])
-        if image.size != (info["width"], info["height"]):
-            raise DatasetError(f"{self.annotation_file}: image {image_id} ({info['file_name']}) is "
-                               f"{image.size[0]}x{image.size[1]} but the file says {info['width']}x{info['height']}")
+        if image.size != (info["width"], info["height"]):  # the file changed since it was checked
+            raise _size_mismatch(self.annotation_file, image_id, info, image.size)
         boxes, labels = self.target_boxes(image_id)
         height, width = info["height"], info["width"]
         target = {

@@ -9,14 +9,12 @@ exception keeps query selection's queries within the tokens it chooses from.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import dataclass
-from pathlib import Path
 
 from detr.config import ExperimentConfig
-from detr.data.coco import object_annotations
+from detr.data.coco_records import CocoRecords, object_annotations
 from detr.model.backbone import backbone_stride
 
 QUERY_MARGIN = 1.5  # queries per object in the fullest training image, at least
@@ -33,21 +31,18 @@ class DatasetStats:
     small_object_side: float  # 10th percentile of the shorter box side, in pixels
 
 
-def dataset_stats(annotations: str | Path) -> DatasetStats:
-    """Read only the json: image sizes and boxes, no pixels."""
-    data = json.loads(Path(annotations).read_text())
-    images = data.get("images", [])
-    counts = {image["id"]: 0 for image in images}
-    sides = []
-    for ann in object_annotations(data.get("annotations", [])):
-        counts[ann["image_id"]] = counts.get(ann["image_id"], 0) + 1
-        sides.append(min(ann["bbox"][2], ann["bbox"][3]))
+def dataset_stats(records: CocoRecords) -> DatasetStats:
+    """From the validated json alone: image sizes and the targets' boxes (as training sees them:
+    clamped to their image, crowd regions and boxes with no area left out), no pixels."""
+    images = list(records.images.values())
+    targets = {image_id: object_annotations(anns) for image_id, anns in records.annotations.items()}
+    sides = [min(ann["bbox"][2], ann["bbox"][3]) for anns in targets.values() for ann in anns]
     short = [min(i["height"], i["width"]) for i in images] or [0]
     long = [max(i["height"], i["width"]) for i in images] or [0]
     sides.sort()
     return DatasetStats(
         images=len(images),
-        most_objects=max(counts.values(), default=0),
+        most_objects=max((len(anns) for anns in targets.values()), default=0),
         median_short_side=statistics.median(short),
         median_long_side=statistics.median(long),
         small_object_side=sides[len(sides) // 10] if sides else 0.0,

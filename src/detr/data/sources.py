@@ -2,26 +2,56 @@
 
 from __future__ import annotations
 
-import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Sampler
 
 from detr.config import DataConfig
-from detr.data.coco import Categories, CocoDetection, DatasetError
+from detr.data.coco import CocoDetection, check_image_files
+from detr.data.coco_records import Categories, CocoRecords, DatasetError, read_coco
 from detr.data.collate import collate
 from detr.data.transforms import train_transforms, val_transforms
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Split:
+    """Where a split's files are; once `validated_split` has checked them, their records too."""
+
     images: Path
     annotations: Path
+    records: CocoRecords | None = field(default=None, compare=False, repr=False)
+
+
+def validated_split(split: Split, categories: Categories | None = None,
+                    categories_owner: str = "the model's") -> Split:
+    """The split with its json's records, the json and the image files it lists checked
+    (see `read_coco` and `check_image_files`): the one validation everything after reads."""
+    if split.records is not None and categories in (None, split.records.categories):
+        return split
+    records = read_coco(split.annotations, categories, categories_owner)
+    check_image_files(split.images, records)
+    return replace(split, records=records)
+
+
+def training_splits(train: Split, val: Split, categories: Categories | None = None) -> tuple[Split, Split]:
+    """Both splits validated, val against train's categories, before anything is built or written.
+
+    An empty val split is refused, not warned about: training would run its whole course
+    with every evaluation scoring 0 and no best checkpoint to choose, which is never what
+    a user who named a dataset meant (most often the val folder is not where it was expected).
+    """
+    train = validated_split(train, categories)
+    if not train.records.images:
+        raise DatasetError(f"{train.annotations} lists no images: there is nothing to train on")
+    val = validated_split(val, train.records.categories, "the training split's")
+    if not val.records.images:
+        raise DatasetError(f"{val.annotations} lists no images: training could neither be evaluated nor choose "
+                           "its best checkpoint; give the val split images, or name one with --val-json and "
+                           "--val-images")
+    return train, val
 
 
 # Roboflow's COCO export names the val split "valid".
@@ -139,13 +169,9 @@ class SeededAugmentation(torch.utils.data.Dataset):
 
 def build_datasets(data: DataConfig, train: Split, val: Split,
                    categories: Categories | None = None) -> tuple[CocoDetection, CocoDetection]:
-    train_set = CocoDetection(train.images, train.annotations, train_transforms(data), categories)
-    val_set = CocoDetection(val.images, val.annotations, val_transforms(data), train_set.categories)
-    if not len(train_set):
-        raise DatasetError(f"{train.annotations} lists no images: there is nothing to train on")
-    if not len(val_set):
-        log.warning("%s lists no images: evaluations will score 0", val.annotations)
-    return train_set, val_set
+    train, val = training_splits(train, val, categories)
+    return (CocoDetection(train.images, train.records, train_transforms(data)),
+            CocoDetection(val.images, val.records, val_transforms(data)))
 
 
 def eval_loader(dataset: CocoDetection, batch_size: int, num_workers: int, rank: int = 0,
