@@ -72,6 +72,33 @@ def _torchrun(args: list[str], **hooks) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
+def _two_processes(args: list[str], logs: Path, **hooks) -> list[subprocess.CompletedProcess]:
+    """2 processes of `detr train` (with the hooks of tests/engine/hooked_cli.py) joined as torchrun
+    joins them, by its environment variables, but each left to end by itself: under torchrun the first
+    to fail has the others torn down, so their own exit codes and last words would go unseen."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]), "OMP_NUM_THREADS": "1",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2",
+           **{f"DETR_TEST_{k}": str(v) for k, v in hooks.items()}}
+    command = [sys.executable, "-m", "tests.engine.hooked_cli", "train", *args]
+    logs.mkdir(parents=True, exist_ok=True)
+    processes = []
+    for rank in range(2):  # files, not pipes: a process blocked on a full pipe would look like a hang
+        with open(logs / f"{rank}.out", "w") as out, open(logs / f"{rank}.err", "w") as err:
+            processes.append(subprocess.Popen(command, cwd=ROOT, env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                                              stdout=out, stderr=err, start_new_session=True))
+    try:
+        for process in processes:
+            process.wait(timeout=600)
+    except subprocess.TimeoutExpired:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)  # none left behind
+                process.wait()
+        raise
+    return [subprocess.CompletedProcess(command, p.returncode, (logs / f"{r}.out").read_text(),
+                                        (logs / f"{r}.err").read_text()) for r, p in enumerate(processes)]
+
+
 def _files(out):
     """The checkpoints and any temp files left in the run folder."""
     return sorted(p.name for p in out.iterdir() if p.suffix in (".pt", ".tmp"))
@@ -162,17 +189,19 @@ def test_sharded_evaluation_scores_what_one_process_scores(data, tmp_path):
 
 
 def test_a_non_finite_loss_in_one_process_stops_both_keeping_the_last_checkpoint(data, tmp_path):
-    """Proves: a NaN loss on rank 1 alone (step 5, in epoch 2) stops both processes, none hanging, with
-    the one-line error; the last.pt of epoch 1 stays, and nothing half-written is left."""
+    """Proves: a NaN loss on rank 1 alone (step 5, in epoch 2) stops both processes by themselves, none
+    hanging, each with exit code 1 and its one-line error: rank 1 names its NaN, rank 0, whose own loss
+    was finite, says another process's was not; the last.pt of epoch 1 stays, nothing half-written."""
     out = tmp_path / "run"
-    ran = _torchrun(["--data", str(data), "--out", str(out), "--epochs", "2", "--batch-size", "2", *SAME],
-                    NAN_RANK=1, NAN_FROM_STEP=5)
-    assert ran.returncode != 0
-    errors = [line for line in ran.stderr.splitlines() if line.startswith("detr train: error:")]
-    assert errors and all("last good checkpoint is" in line for line in errors), ran.stderr[-3000:]
-    assert any("loss became nan at epoch 1 step 4;" in line for line in errors)  # rank 1's own words
-    # rank 0's loss was finite: it says why it stops too (when torchrun lets it print before ending it)
-    assert all("nan" in line or "non-finite in another process" in line for line in errors)
+    ranks = _two_processes(["--data", str(data), "--out", str(out), "--epochs", "2", "--batch-size", "2", *SAME],
+                           tmp_path / "logs", NAN_RANK=1, NAN_FROM_STEP=5)
+    said = [[line for line in r.stderr.splitlines() if line.startswith("detr train: error:")] for r in ranks]
+    kept = f"the last good checkpoint is {out / 'last.pt'}"
+    assert said[1] == [f"detr train: error: loss became nan at epoch 1 step 4; {kept}. Lower the learning "
+                       "rate or check the data."], ranks[1].stderr[-3000:]
+    assert said[0] == [f"detr train: error: loss became non-finite in another process at epoch 1 step 4; "
+                       f"{kept}. Lower the learning rate or check the data."], ranks[0].stderr[-3000:]
+    assert [r.returncode for r in ranks] == [1, 1]
     assert _files(out) == ["best.pt", "last.pt"]
     kept = load_checkpoint(out / "last.pt")
     assert (kept["epoch"], kept["step"]) == (1, 3)
