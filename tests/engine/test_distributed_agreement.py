@@ -84,8 +84,9 @@ def _two_processes(args: list[str], logs: Path, **hooks) -> list[subprocess.Comp
     processes = []
     for rank in range(2):  # files, not pipes: a process blocked on a full pipe would look like a hang
         with open(logs / f"{rank}.out", "w") as out, open(logs / f"{rank}.err", "w") as err:
-            processes.append(subprocess.Popen(command, cwd=ROOT, env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
-                                              stdout=out, stderr=err, start_new_session=True))
+            own = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}
+            processes.append(subprocess.Popen(command, cwd=ROOT, env=own, stdout=out, stderr=err,
+                                              start_new_session=True))
     try:
         for process in processes:
             process.wait(timeout=600)
