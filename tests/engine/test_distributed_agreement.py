@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -87,9 +88,10 @@ def _two_processes(args: list[str], logs: Path, **hooks) -> list[subprocess.Comp
             own = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}
             processes.append(subprocess.Popen(command, cwd=ROOT, env=own, stdout=out, stderr=err,
                                               start_new_session=True))
+    deadline = time.monotonic() + 600  # for both together, as _torchrun's limit
     try:
         for process in processes:
-            process.wait(timeout=600)
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         for process in processes:
             if process.poll() is None:
