@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from tests.engine.test_checkpoint_and_failures import _tiny_trainer
+from tests.test_precision import model_forwards_seen
 
 
 def _gradients_of_first_step(trainer, micro_batches):
@@ -57,9 +58,15 @@ def test_accumulating_run_counts_optimiser_steps(tiny_data, tmp_path):
 
 
 def test_bf16_autocast_trains_with_fp32_losses(tiny_data, tmp_path):
+    """train.precision=bf16 runs the model's forward under bf16 autocast; its weights, their
+    gradients and the losses stay fp32."""
     trainer = _tiny_trainer(tiny_data, tmp_path, precision="bf16", epochs=1)
-    losses = trainer._train_step(_first_items(trainer, 4))
-    reference = _tiny_trainer(tiny_data, tmp_path / "fp32", epochs=1)._train_step(_first_items(trainer, 4))
+    with model_forwards_seen() as seen:
+        losses = trainer._train_step(_first_items(trainer, 4))
+        reference = _tiny_trainer(tiny_data, tmp_path / "fp32", epochs=1)._train_step(_first_items(trainer, 4))
+    assert [s["autocast"] for s in seen] == [torch.bfloat16, None]
+    assert all(p.dtype == torch.float32 and (p.grad is None or p.grad.dtype == torch.float32)
+               for p in trainer.model.parameters())
     assert losses["loss"].dtype == torch.float32 and torch.isfinite(losses["loss"])
     assert float(losses["loss"]) == pytest.approx(float(reference["loss"]), rel=0.05)
     assert float(losses["loss"]) != float(reference["loss"])  # autocast really ran in bf16

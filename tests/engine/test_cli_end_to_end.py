@@ -1,12 +1,14 @@
 """train -> checkpoint -> resume -> eval -> predict, through the `detr` command."""
 
 import json
+import math
 
 import pytest
 import torch
 
 from detr.cli import main
 from detr.engine.checkpoint import load_checkpoint
+from tests.test_precision import model_forwards_seen
 
 TINY = ["--epochs", "2", "--batch-size", "4", "--workers", "0", "--no-progress", "--eval-every", "1",
         "--pictures", "2"]
@@ -72,25 +74,22 @@ def test_eval_reads_class_pairs_unless_told_one_class_per_query(straight_run, ti
     assert min(per_image[None].values()) > queries
 
 
-def test_eval_in_bf16_stays_near_fp32(straight_run, tiny_data, tmp_path, capsys):
-    aps = []
-    for precision in ("fp32", "bf16"):
+def test_eval_in_bf16_runs_the_model_under_bf16_autocast_and_writes_its_records(straight_run, tiny_data, tmp_path):
+    """--precision reaches the model: bf16 autocast inside its forward, its weights still fp32, and
+    the records written as in fp32. Which boxes bf16 keeps is not compared: the default preset's
+    top-k, NMS and (query, class) pairs may turn a rounding into another box (test_precision.py
+    bounds bf16's numbers on the paper's model, which has no such steps)."""
+    records = {}
+    for precision, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
         results = tmp_path / f"{precision}.json"
-        assert main(["eval", "--checkpoint", str(straight_run / "best.pt"), "--data", str(tiny_data),
-                     "--out", str(results), "--no-progress", "--precision", precision]) == 0
-        aps.append(json.loads(results.read_text()))
-    fp32, bf16 = aps
-    assert len(fp32) == len(bf16) and fp32 != bf16
-
-    def scores_by_image(records):
-        by_image = {}
-        for r in records:
-            by_image.setdefault(r["image_id"], []).append(r["score"])
-        return {i: sorted(s) for i, s in by_image.items()}
-
-    a, b = scores_by_image(fp32), scores_by_image(bf16)
-    assert a.keys() == b.keys()
-    assert max(abs(x - y) for i in a for x, y in zip(a[i], b[i])) < 0.05
+        with model_forwards_seen() as seen:
+            assert main(["eval", "--checkpoint", str(straight_run / "best.pt"), "--data", str(tiny_data),
+                         "--out", str(results), "--no-progress", "--precision", precision]) == 0
+        assert seen and all(s["autocast"] == dtype and s["weights"] == {torch.float32} for s in seen), seen
+        records[precision] = json.loads(results.read_text())
+    fp32, bf16 = records["fp32"], records["bf16"]
+    assert fp32 and len(bf16) == len(fp32) and {r["image_id"] for r in bf16} == {r["image_id"] for r in fp32}
+    assert all(0 <= r["score"] <= 1 and all(math.isfinite(v) for v in r["bbox"]) for r in bf16)
 
 
 def test_predict_images_and_folders(straight_run, tiny_data, tmp_path):

@@ -3,7 +3,7 @@ import torch
 
 from detr.config import TrainConfig
 from detr.engine.checkpoint import load_checkpoint
-from detr.engine.optim import STEPS_BEFORE_ESTIMATE, LearningRateSchedule, Schedule
+from detr.engine.optim import STEPS_BEFORE_ESTIMATE, WARMUP_SHARE_OF_BUDGET, LearningRateSchedule, Schedule
 from tests.engine.test_checkpoint_and_failures import _tiny_trainer
 
 
@@ -58,6 +58,33 @@ def test_the_warm_up_is_cut_to_a_share_of_the_budget():
         long.after_step(step, 0.01 * step)
     assert long.rule.warmup == 300  # 10000 expected steps: 5% is 500, so the configured 300 stays
     assert long.expected_steps == pytest.approx(10000)  # what the EMA's window is cut to a share of
+
+
+def test_a_cut_warm_up_then_the_clock_drop_give_the_lr_of_each_phase():
+    """A 10-minute budget at 0.01 minutes a step holds 1000 steps: the configured 300-step warm-up
+    runs until the estimate, is then cut to its share of the budget and ends there; the lr holds
+    until half the time has passed, then drops x0.1. The lr after step s is the one step s + 1 uses."""
+    configured, minutes_per_step, budget, fraction = 300, 0.01, 10.0, 0.5
+    schedule = _schedule(epochs=None, time_budget_minutes=budget, warmup_steps=configured,
+                         lr_drop_fraction=fraction)
+    lrs = {}
+    optimizer = schedule.scheduler.optimizer
+    for step in range(1, 701):
+        optimizer.step()  # as in training: the optimiser steps, then the schedule
+        schedule.after_step(step, step * minutes_per_step)
+        lrs[step] = optimizer.param_groups[0]["lr"]
+    cut = round(WARMUP_SHARE_OF_BUDGET * budget / minutes_per_step)
+    assert STEPS_BEFORE_ESTIMATE < cut < configured  # so that each phase below is there to see
+    for step in range(1, STEPS_BEFORE_ESTIMATE):  # not yet estimated: the configured warm-up's ramp
+        assert lrs[step] == pytest.approx((step + 1) / configured), step
+    for step in range(STEPS_BEFORE_ESTIMATE, cut):  # the cut warm-up's ramp, from where it stands
+        assert lrs[step] == pytest.approx((step + 1) / cut), step
+    drop = round(fraction * budget / minutes_per_step) + 1  # the first step past half the time
+    for step in range(cut, drop):
+        assert lrs[step] == pytest.approx(1.0), step
+    for step in range(drop, 701):
+        assert lrs[step] == pytest.approx(0.1), step
+    assert (schedule.rule.warmup, schedule.rule.drop_step) == (cut, drop)  # kept for a resume
 
 
 def test_the_start_line_says_what_ends_the_run():

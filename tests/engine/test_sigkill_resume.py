@@ -1,5 +1,6 @@
 """`detr train` killed with SIGKILL, mid-epoch or mid-save, resumes to the bits of an uninterrupted run."""
 
+import contextlib
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ import torch
 
 from detr.cli import main
 from detr.engine.checkpoint import load_checkpoint
+from detr.engine.train import Trainer
 from tests.engine.test_exact_resume import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,6 +58,23 @@ def _assert_ends_like(path, straight):
         _assert_same_tensors(final[part], straight[part], part)
 
 
+@contextlib.contextmanager
+def _recording_steps():
+    """Each optimiser step a run in this process trains: its number as the run counts it, and
+    the image ids it learns from, so that a resume that re-trains or skips data shows."""
+    steps = []
+    original = Trainer._train_step
+
+    def recording(self, micro_batches):
+        images = [int(t["image_id"]) for _, _, targets in micro_batches for t in targets]
+        steps.append((self.step + 1, images))
+        return original(self, micro_batches)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Trainer, "_train_step", recording)
+        yield steps
+
+
 def _evaluated_steps(out):
     return [record["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
             if "val_AP" in (record := json.loads(line))]
@@ -63,9 +82,22 @@ def _evaluated_steps(out):
 
 @pytest.fixture(scope="module")
 def straight(tiny_data, tmp_path_factory):
+    """The uninterrupted run's last.pt and the steps it trained."""
     out = tmp_path_factory.mktemp("straight")
-    assert main(_args(tiny_data, out)) == 0
-    return load_checkpoint(out / "last.pt")
+    with _recording_steps() as steps:
+        assert main(_args(tiny_data, out)) == 0
+    assert [number for number, _ in steps] == list(range(1, 7)) and all(images for _, images in steps)
+    return load_checkpoint(out / "last.pt"), steps
+
+
+def _assert_resumes_after(saved, straight, data, out):
+    """Resumes the run in `out` from `saved`: it trains the straight run's steps after the
+    checkpoint, with their images, and none before it; and ends with the same bits."""
+    final, steps = straight
+    with _recording_steps() as resumed:
+        assert main([*_args(data, out), "--resume", str(out / "last.pt")]) == 0
+    assert resumed == steps[saved["step"]:]
+    _assert_ends_like(out / "last.pt", final)
 
 
 def test_killed_mid_epoch_resumes_bit_identical(straight, tiny_data, tmp_path):
@@ -83,8 +115,7 @@ def test_killed_mid_epoch_resumes_bit_identical(straight, tiny_data, tmp_path):
     saved = load_checkpoint(out / "last.pt")
     assert (saved["epoch"], saved["batches_done"], saved["step"]) == (1, 0, 3)  # the end of epoch 1
 
-    assert main([*_args(tiny_data, out), "--resume", str(out / "last.pt")]) == 0
-    _assert_ends_like(out / "last.pt", straight)
+    _assert_resumes_after(saved, straight, tiny_data, out)
     assert _evaluated_steps(out) == [3, 6]
 
 
@@ -102,7 +133,6 @@ def test_killed_while_writing_last_pt_keeps_the_previous_one_and_resumes(straigh
     assert _evaluated_steps(out) == [3, 6]  # epoch 2 was evaluated and logged before the kill
 
     with caplog.at_level(logging.WARNING):
-        assert main([*_args(tiny_data, out), "--resume", str(out / "last.pt")]) == 0
+        _assert_resumes_after(saved, straight, tiny_data, out)
     assert leftovers[0].name in caplog.text and not list(out.glob("*.tmp"))
-    _assert_ends_like(out / "last.pt", straight)
     assert _evaluated_steps(out) == [3, 6]  # epoch 2's lost record replaced, not doubled
