@@ -4,6 +4,8 @@
 #
 #   scripts/mutation.sh                      # every module below
 #   scripts/mutation.sh matcher postprocess  # some of them
+#   scripts/mutation.sh --survivors matcher  # after adding tests: rerun only the mutants that
+#                                            # were not killed last time, with the current tests
 #
 # Environment: PYTHON (default .venv/bin/python, else python3), JOBS (mutmut workers,
 # default 2), NICE (default 15). Work and results go to mutants/<module>/ (git-ignored);
@@ -34,6 +36,8 @@ MODULES=(
     "data|src/detr/data/transforms.py src/detr/data/collate.py|tests/data/test_transforms.py tests/data/test_box_transforms.py"
     "criterion|src/detr/loss/criterion.py|tests/loss/test_criterion.py tests/loss/test_criterion_terms.py"
 )
+SURVIVORS=0
+if [ "${1:-}" = "--survivors" ]; then SURVIVORS=1; shift; fi
 WANTED=("$@")
 
 toml_list() {  # "a b" -> ["a", "b"]
@@ -49,10 +53,23 @@ for entry in "${MODULES[@]}"; do
     existing=""
     for t in $tests; do [ -e "$t" ] && existing+="$t "; done
     work="mutants/$name"
-    rm -rf "$work"
-    mkdir -p "$work"
-    # mutmut copies the tree it runs in to ./mutants and mutates there: give it a small tree.
-    cp -r src tests "$work"/
+    mutmut=("$PYTHON" "$ROOT/scripts/mutmut_no_grad.py")
+    if [ "$SURVIVORS" = 1 ]; then
+        [ -f "$work/results.txt" ] || { echo "$name: no earlier run in $work; run without --survivors first"; continue; }
+        cp "$work/results.txt" "$work/results.before.txt"
+        names=$(grep -v ": killed$" "$work/results.before.txt" | sed 's/^ *//; s/: .*//')
+        # Tests are only ever added, so a mutant killed before stays killed: refresh the tests
+        # in both copies and rerun the rest by name.
+        rm -rf "$work/tests" "$work/mutants/tests"
+        cp -r tests "$work/tests"
+        cp -r tests "$work/mutants/tests"
+    else
+        rm -rf "$work"
+        mkdir -p "$work"
+        # mutmut copies the tree it runs in to ./mutants and mutates there: give it a small tree.
+        cp -r src tests "$work"/
+        names=""
+    fi
     find "$work" -name __pycache__ -prune -exec rm -rf {} +
     cp pyproject.toml "$work"/
     cat >>"$work/pyproject.toml" <<EOF
@@ -65,10 +82,17 @@ pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:xdist", "-q"]
 EOF
     echo "== $name: mutating $files against $existing"
     start=$(date +%s)
-    (cd "$work" && PYTHONPATH="" nice -n "$NICE" "$PYTHON" "$ROOT/scripts/mutmut_no_grad.py" run --max-children "$JOBS" \
+    # shellcheck disable=SC2086  # one argument per mutant name
+    (cd "$work" && PYTHONPATH="" nice -n "$NICE" "${mutmut[@]}" run --max-children "$JOBS" $names \
         >run.log 2>&1) || { echo "mutmut failed for $name; see $work/run.log"; tail -20 "$work/run.log"; continue; }
     elapsed=$(( $(date +%s) - start ))
-    (cd "$work" && "$PYTHON" "$ROOT/scripts/mutmut_no_grad.py" results --all true >results.txt)
+    (cd "$work" && "${mutmut[@]}" results --all true >results.txt)
+    if [ "$SURVIVORS" = 1 ]; then
+        { grep ": killed$" "$work/results.before.txt" || true
+          for n in $names; do grep "^ *$n: " "$work/results.txt" || echo "    $n: not run"; done
+        } >"$work/results.merged.txt"
+        mv "$work/results.merged.txt" "$work/results.txt"
+    fi
     total=$(grep -c ": " "$work/results.txt" || true)
     killed=$(grep -c ": killed$" "$work/results.txt" || true)
     echo "   $killed/$total killed in ${elapsed}s; not killed:"
