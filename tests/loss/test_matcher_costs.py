@@ -34,6 +34,13 @@ def test_cost_matrix_is_the_weighted_sum_written_pair_by_pair(weights):
         torch.testing.assert_close(cost, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_the_default_matcher_is_the_papers_softmax_cost_with_weights_1_5_2():
+    outputs, targets = _problem(10)
+    costs = HungarianMatcher().cost_matrices(outputs, targets)
+    for cost, expected in zip(costs, _reference_costs(outputs, targets, (1.0, 5.0, 2.0)), strict=True):
+        torch.testing.assert_close(cost, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_from_config_uses_the_configured_cost_weights():
     config = LossConfig(cost_class=0.5, cost_bbox=3.0, cost_giou=1.5)
     outputs, targets = _problem(2)
