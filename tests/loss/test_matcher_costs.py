@@ -128,3 +128,15 @@ def test_matches_are_int64_index_tensors():
     outputs, targets = _problem(9)
     for rows, cols in HungarianMatcher()(outputs, targets):
         assert rows.dtype == cols.dtype == torch.int64
+
+
+def test_too_many_targets_names_the_setting_to_raise():
+    outputs, targets = _problem(11, batch=1, queries=2, counts=(3,))
+    with pytest.raises(ValueError, match=r"has 3 target boxes but the model has only 2 queries; raise model\.num_queries$"):
+        HungarianMatcher()(outputs, targets)
+
+
+def test_an_empty_batch_has_no_matches():
+    """The last shard of an uneven split can be empty; matching it is not an error."""
+    outputs = {"pred_logits": torch.zeros(0, 5, 4), "pred_boxes": torch.zeros(0, 5, 4)}
+    assert HungarianMatcher()(outputs, []) == []
