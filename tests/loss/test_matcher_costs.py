@@ -82,19 +82,21 @@ def test_cost_matrices_have_one_row_per_query_even_without_targets():
 def test_padding_tokens_are_never_matched_even_when_they_fit_best():
     """Token proposals carry `valid`: a padding token sitting exactly on a target must lose
     to a real token, and the real tokens' costs are untouched."""
-    outputs, targets = _problem(6, batch=1, queries=4, counts=(2,))
-    outputs["pred_boxes"][0, :2] = targets[0]["boxes"]  # tokens 0 and 1 fit perfectly ...
-    outputs["pred_logits"][0, :2] = 0.0
-    outputs["pred_logits"][0, 0, targets[0]["labels"][0]] = 10.0
-    outputs["pred_logits"][0, 1, targets[0]["labels"][1]] = 10.0
-    outputs["valid"] = torch.tensor([[False, False, True, True]])  # ... but are padding
+    outputs, targets = _problem(6, batch=2, queries=4, counts=(2, 1))
+    fits = ((0, 0, 0), (0, 1, 1), (1, 3, 0))  # (image, token, target): padding tokens that fit perfectly
+    for image, token, target in fits:
+        outputs["pred_boxes"][image, token] = targets[image]["boxes"][target]
+        outputs["pred_logits"][image, token] = 0.0
+        outputs["pred_logits"][image, token, targets[image]["labels"][target]] = 10.0
+    outputs["valid"] = torch.tensor([[False, False, True, True], [True, True, True, False]])
     matcher = HungarianMatcher()
-    rows, _ = matcher(outputs, targets)[0]
-    assert sorted(rows.tolist()) == [2, 3]
-    cost = matcher.cost_matrices(outputs, targets)[0]
-    reference = _reference_costs(outputs, targets, (1.0, 5.0, 2.0))[0]
-    torch.testing.assert_close(cost[2:], reference[2:], atol=1e-5, rtol=1e-5)
-    assert (cost[:2] > 1e6).all()
+    for image, (rows, _) in enumerate(matcher(outputs, targets)):
+        assert outputs["valid"][image, rows].all()
+    references = _reference_costs(outputs, targets, (1.0, 5.0, 2.0))
+    for image, (cost, reference) in enumerate(zip(matcher.cost_matrices(outputs, targets), references, strict=True)):
+        valid = outputs["valid"][image]
+        torch.testing.assert_close(cost[valid], reference[valid], atol=1e-5, rtol=1e-5)
+        assert (cost[~valid] > 1e6).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
