@@ -110,3 +110,23 @@ def test_top_k_applies_after_the_threshold_and_keeps_the_best():
 def test_image_sizes_for_another_batch_are_a_clear_error():
     with pytest.raises(ValueError, match="1 image sizes for 2 predictions"):
         PostProcess()(_outputs(9), torch.tensor([[100, 200]]))
+
+
+def test_the_defaults_are_the_papers_softmax_reading():
+    logits = _outputs(10)["pred_logits"]
+    probabilities = logits.softmax(-1)[..., :-1]
+    torch.testing.assert_close(class_probabilities(logits), probabilities)
+    scores, labels = class_scores(logits)
+    torch.testing.assert_close(scores, probabilities.max(-1).values)
+    assert torch.equal(labels, probabilities.argmax(-1))
+
+
+def test_image_sizes_on_the_host_scale_outputs_on_another_device():
+    """Sizes usually stay on the host while outputs sit on the accelerator; the meta device
+    stands in for it here (a host tensor times a meta one is an error, as with CUDA)."""
+    outputs = {key: value.to("meta") for key, value in _outputs(11).items()}
+    for class_pairs in (0, 6):
+        scores, labels, boxes = scored_boxes(outputs["pred_logits"], outputs["pred_boxes"],
+                                             torch.tensor([[100, 200], [30, 70]]), class_pairs)
+        assert scores.device.type == labels.device.type == boxes.device.type == "meta"
+        assert boxes.shape == (2, max(class_pairs, 5), 4)
