@@ -206,3 +206,10 @@ def test_denoising_auxiliary_layers_get_their_own_terms():
     l1 = sum((boxes[e, q] - targets[i]["boxes"][t]).abs().sum() for e, q, i, t in pairs) / 3 / 2
     torch.testing.assert_close(with_aux["loss_ce_dn_0"], ce)
     torch.testing.assert_close(with_aux["loss_bbox_dn_0"], l1)
+
+
+def test_matched_indices_are_moved_to_the_outputs_device():
+    """The matcher solves on the host; its indices must reach the outputs' device (the meta
+    device stands in for an accelerator here)."""
+    moved = criterion_module._to_device_async(torch.tensor([1, 2]), torch.device("meta"))
+    assert moved.device.type == "meta" and moved.shape == (2,)
