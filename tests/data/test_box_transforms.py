@@ -132,3 +132,10 @@ def test_padding_keeps_the_images_dtype_and_values(dtype):
 def test_the_largest_image_has_no_padding():
     batch, mask = pad_images([torch.rand(1, 5, 6), torch.rand(1, 2, 2)])
     assert batch.shape == (2, 1, 5, 6) and not mask[0].any() and mask[1].sum() == 5 * 6 - 2 * 2
+
+
+def test_a_batch_of_one_image_is_itself_with_no_padding():
+    """Prediction and evaluation often batch a single image."""
+    image = torch.rand(3, 4, 7)
+    batch, mask = pad_images([image])
+    assert batch.shape == (1, 3, 4, 7) and torch.equal(batch[0], image) and not mask.any()

@@ -50,7 +50,7 @@ def test_from_config_uses_the_configured_cost_weights():
 
 
 def test_all_costs_zero_is_refused_but_any_one_non_zero_is_accepted():
-    with pytest.raises(ValueError, match="all matcher costs are zero"):
+    with pytest.raises(ValueError, match="^all matcher costs are zero$"):
         HungarianMatcher(0.0, 0.0, 0.0)
     for weights in ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)):
         HungarianMatcher(*weights)
