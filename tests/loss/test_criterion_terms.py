@@ -213,3 +213,14 @@ def test_matched_indices_are_moved_to_the_outputs_device():
     device stands in for an accelerator here)."""
     moved = criterion_module._to_device_async(torch.tensor([1, 2]), torch.device("meta"))
     assert moved.device.type == "meta" and moved.shape == (2,)
+
+
+def test_proposals_of_a_small_map_are_normalised_by_their_own_class_weights():
+    """One object on a 4-token map: the class weights sum to 3 x 0.1 + 1 = 1.3, not more."""
+    criterion = SetCriterion(NUM_CLASSES, LossConfig())
+    proposals = _outputs(11, batch=1, queries=4)
+    proposals["valid"] = torch.ones(1, 4, dtype=torch.bool)
+    targets = _targets()[1:]
+    losses = criterion({**_outputs(12, batch=1), "enc_outputs": proposals}, targets)
+    ce, _, _ = _reference_terms(proposals, targets, criterion.matcher(proposals, targets), 1.0, 3 * EOS + 1)
+    torch.testing.assert_close(losses["loss_ce_enc"], ce)
