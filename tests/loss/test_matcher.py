@@ -43,8 +43,9 @@ def _brute_force(cost: torch.Tensor) -> float:
     queries, targets = cost.shape
     if targets == 0:
         return 0.0
+    rows = cost.tolist()  # plain floats: the permutations are many, tensor indexing is slow
     return min(
-        sum(cost[q, t].item() for t, q in enumerate(chosen))
+        sum(rows[q][t] for t, q in enumerate(chosen))
         for chosen in itertools.permutations(range(queries), targets)
     )
 
