@@ -186,10 +186,6 @@ class TrainConfig:
     # With a time budget: drop the lr x0.1 once this share of the budget has
     # passed (or at lr_drop_epoch, if that comes first), so a short run still gets its decay.
     lr_drop_fraction: float = 0.85
-    # "step": the x0.1 drop above (the paper). "linear": after the warm-up the lr falls linearly
-    # to zero over the run, its epochs or its time budget (whichever ends first), with no drop
-    # (Li, Yumer and Ramanan 2020, "Budgeted training": the schedule that suits a fixed budget).
-    lr_decay: Literal["step", "linear"] = "step"
     freeze_backbone: bool = False  # fine-tuning on little data: train the transformer and heads only
     # Micro-batches per optimiser step: the step equals one batch of
     # batch_size x accumulate_steps (x processes), live BatchNorm statistics aside.
@@ -332,8 +328,21 @@ def apply_settings(config: ExperimentConfig, settings: list[str]) -> ExperimentC
     return config
 
 
+# Fields that variants which lost their benchmarks used to have, with the value that meant "off".
+# Checkpoints keep their whole config, so older ones still name them: at that value they are
+# dropped on reading; at any other the checkpoint needs the removed variant, which is refused.
+REMOVED_FIELDS: dict[str, dict[str, Any]] = {
+    "TrainConfig": {"lr_decay": "step"},
+}
+
+
 def _build(kind: type, values: dict[str, Any]) -> Any:
     """Rebuild a (nested) dataclass from plain values, refusing unknown keys."""
+    values = dict(values)
+    for name, off in REMOVED_FIELDS.get(kind.__name__, {}).items():
+        if name in values and (value := values.pop(name)) != off:
+            raise ValueError(f"{kind.__name__}.{name}={value!r} is a removed setting (only its off value, {off!r}, "
+                             "is read now): this config or checkpoint needs an older version of detr")
     known = {f.name: f for f in dataclasses.fields(kind)}
     unknown = set(values) - set(known)
     if unknown:
