@@ -57,10 +57,6 @@ class ModelConfig:
     # proposes a box and a class; the top-scoring tokens give the initial
     # anchors (needs anchor_queries). The proposals get a set loss of their own.
     query_selection: bool = False
-    # DINO's look forward twice (needs anchor_queries): each decoder layer's box loss also
-    # reaches the previous layer's correction, so a layer learns to correct for the layer
-    # after it (one layer back, no further). Outputs unchanged; False: Deformable DETR's cut.
-    look_forward_twice: bool = False
     # RT-DETR / Deformable DETR's two-stage: the selected tokens' features (detached) join the
     # queries' content (added to each query's learned vector), so the decoder starts from what
     # the encoder already knows of each object; False: the learned vector alone (DINO's mixed
@@ -79,10 +75,6 @@ class ModelConfig:
     denoising_groups: int = 0
     denoising_box_noise: float = 0.4  # corner shifts up to this share of the box's half size
     denoising_label_noise: float = 0.2  # half of these labels are flipped to a random class
-    # DINO's contrastive denoising: each group also holds a negative copy of every target, its
-    # corners shifted by one to two times the box noise, that learns no-object beside its
-    # positive twin: the decoder learns to reject near-duplicate boxes.
-    denoising_negatives: bool = False
     # Co-DETR's positive queries / H-DETR's one-to-many branch: in training, the proposals
     # of this many tokens nearest each object's centre decode as extra queries that learn
     # that object with no matching (needs query_selection). 0: none.
@@ -332,6 +324,7 @@ def apply_settings(config: ExperimentConfig, settings: list[str]) -> ExperimentC
 # Checkpoints keep their whole config, so older ones still name them: at that value they are
 # dropped on reading; at any other the checkpoint needs the removed variant, which is refused.
 REMOVED_FIELDS: dict[str, dict[str, Any]] = {
+    "ModelConfig": {"look_forward_twice": False, "denoising_negatives": False},
     "TrainConfig": {"lr_decay": "step"},
 }
 

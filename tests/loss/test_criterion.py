@@ -163,27 +163,6 @@ def test_denoising_queries_are_paired_with_the_targets_they_came_from():
     torch.testing.assert_close(losses["loss_ce_dn"], expected)
 
 
-def test_denoising_negatives_learn_no_object_and_no_box():
-    """Queries past `positives` (DINO's contrastive denoising) are negatives: no-object at the
-    no-object weight 0.1, no box loss however far their boxes are."""
-    criterion = SetCriterion(NUM_CLASSES, LossConfig())
-    targets = _targets()
-    boxes = torch.zeros(4, 4, 4) + 0.5
-    boxes[0:2, :2] = targets[0]["boxes"]
-    boxes[2:4, 0] = targets[1]["boxes"][0]
-    boxes[:, 2:] = torch.tensor([0.9, 0.9, 0.05, 0.05])  # negatives, far from everything
-    padding = torch.tensor([[False] * 4] * 2 + [[False, True, False, True]] * 2)
-    logits = torch.randn(4, 4, NUM_CLASSES + 1)
-    dn = {"pred_logits": logits, "pred_boxes": boxes, "padding": padding, "groups": 2, "positives": 2}
-    losses = criterion({**_outputs(), "dn_outputs": dn}, targets)
-    assert losses["loss_bbox_dn"] < 1e-5 and losses["loss_giou_dn"] < 1e-5
-    logp = logits.log_softmax(-1)
-    positive = -(logp[0, 0, 0] + logp[0, 1, 2] + logp[1, 0, 0] + logp[1, 1, 2] + logp[2, 0, 1] + logp[3, 0, 1])
-    negative = -0.1 * (logp[0, 2:, -1].sum() + logp[1, 2:, -1].sum() + logp[2, 2, -1] + logp[3, 2, -1])
-    # Class weights of the valid queries: 6 positives at 1 and 6 negatives at 0.1, per group of 2.
-    torch.testing.assert_close(losses["loss_ce_dn"], (positive + negative) / (6.6 / 2) / 2)
-
-
 @pytest.mark.parametrize("sigmoid_classes", [False, True])
 def test_proposals_on_padding_tokens_do_not_count(sigmoid_classes):
     criterion = SetCriterion(NUM_CLASSES, LossConfig(), sigmoid_classes=sigmoid_classes)

@@ -286,16 +286,14 @@ class SetCriterion(nn.Module):
     def _denoising_losses(self, dn: dict, targets: list[dict], target_labels: torch.Tensor,
                           target_boxes: torch.Tensor, num_boxes) -> list[tuple[str, float, dict]]:
         """Each denoising query against the target it was made from, on every layer,
-        averaged over the groups; queries that only pad the batch do not count. Negative
-        queries (past `positives`, DINO's contrastive denoising) learn no-object alone."""
+        averaged over the groups; queries that only pad the batch do not count."""
         groups, padding = dn["groups"], dn["padding"]
-        positives = dn.get("positives", padding.shape[1])
         valid = ~padding
-        entry, query = (valid[:, :positives]).nonzero(as_tuple=True)
+        entry, query = valid.nonzero(as_tuple=True)
         offsets = torch.tensor([0] + [len(t["labels"]) for t in targets], device=padding.device).cumsum(0)
         indices = (entry, query, offsets[entry // groups] + query)
-        # Positives carry a real class (weight 1), negatives no-object (weight eos_coef).
-        weight_sum = ((len(entry) + self.config.eos_coef * (valid.sum() - len(entry))) / groups).clamp(min=1e-6)
+        # Every valid query carries a real class (weight 1).
+        weight_sum = (valid.sum() / groups).clamp(min=1e-6)
         layers = [("_dn", dn)] + [(f"_dn_{i}", aux) for i, aux in enumerate(dn.get("aux_outputs", []))]
         return [(suffix, 1 / groups, self._layer_losses(layer, indices, target_labels, target_boxes, num_boxes,
                                                         weight_sum, valid))

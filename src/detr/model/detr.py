@@ -65,10 +65,9 @@ class DETR(nn.Module):
         if config.class_pairs < 0:
             raise ValueError(f"model.class_pairs is 0 (one class per query) or more, not {config.class_pairs}")
         deformable_decoder = config.decoder_attention == "deformable"
-        if (config.query_selection or config.denoising_groups or config.look_forward_twice
-                or deformable_decoder) and not config.anchor_queries:
-            raise ValueError("model.query_selection, model.denoising_groups, model.look_forward_twice and "
-                             "model.decoder_attention='deformable' need model.anchor_queries=True")
+        if (config.query_selection or config.denoising_groups or deformable_decoder) and not config.anchor_queries:
+            raise ValueError("model.query_selection, model.denoising_groups and model.decoder_attention='deformable' "
+                             "need model.anchor_queries=True")
         if config.selected_content and not config.query_selection:
             raise ValueError("model.selected_content needs model.query_selection=True")
         if config.distinct_queries and not config.query_selection:
@@ -89,7 +88,7 @@ class DETR(nn.Module):
                     self.query_anchor.weight.copy_(inverse_sigmoid(boxes))
             else:  # checkpoints written before 2026-11-29 hold these unused anchors: skip them
                 self.register_load_state_dict_pre_hook(_skip_unused_anchors)
-            self.anchor_decoder = AnchorDecoder(dim, config.look_forward_twice)
+            self.anchor_decoder = AnchorDecoder(dim)
         else:
             self.query_embed = nn.Embedding(queries, dim)
         self.transformer = Transformer(
@@ -247,15 +246,14 @@ class DETR(nn.Module):
                           ) -> dict[str, Any]:
         config = self.config
         queries = noised_queries(targets, config.denoising_groups, config.num_classes,
-                                 config.denoising_box_noise, config.denoising_label_noise,
-                                 config.denoising_negatives)
+                                 config.denoising_box_noise, config.denoising_label_noise)
         if queries is None:
             return {}
         hidden, boxes = self.anchor_decoder(self.transformer, self.bbox_embed, self.label_embed(queries.labels),
                                             queries.anchors, memory, pos, padding,
                                             query_padding=queries.padding, levels=levels)
         out = self._heads(hidden, boxes)
-        out.update(padding=queries.padding, groups=queries.groups, positives=queries.positives)
+        out.update(padding=queries.padding, groups=queries.groups)
         return {"dn_outputs": out}
 
     def _decode_positives(self, memory, pos, padding, proposals: dict, targets: list[dict],
