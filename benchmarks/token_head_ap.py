@@ -4,7 +4,7 @@
 
 Scores a checkpoint's val detections twice with the same COCO code: the model as it
 ships (the decoder's set, no NMS), and its encoder tokens' own class and box heads
-(query selection's proposals, or the dense auxiliary head) read as a dense detector
+(query selection's proposals) read as a dense detector
 with class-wise NMS@0.6, 100 boxes an image. The second is not a product path: it
 says whether slow convergence is in the features (both low) or in the decoder's
 one-to-one set (tokens high, decoder low). Then, for both, the share of val objects
@@ -40,9 +40,9 @@ def token_detections(model, loader, categories, iou: float = 0.6) -> list[dict]:
     results = []
     for images, mask, targets in loader:
         outputs = model(images, mask)
-        tokens = outputs.get("dense_outputs", outputs.get("enc_outputs"))
+        tokens = outputs.get("enc_outputs")
         if tokens is None:
-            raise SystemExit("this model has no token heads (model.query_selection or model.dense_head)")
+            raise SystemExit("this model has no token heads (model.query_selection)")
         for i, target in enumerate(targets):
             valid = tokens["valid"][i]
             scores, labels = class_scores(tokens["pred_logits"][i][valid], model.config.sigmoid_classes)
@@ -68,7 +68,7 @@ def cover_and_classify(model, loader) -> dict[str, tuple[float, float]]:
     objects = 0
     for images, mask, targets in loader:
         outputs = model(images, mask)
-        tokens = outputs.get("dense_outputs", outputs.get("enc_outputs"))
+        tokens = outputs["enc_outputs"]
         queries = model.config.num_queries  # the first group: the one inference reads
         for i, target in enumerate(targets):
             truth = box_convert(target["boxes"], "cxcywh", "xyxy")

@@ -1,7 +1,7 @@
 import pytest
 
 from detr.cli import build_parser
-from detr.config import REMOVED_FIELDS, ExperimentConfig, apply_settings, preset
+from detr.config import PRESETS, REMOVED_FIELDS, ExperimentConfig, apply_settings, preset
 
 
 def test_settings_reach_any_field_with_its_type():
@@ -58,3 +58,12 @@ def test_a_removed_setting_is_read_from_old_checkpoints_only_when_off(kind, name
         ExperimentConfig.from_dict(values)
     with pytest.raises(ValueError, match="unknown setting"):
         apply_settings(preset("small"), [f"{_SECTIONS[kind]}.{name}={off!r}"])
+
+
+def test_every_preset_passes_the_checks_and_dense_proposals_need_query_selection():
+    for name in PRESETS:
+        preset(name).check()
+    config = preset("fast")
+    config.model.query_selection = False
+    with pytest.raises(ValueError, match="loss.dense_proposals .* model.query_selection=True"):
+        config.check()

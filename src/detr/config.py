@@ -75,15 +75,6 @@ class ModelConfig:
     denoising_groups: int = 0
     denoising_box_noise: float = 0.4  # corner shifts up to this share of the box's half size
     denoising_label_noise: float = 0.2  # half of these labels are flipped to a random class
-    # Co-DETR's positive queries / H-DETR's one-to-many branch: in training, the proposals
-    # of this many tokens nearest each object's centre decode as extra queries that learn
-    # that object with no matching (needs query_selection). 0: none.
-    positive_queries: int = 0
-    # Co-DETR's auxiliary head: in training only, every encoder token predicts a class and a
-    # box, and every token inside an object learns it (FCOS's assignment, loss.dense_radius),
-    # so that the encoder and backbone get an NMS detector's dense supervision from the
-    # first step. Inference never sees it (and uses no NMS).
-    dense_head: bool = False
     # Deformable DETR: "deformable" makes the encoder attend, per token, to
     # deformable_points sampled points per head on every feature level instead
     # of to all tokens (post-norm only); the decoder cross-attends all the
@@ -131,17 +122,14 @@ class LossConfig:
     # query's target is its box's IoU on its class and the rest on no-object, so
     # scores rank boxes by localisation quality. False: the paper's one-hot target.
     iou_aware_classes: bool = False
-    # Query selection's encoder proposals: each target is matched to this many of them
-    # (one-to-many, as H-DETR's hybrid matching and Co-DETR's dense auxiliary heads), so
-    # the backbone and encoder get dense supervision as an NMS detector's do. 1: one-to-one.
-    # The decoder's queries stay one-to-one: inference needs no NMS either way.
-    proposal_matches: int = 1
-    # Query selection's proposals learn as the dense auxiliary head does (every token inside an
-    # object, below), so the tokens that choose the decoder's anchors learn from the first steps.
+    # Query selection's proposals (needs model.query_selection) learn as an NMS detector's
+    # tokens do: every token inside an object learns it (FCOS's assignment, Co-DETR's auxiliary
+    # head), so the tokens that choose the decoder's anchors learn from the first steps. The
+    # decoder's queries stay one-to-one: inference needs no NMS either way. False: the proposals
+    # are matched one-to-one, as Deformable DETR's two-stage.
     dense_proposals: bool = False
-    # The dense auxiliary head (model.dense_head) and dense proposals: a token learns an object
-    # when its cell's centre is inside the box and within this many cells of the box's centre
-    # (FCOS: 1.5).
+    # Dense proposals: a token learns an object when its cell's centre is inside the box and
+    # within this many cells of the box's centre (FCOS: 1.5).
     dense_radius: float = 1.5
 
 
@@ -199,6 +187,13 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def check(self) -> None:
+        """Refuse settings across sections that would silently do nothing (the model refuses its own)."""
+        if self.loss.dense_proposals and not self.model.query_selection:
+            raise ValueError("loss.dense_proposals trains query selection's proposals, which this model does not "
+                             "have: set model.query_selection=True (and model.anchor_queries=True) or "
+                             "loss.dense_proposals=False")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
@@ -324,7 +319,9 @@ def apply_settings(config: ExperimentConfig, settings: list[str]) -> ExperimentC
 # Checkpoints keep their whole config, so older ones still name them: at that value they are
 # dropped on reading; at any other the checkpoint needs the removed variant, which is refused.
 REMOVED_FIELDS: dict[str, dict[str, Any]] = {
-    "ModelConfig": {"look_forward_twice": False, "denoising_negatives": False},
+    "ModelConfig": {"look_forward_twice": False, "denoising_negatives": False, "positive_queries": 0,
+                    "dense_head": False},
+    "LossConfig": {"proposal_matches": 1},
     "TrainConfig": {"lr_decay": "step"},
 }
 

@@ -9,10 +9,10 @@ from tests.conftest import tiny_model_config
 
 
 def test_every_class_head_starts_at_the_focal_prior():
-    config = tiny_model_config(anchor_queries=True, query_selection=True, dense_head=True, sigmoid_classes=True)
+    config = tiny_model_config(anchor_queries=True, query_selection=True, sigmoid_classes=True)
     model = build_model(config).train()
     out = model(torch.randn(1, 3, 64, 64))
-    for logits in (out["pred_logits"], out["enc_outputs"]["pred_logits"], out["dense_outputs"]["pred_logits"]):
+    for logits in (out["pred_logits"], out["enc_outputs"]["pred_logits"]):
         probabilities = logits[..., :-1].sigmoid()
         # The bias alone says 0.01; the weights' share at init moves it little.
         assert 0.003 < probabilities.median() < 0.03

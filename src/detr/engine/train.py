@@ -71,9 +71,9 @@ class Trainer:
                                       sigmoid_classes=config.model.sigmoid_classes).to(self.device)
         # DDP averages gradients over processes; the criterion's normalisers make
         # that equal to one process on the global batch (world x batch_size).
-        # Denoising and positive queries are built from the targets: a batch without objects
-        # leaves their embeddings without a gradient, which DDP must be told to expect.
-        targets_built = config.model.denoising_groups > 0 or config.model.positive_queries > 0
+        # Denoising queries are built from the targets: a batch without objects leaves their
+        # embeddings without a gradient, which DDP must be told to expect.
+        targets_built = config.model.denoising_groups > 0
         self.net = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.index
                                             is not None else None, find_unused_parameters=targets_built)
                     if world_size() > 1 else self.model)
@@ -92,6 +92,10 @@ class Trainer:
     def _check_against_data(self) -> None:
         """The class count comes from the data; the settings must be able to train on it."""
         config = self.config
+        try:
+            config.check()
+        except ValueError as error:
+            raise TrainingError(str(error)) from None
         num_classes = len(self.train_set.categories.ids)
         if config.model.num_classes != num_classes:
             log.info("model.num_classes set to %d, the dataset's category count", num_classes)

@@ -176,10 +176,9 @@ class SetCriterion(nn.Module):
         outputs' device. `normalisers`: from `normalisers()` over a whole accumulated step
         (default: over these targets). With query groups (Group DETR), each group of each
         layer is matched on its own and the groups' losses are averaged. Query selection's
-        proposals (`enc_outputs`, suffix `_enc`) are matched on their own too; denoising
-        queries (`dn_outputs`, suffix `_dn`) are paired with the targets they were made from; the
-        dense auxiliary head's tokens (`dense_outputs`, suffix `_dense`) with the objects they lie in,
-        and positive queries (`positive_outputs`, suffix `_pos`) with the objects they were made for."""
+        proposals (`enc_outputs`, suffix `_enc`) are matched on their own too (or, with
+        `dense_proposals`, paired with the objects they lie in), and denoising queries
+        (`dn_outputs`, suffix `_dn`) with the targets they were made from."""
         logits = outputs["pred_logits"]
         num_queries = self.queries_per_group or logits.shape[1]
         groups, rest = divmod(logits.shape[1], num_queries)
@@ -202,11 +201,6 @@ class SetCriterion(nn.Module):
         if "enc_outputs" in outputs:
             terms.append(("_enc", 1.0, self._proposal_losses(outputs["enc_outputs"], targets, target_labels,
                                                              target_boxes, num_boxes)))
-        if "dense_outputs" in outputs:
-            terms.append(("_dense", 1.0, self._dense_losses(outputs["dense_outputs"], targets, target_labels,
-                                                            target_boxes)))
-        if "positive_outputs" in outputs:
-            terms += self._positive_losses(outputs["positive_outputs"], target_labels, target_boxes)
         if "dn_outputs" in outputs:
             terms += self._denoising_losses(outputs["dn_outputs"], targets, target_labels, target_boxes, num_boxes)
         weights = {"loss_ce": self.config.weight_ce, "loss_bbox": self.config.weight_bbox,
@@ -227,18 +221,9 @@ class SetCriterion(nn.Module):
                          target_boxes: torch.Tensor, num_boxes) -> dict:
         """The set loss of query selection's per-token proposals; padding tokens do not count.
         Its classification normaliser is this process's own (valid tokens, weighted). With
-        `proposal_matches` k > 1, each image's targets are repeated k times (fewer where the
-        image has too few tokens) and matched one-to-one, so each target gets k proposals. With
-        `dense_proposals`, they learn as the dense auxiliary head does (`_dense_losses`)."""
+        `dense_proposals`, every token inside an object learns it (`_dense_losses`)."""
         if self.config.dense_proposals:
             return self._dense_losses(proposals, targets, target_labels, target_boxes)
-        if self.config.proposal_matches > 1:
-            tokens, count = proposals["pred_logits"].shape[1], len(target_labels)
-            targets = [{"labels": t["labels"].repeat(k), "boxes": t["boxes"].repeat(k, 1)} for t in targets
-                       for k in [max(1, min(self.config.proposal_matches, tokens // max(len(t["labels"]), 1)))]]
-            target_labels = torch.cat([t["labels"] for t in targets])
-            target_boxes = torch.cat([t["boxes"] for t in targets]).float()
-            num_boxes = num_boxes * (len(target_labels) / max(count, 1))  # the same weight per matched pair
         indices = self._indices_on_device([self.matcher(proposals, targets)], targets, target_boxes.device)[0]
         valid = proposals["valid"]
         boxes = float(sum(len(t["labels"]) for t in targets))
@@ -247,7 +232,8 @@ class SetCriterion(nn.Module):
 
     def _dense_losses(self, dense: dict, targets: list[dict], target_labels: torch.Tensor,
                       target_boxes: torch.Tensor) -> dict:
-        """The dense auxiliary head's loss: every token in an object's centre region learns
+        """Dense proposals' loss, as an NMS detector's (Co-DETR's auxiliary head, FCOS's
+        assignment): every token in an object's centre region learns
         it (`centre_assignment`), and the token the matcher picks for each object too, so
         that objects smaller than a cell still teach one. Normalised by this process's
         positive tokens; padding tokens do not count."""
@@ -270,18 +256,6 @@ class SetCriterion(nn.Module):
         weight_sum = ((valid.sum() - positives) * self.config.eos_coef + positives).clamp(min=1)
         return self._layer_losses(dense, indices, target_labels, target_boxes, max(positives, 1.0), weight_sum,
                                   valid)
-
-    def _positive_losses(self, positive: dict, target_labels: torch.Tensor,
-                         target_boxes: torch.Tensor) -> list[tuple[str, float, dict]]:
-        """Each positive query against the object it was made for, on every layer; normalised
-        by this process's positive queries; queries that only pad the batch do not count."""
-        valid = ~positive["padding"]
-        entry, query = valid.nonzero(as_tuple=True)
-        indices = (entry, query, positive["owners"][entry, query])
-        count = valid.sum().clamp(min=1).float()  # every valid query has a real class
-        layers = [("_pos", positive)] + [(f"_pos_{i}", aux) for i, aux in enumerate(positive.get("aux_outputs", []))]
-        return [(suffix, 1.0, self._layer_losses(layer, indices, target_labels, target_boxes, count, count, valid))
-                for suffix, layer in layers]
 
     def _denoising_losses(self, dn: dict, targets: list[dict], target_labels: torch.Tensor,
                           target_boxes: torch.Tensor, num_boxes) -> list[tuple[str, float, dict]]:

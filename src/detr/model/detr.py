@@ -15,8 +15,7 @@ from detr.model.denoising import noised_queries
 from detr.model.fine_level import FineLevel
 from detr.model.multi_scale import Levels, MultiScaleInput, backbone_stages, levels_of
 from detr.model.position_encoding import LearnedPositionEncoding, SinePositionEncoding
-from detr.model.positive_queries import positive_queries
-from detr.model.query_selection import QuerySelection, TokenHeads, init_sigmoid_classes
+from detr.model.query_selection import QuerySelection, init_sigmoid_classes
 from detr.model.transformer import AttentionMaps, Transformer
 
 
@@ -75,8 +74,6 @@ class DETR(nn.Module):
         if not 0.0 <= config.distinct_queries < 1.0:
             raise ValueError(f"model.distinct_queries is an IoU threshold in [0, 1) (0: off), "
                              f"got {config.distinct_queries}")
-        if config.positive_queries and not config.query_selection:
-            raise ValueError("model.positive_queries needs model.query_selection=True (its boxes come from there)")
         queries = config.num_queries * config.query_groups
         # Group g's queries are rows g*N .. (g+1)*N - 1; inference uses group 0.
         if config.anchor_queries:
@@ -115,11 +112,6 @@ class DETR(nn.Module):
         if config.query_selection:
             self.query_selection = QuerySelection(dim, config.num_classes, _zero_last_layer(MLP(dim, dim, 4, 3)),
                                                   config.sigmoid_classes, config.distinct_queries)
-        if config.dense_head:
-            self.dense_head = TokenHeads(dim, config.num_classes, _zero_last_layer(MLP(dim, dim, 4, 3)),
-                                         config.sigmoid_classes)
-        if config.positive_queries:
-            self.positive_content = nn.Embedding(1, dim)
         if config.denoising_groups:
             self.label_embed = nn.Embedding(config.num_classes, dim)
 
@@ -140,9 +132,8 @@ class DETR(nn.Module):
         level also `fine_shape` (its grid, whose tokens come first among the decoder's keys).
         In training with G > 1 query groups, N is G x num_queries (the criterion,
         told num_queries, splits them). In training, the variants add `enc_outputs`
-        (query selection's proposals), `dense_outputs` (the dense auxiliary head's) and,
-        given `targets` (as the criterion takes them), `dn_outputs` (the denoising
-        queries' outputs) and `positive_outputs` (the positive queries').
+        (query selection's proposals) and, given `targets` (as the criterion takes them),
+        `dn_outputs` (the denoising queries' outputs).
         With several feature levels, the tokens are the levels' maps flattened
         one after another, finest first; attention maps are available with the
         fine level, not with feature_levels > 1.
@@ -185,12 +176,8 @@ class DETR(nn.Module):
             out = self._decode_anchors(memory, pos, padding, feature_masks, groups, maps, need_weights, levels)
             if self.training and targets is not None and self.config.denoising_groups:
                 out.update(self._decode_denoising(memory, pos, padding, targets, levels))
-            if self.training and targets is not None and self.config.positive_queries:
-                out.update(self._decode_positives(memory, pos, padding, out["enc_outputs"], targets, levels))
         else:
             out = self._decode_paper(memory, pos, padding, groups, maps, need_weights)
-        if self.training and self.config.dense_head:
-            out["dense_outputs"] = self.dense_head(memory, feature_masks)
         if need_weights:
             out["attention"] = maps
             out["feature_shape"] = (height, width)
@@ -255,19 +242,6 @@ class DETR(nn.Module):
         out = self._heads(hidden, boxes)
         out.update(padding=queries.padding, groups=queries.groups)
         return {"dn_outputs": out}
-
-    def _decode_positives(self, memory, pos, padding, proposals: dict, targets: list[dict],
-                          levels: Levels | None = None) -> dict[str, Any]:
-        queries = positive_queries(inverse_sigmoid(proposals["pred_boxes"]), proposals["cells"], proposals["valid"],
-                                   targets, self.config.positive_queries)
-        if queries is None:
-            return {}
-        content = self.positive_content.weight[None].expand(*queries.padding.shape, -1)
-        hidden, boxes = self.anchor_decoder(self.transformer, self.bbox_embed, content, queries.anchors,
-                                            memory, pos, padding, query_padding=queries.padding, levels=levels)
-        out = self._heads(hidden, boxes)
-        out.update(padding=queries.padding, owners=queries.owners)
-        return {"positive_outputs": out}
 
 
 def _skip_unused_anchors(module, state_dict, prefix, *args) -> None:

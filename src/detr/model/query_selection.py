@@ -53,9 +53,7 @@ def cell_proposals(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 class TokenHeads(nn.Module):
     """Heads on the encoder output: per-token class logits [B, L, K+1] and a box [B, L, 4]
-    relative to the token's own cell. Alone, it is the dense auxiliary head (Co-DETR):
-    every token inside an object learns it, as in an NMS detector, and inference does
-    not use it."""
+    relative to the token's own cell."""
 
     def __init__(self, dim: int, num_classes: int, box_head: nn.Module, sigmoid: bool = False) -> None:
         super().__init__()
