@@ -75,25 +75,15 @@ class ModelConfig:
     denoising_groups: int = 0
     denoising_box_noise: float = 0.4  # corner shifts up to this share of the box's half size
     denoising_label_noise: float = 0.2  # half of these labels are flipped to a random class
-    # Deformable DETR: "deformable" makes the encoder attend, per token, to
-    # deformable_points sampled points per head on every feature level instead
-    # of to all tokens (post-norm only); the decoder cross-attends all the
-    # levels' tokens. "full" = the paper.
-    encoder_attention: Literal["full", "deformable"] = "full"
-    deformable_points: int = 4
     # Deformable DETR's decoder: "deformable" makes each query's cross-attention sample
     # deformable_points points per head on every level around its anchor box (needs
     # anchor_queries) instead of attending all the tokens; "full" = the paper.
     decoder_attention: Literal["full", "deformable"] = "full"
-    # Feature levels: the last backbone stages up to backbone.last_layer (strides
-    # 8/16/32), then extra stride-2 convs (Deformable DETR: 4 = layer2-4 + one).
-    # 1 = the paper's single map; more (or "deformable") adds per-level
-    # conv + GroupNorm projections and level embeddings.
-    feature_levels: int = 1
+    deformable_points: int = 4
     # RT-DETR's cross-scale fusion, top-down: after the encoder (on the last stage alone, as
     # the paper), its output upsampled onto the stage before (stride 8 for layer3) and mixed
     # by convolutions; the decoder and query selection read both levels. A finer level for
-    # small objects without attention over its tokens. Single-level encoder only.
+    # small objects without attention over its tokens.
     fine_level: bool = False
     # How inference reads the outputs: 0 = each query's best class (the paper); N = each
     # image's N best (query, class) pairs (Deformable DETR, DINO; COCO scores 100 an image),
@@ -320,7 +310,7 @@ def apply_settings(config: ExperimentConfig, settings: list[str]) -> ExperimentC
 # dropped on reading; at any other the checkpoint needs the removed variant, which is refused.
 REMOVED_FIELDS: dict[str, dict[str, Any]] = {
     "ModelConfig": {"look_forward_twice": False, "denoising_negatives": False, "positive_queries": 0,
-                    "dense_head": False},
+                    "dense_head": False, "encoder_attention": "full", "feature_levels": 1},
     "LossConfig": {"proposal_matches": 1},
     "TrainConfig": {"lr_decay": "step"},
 }

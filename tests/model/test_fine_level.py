@@ -57,7 +57,5 @@ def test_the_decoder_and_query_selection_read_both_levels():
 
 def test_off_is_the_paper_model_and_misuse_is_refused():
     assert not any(name.startswith("fine_level") for name in build_model(tiny_model_config()).state_dict())
-    with pytest.raises(ValueError, match="feature_levels=1"):
-        build_model(_fine_config(feature_levels=2))
     with pytest.raises(ValueError, match="stage before the last"):
         build_model(_fine_config(backbone=BackboneConfig(name="resnet18", last_layer="layer2")))

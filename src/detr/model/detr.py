@@ -10,10 +10,9 @@ from torch import nn
 from detr.config import ModelConfig
 from detr.model.anchor_decoder import AnchorDecoder, inverse_sigmoid
 from detr.model.backbone import Backbone, resize_mask
-from detr.model.deformable_encoder import DeformableEncoder
 from detr.model.denoising import noised_queries
 from detr.model.fine_level import FineLevel
-from detr.model.multi_scale import Levels, MultiScaleInput, backbone_stages, levels_of
+from detr.model.multi_scale import Levels, backbone_stages, levels_of
 from detr.model.position_encoding import LearnedPositionEncoding, SinePositionEncoding
 from detr.model.query_selection import QuerySelection, init_sigmoid_classes
 from detr.model.transformer import AttentionMaps, Transformer
@@ -40,25 +39,17 @@ class DETR(nn.Module):
         super().__init__()
         self.config = config
         dim = config.hidden_dim
-        _check_encoder(config)
-        deformable = config.encoder_attention == "deformable"
-        self.multi_scale = None
+        _check_levels(config)
         self.fine_level = None
-        if config.feature_levels > 1 or deformable:
-            stages, extra_levels = backbone_stages(config.backbone.last_layer, config.feature_levels)
-            self.backbone = Backbone(config.backbone, stages)
-        elif config.fine_level:
-            self.backbone = Backbone(config.backbone, backbone_stages(config.backbone.last_layer, 2)[0])
+        if config.fine_level:
+            self.backbone = Backbone(config.backbone, backbone_stages(config.backbone.last_layer, 2))
         else:
             self.backbone = Backbone(config.backbone)
         encodings = {"sine": SinePositionEncoding, "learned": LearnedPositionEncoding}
         self.position_encoding = encodings[config.position_encoding](dim)
         if config.fine_level:
             self.fine_level = FineLevel(self.backbone.stage_channels[0], dim)
-        if self.backbone.stages and not config.fine_level:
-            self.multi_scale = MultiScaleInput(self.backbone.stage_channels, dim, extra_levels)
-        else:
-            self.input_proj = nn.Conv2d(self.backbone.num_channels, dim, kernel_size=1)
+        self.input_proj = nn.Conv2d(self.backbone.num_channels, dim, kernel_size=1)
         if config.query_groups < 1:
             raise ValueError(f"model.query_groups must be at least 1, not {config.query_groups}")
         if config.class_pairs < 0:
@@ -91,7 +82,7 @@ class DETR(nn.Module):
         self.transformer = Transformer(
             dim,
             config.num_heads,
-            0 if deformable else config.encoder_layers,  # the deformable encoder stands in for its encoder
+            config.encoder_layers,
             config.decoder_layers,
             config.feedforward_dim,
             config.dropout,
@@ -99,10 +90,6 @@ class DETR(nn.Module):
             _memory_levels(config) if config.decoder_attention == "deformable" else 0,
             config.deformable_points,
         )
-        if deformable:
-            self.deformable_encoder = DeformableEncoder(dim, config.num_heads, config.encoder_layers,
-                                                        config.feedforward_dim, config.dropout,
-                                                        config.feature_levels, config.deformable_points)
         self.class_embed = nn.Linear(dim, config.num_classes + 1)
         if config.sigmoid_classes:
             init_sigmoid_classes(self.class_embed)
@@ -134,37 +121,25 @@ class DETR(nn.Module):
         told num_queries, splits them). In training, the variants add `enc_outputs`
         (query selection's proposals) and, given `targets` (as the criterion takes them),
         `dn_outputs` (the denoising queries' outputs).
-        With several feature levels, the tokens are the levels' maps flattened
-        one after another, finest first; attention maps are available with the
-        fine level, not with feature_levels > 1.
+        With the fine level, the decoder's tokens are the fine map's, then the encoder's.
         """
         fine_map = None
-        if self.multi_scale is None:
-            if self.fine_level is None:
-                features, feature_mask = self.backbone(images, mask)
-            else:
-                fine_map, features = self.backbone.forward_levels(images)
-                feature_mask = None if mask is None else resize_mask(mask, features.shape[-2:])
-            pos = self.position_encoding(features, feature_mask).flatten(2).transpose(1, 2)
-            src = self.input_proj(features)
-            height, width = src.shape[-2:]
-            src = src.flatten(2).transpose(1, 2)
-            padding = None if feature_mask is None else feature_mask.flatten(1)
-            feature_masks = [feature_mask if feature_mask is not None else
-                             torch.zeros(src.shape[0], height, width, dtype=torch.bool, device=src.device)]
+        if self.fine_level is None:
+            features, feature_mask = self.backbone(images, mask)
         else:
-            if need_weights:
-                raise ValueError("attention maps are drawn for the single-level model only "
-                                 "(model.feature_levels=1, model.encoder_attention='full')")
-            src, pos, padding, levels = self.multi_scale(self.backbone.forward_levels(images), mask,
-                                                         self.position_encoding)
-            feature_masks = levels.masks
-            if self.config.encoder_attention == "deformable":
-                src = self.deformable_encoder(src, pos, padding, levels)  # the transformer's encoder is empty
+            fine_map, features = self.backbone.forward_levels(images)
+            feature_mask = None if mask is None else resize_mask(mask, features.shape[-2:])
+        pos = self.position_encoding(features, feature_mask).flatten(2).transpose(1, 2)
+        src = self.input_proj(features)
+        height, width = src.shape[-2:]
+        src = src.flatten(2).transpose(1, 2)
+        padding = None if feature_mask is None else feature_mask.flatten(1)
+        feature_masks = [feature_mask if feature_mask is not None else
+                         torch.zeros(src.shape[0], height, width, dtype=torch.bool, device=src.device)]
         groups = self.config.query_groups if self.training else 1
         maps = AttentionMaps([], [], [])
         memory = self.transformer.encode(src, pos, padding, maps, need_weights)
-        if fine_map is not None:  # the fine level's tokens first, as multi-scale levels are ordered
+        if fine_map is not None:  # the fine level's tokens first: levels are ordered finest first
             fine, fine_pos, fine_mask = self.fine_level(fine_map, memory, (height, width), mask,
                                                         self.position_encoding)
             memory, pos = torch.cat([fine, memory], dim=1), torch.cat([fine_pos, pos], dim=1)
@@ -249,26 +224,18 @@ def _skip_unused_anchors(module, state_dict, prefix, *args) -> None:
 
 
 def _memory_levels(config: ModelConfig) -> int:
-    """How many levels the decoder's memory holds."""
-    if config.fine_level:
-        return 2
-    return config.feature_levels
+    """How many levels the decoder's memory holds: the encoder's, and the fine one's."""
+    return 2 if config.fine_level else 1
 
 
-def _check_encoder(config: ModelConfig) -> None:
-    for field_name in ("encoder_attention", "decoder_attention"):
-        if getattr(config, field_name) not in ("full", "deformable"):
-            raise ValueError(f"model.{field_name} is 'full' or 'deformable', not {getattr(config, field_name)!r}")
-    if config.feature_levels < 1 or config.deformable_points < 1:
-        raise ValueError("model.feature_levels and model.deformable_points must be at least 1")
-    if config.fine_level and (config.feature_levels > 1 or config.encoder_attention == "deformable"):
-        raise ValueError("model.fine_level adds a level to the single-level encoder; set model.feature_levels=1 "
-                         "and model.encoder_attention='full'")
+def _check_levels(config: ModelConfig) -> None:
+    if config.decoder_attention not in ("full", "deformable"):
+        raise ValueError(f"model.decoder_attention is 'full' or 'deformable', not {config.decoder_attention!r}")
+    if config.deformable_points < 1:
+        raise ValueError("model.deformable_points must be at least 1")
     if config.fine_level and config.backbone.last_layer == "layer2":
         raise ValueError("model.fine_level needs a backbone stage before the last; set backbone.last_layer "
                          "to layer3 or layer4")
-    if config.encoder_attention == "deformable" and config.pre_norm:
-        raise ValueError("the deformable encoder is post-norm, as in Deformable DETR; set model.pre_norm=False")
 
 
 def _zero_last_layer(head: MLP) -> MLP:
