@@ -45,7 +45,7 @@ def token_detections(model, loader, categories, iou: float = 0.6) -> list[dict]:
             raise SystemExit("this model has no token heads (model.query_selection)")
         for i, target in enumerate(targets):
             valid = tokens["valid"][i]
-            scores, labels = class_scores(tokens["pred_logits"][i][valid], model.config.sigmoid_classes)
+            scores, labels = class_scores(tokens["pred_logits"][i][valid])
             height, width = target["orig_size"].tolist()
             boxes = box_convert(tokens["pred_boxes"][i][valid], "cxcywh", "xyxy") * torch.tensor(
                 [width, height, width, height])
@@ -104,8 +104,7 @@ def main() -> None:
     loader = eval_loader(val_set, 8, 0)
     truth = val_set.ground_truth()
     decoder, _, _ = coco_evaluate(truth, predict_dataset(model, loader, "cpu", False,
-                                                         class_pairs=config.model.class_pairs,
-                                                         sigmoid_classes=config.model.sigmoid_classes))
+                                                         class_pairs=config.model.class_pairs))
     token_results = token_detections(model, loader, categories)
     if args.tokens_out:
         Path(args.tokens_out).write_text(json.dumps(token_results))

@@ -90,12 +90,6 @@ class ModelConfig:
     # so that a query unsure of its class offers its box under the runner-up too. No NMS
     # either way; predictions at a threshold >= 0.5 are the same.
     class_pairs: int = 0
-    # Deformable DETR, DINO, RT-DETR: each class scores with its own sigmoid and learns by a focal
-    # loss (sigmoid focal, or varifocal with loss.iou_aware_classes), normalised by the matched
-    # boxes, and the matcher's class cost is the focal one. No no-object class: the heads keep
-    # their K+1 outputs (so that every checkpoint and weight loader keeps its shapes) and the last
-    # is never read. False: the paper's softmax over the classes and no-object.
-    sigmoid_classes: bool = False
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
 
 
@@ -310,7 +304,8 @@ def apply_settings(config: ExperimentConfig, settings: list[str]) -> ExperimentC
 # dropped on reading; at any other the checkpoint needs the removed variant, which is refused.
 REMOVED_FIELDS: dict[str, dict[str, Any]] = {
     "ModelConfig": {"look_forward_twice": False, "denoising_negatives": False, "positive_queries": 0,
-                    "dense_head": False, "encoder_attention": "full", "feature_levels": 1},
+                    "dense_head": False, "encoder_attention": "full", "feature_levels": 1,
+                    "sigmoid_classes": False},
     "LossConfig": {"proposal_matches": 1},
     "TrainConfig": {"lr_decay": "step"},
 }

@@ -163,9 +163,8 @@ def test_denoising_queries_are_paired_with_the_targets_they_came_from():
     torch.testing.assert_close(losses["loss_ce_dn"], expected)
 
 
-@pytest.mark.parametrize("sigmoid_classes", [False, True])
-def test_proposals_on_padding_tokens_do_not_count(sigmoid_classes):
-    criterion = SetCriterion(NUM_CLASSES, LossConfig(), sigmoid_classes=sigmoid_classes)
+def test_proposals_on_padding_tokens_do_not_count():
+    criterion = SetCriterion(NUM_CLASSES, LossConfig())
     proposals = {"pred_logits": torch.randn(2, 6, NUM_CLASSES + 1), "pred_boxes": torch.rand(2, 6, 4) * 0.4 + 0.3,
                  "valid": torch.tensor([[True] * 6, [True] * 4 + [False] * 2])}
     first = criterion({**_outputs(), "enc_outputs": proposals}, _targets())["loss_ce_enc"]
@@ -218,57 +217,3 @@ def test_dense_proposals_loss_matches_a_hand_computation():
     torch.testing.assert_close(losses["loss_bbox_enc"], expected_l1)
     torch.testing.assert_close(losses["loss_giou_enc"], (1 - giou).sum() / 5)
     torch.testing.assert_close(losses["loss_ce_enc"], ce / (11 * 0.1 + 5))
-
-
-def _sigmoid_criterion(**loss):
-    criterion = SetCriterion(NUM_CLASSES, LossConfig(**loss), sigmoid_classes=True)
-    outputs, targets = _outputs(), _targets()
-    matches = criterion.matcher(outputs, targets)
-    image = torch.cat([torch.full_like(rows, b) for b, (rows, _) in enumerate(matches)])
-    query = torch.cat([rows for rows, _ in matches])
-    labels = torch.cat([targets[b]["labels"][cols] for b, (_, cols) in enumerate(matches)])
-    gt = torch.cat([targets[b]["boxes"][cols] for b, (_, cols) in enumerate(matches)])
-    return criterion, outputs, targets, (image, query, labels, gt)
-
-
-def test_sigmoid_focal_class_loss_matches_a_hand_computation():
-    """Every (query, real class): −α(1−p)^γ log p where the query is matched to that class,
-    −(1−α)p^γ log(1−p) elsewhere (α 0.25, γ 2); the no-object logit is not read; summed and
-    divided by the 3 target boxes."""
-    criterion, outputs, targets, (image, query, labels, _) = _sigmoid_criterion()
-    p = outputs["pred_logits"][..., :NUM_CLASSES].sigmoid()
-    positive = torch.zeros_like(p)
-    positive[image, query, labels] = 1
-    loss = torch.where(positive.bool(), -0.25 * (1 - p) ** 2 * p.log(), -0.75 * p ** 2 * (1 - p).log())
-    losses = criterion(outputs, targets)
-    torch.testing.assert_close(losses["loss_ce"], loss.sum() / 3)
-    outputs["pred_logits"][..., -1] = 50.0  # no-object's logit means nothing here
-    torch.testing.assert_close(criterion(outputs, targets)["loss_ce"], loss.sum() / 3)
-
-
-def test_varifocal_class_loss_matches_a_hand_computation():
-    """With IoU-aware targets: a matched query's class has target q = its box's IoU and
-    loss −q(q log p + (1−q) log(1−p)); every other (query, class) −0.75 p^2 log(1−p)."""
-    criterion, outputs, targets, (image, query, labels, gt) = _sigmoid_criterion(iou_aware_classes=True)
-    from torchvision.ops import box_iou
-    q = box_iou(box_convert(outputs["pred_boxes"][image, query], "cxcywh", "xyxy"),
-                box_convert(gt, "cxcywh", "xyxy")).diagonal()
-    p = outputs["pred_logits"][..., :NUM_CLASSES].sigmoid()
-    loss = -0.75 * p ** 2 * (1 - p).log()
-    pm = p[image, query, labels]
-    loss[image, query, labels] = -q * (q * pm.log() + (1 - q) * (1 - pm).log())
-    torch.testing.assert_close(criterion(outputs, targets)["loss_ce"], loss.sum() / 3)
-
-
-def test_sigmoid_classes_count_objects_by_probability():
-    """Cardinality with sigmoid classes: a query predicts an object when a real class's
-    probability passes 0.5, whatever the unused no-object logit says."""
-    targets = _targets()
-    logits = torch.full((2, 5, NUM_CLASSES + 1), -6.0)
-    logits[..., -1] = 9.0
-    logits[0, :2, 0] = 3.0
-    logits[1, 0, 1] = 3.0
-    outputs = {"pred_logits": logits, "pred_boxes": torch.rand(2, 5, 4) * 0.4 + 0.3}
-    losses = SetCriterion(NUM_CLASSES, LossConfig(), sigmoid_classes=True)(outputs, targets)
-    assert losses["cardinality_error"] == 0
-    assert SetCriterion(NUM_CLASSES, LossConfig())(outputs, targets)["cardinality_error"] == 1.5

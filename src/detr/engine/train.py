@@ -67,8 +67,7 @@ class Trainer:
         self._check_against_data()
         self.model = self._build_model(init)
         self.criterion = SetCriterion(config.model.num_classes, config.loss,
-                                      queries_per_group=config.model.num_queries,
-                                      sigmoid_classes=config.model.sigmoid_classes).to(self.device)
+                                      queries_per_group=config.model.num_queries).to(self.device)
         # DDP averages gradients over processes; the criterion's normalisers make
         # that equal to one process on the global batch (world x batch_size).
         # Denoising queries are built from the targets: a batch without objects leaves their
@@ -286,8 +285,7 @@ class Trainer:
     def evaluate(self, results_path: Path | None = None) -> tuple[dict, str, dict] | None:
         self._raise_if_not_finite()
         return evaluate(self.eval_model, self.val_loader, self.device, results_path, self.progress,
-                        self.config.train.precision, self.config.model.class_pairs,
-                        self.config.model.sigmoid_classes)
+                        self.config.train.precision, self.config.model.class_pairs)
 
     def fit(self) -> dict[str, float]:
         """Train until the epoch count or the time budget is reached; returns the last eval metrics."""

@@ -14,7 +14,7 @@ from detr.model.denoising import noised_queries
 from detr.model.fine_level import FineLevel
 from detr.model.multi_scale import Levels, backbone_stages, levels_of
 from detr.model.position_encoding import LearnedPositionEncoding, SinePositionEncoding
-from detr.model.query_selection import QuerySelection, init_sigmoid_classes
+from detr.model.query_selection import QuerySelection
 from detr.model.transformer import AttentionMaps, Transformer
 
 
@@ -91,14 +91,12 @@ class DETR(nn.Module):
             config.deformable_points,
         )
         self.class_embed = nn.Linear(dim, config.num_classes + 1)
-        if config.sigmoid_classes:
-            init_sigmoid_classes(self.class_embed)
         self.bbox_embed = MLP(dim, dim, 4, 3)
         if config.anchor_queries:  # boxes start as the anchors; the head learns corrections
             _zero_last_layer(self.bbox_embed)
         if config.query_selection:
             self.query_selection = QuerySelection(dim, config.num_classes, _zero_last_layer(MLP(dim, dim, 4, 3)),
-                                                  config.sigmoid_classes, config.distinct_queries)
+                                                  config.distinct_queries)
         if config.denoising_groups:
             self.label_embed = nn.Embedding(config.num_classes, dim)
 
