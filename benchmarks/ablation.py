@@ -1,7 +1,7 @@
 """Ablation: each faster-converging variant on and off, on several datasets, at one budget.
 
     python benchmarks/ablation.py --data /data/general /data/dense --minutes 10 \
-        --variants small fast fast+dense-head --peer
+        --variants small fast fast-dense-proposals --peer
     python benchmarks/ablation.py --out runs/ablation --table-only
 
 Each cell trains one configuration for --minutes of wall clock (fitted to the data
@@ -38,7 +38,6 @@ from detr.engine.evaluate import coco_evaluate
 # and the additions measured against it.
 VARIANTS = {
     "small": ("small", []),
-    "small+dense-head": ("small", ["model.dense_head=True"]),
     "fast": ("fast", []),
     "fast-anchor-refinement": ("fast", ["model.anchor_queries=False", "model.query_selection=False",
                                         "model.selected_content=False", "model.denoising_groups=0"]),
@@ -50,9 +49,6 @@ VARIANTS = {
     "fast-groups": ("fast", ["model.query_groups=1"]),
     "fast-ema": ("fast", ["train.ema_decay=None"]),
     "fast-crop": ("fast", ["data.crop_probability=0.0"]),
-    "fast+dense-head": ("fast", ["model.dense_head=True"]),
-    "fast+positive-queries": ("fast", ["model.positive_queries=4"]),
-    "fast+one-to-many-proposals": ("fast", ["loss.dense_proposals=False", "loss.proposal_matches=4"]),
 }
 
 

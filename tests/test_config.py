@@ -1,7 +1,7 @@
 import pytest
 
 from detr.cli import build_parser
-from detr.config import apply_settings, preset
+from detr.config import PRESETS, REMOVED_FIELDS, ExperimentConfig, apply_settings, preset
 
 
 def test_settings_reach_any_field_with_its_type():
@@ -41,3 +41,29 @@ def test_fast_fine_is_fast_with_the_fine_level_one_query_group_and_the_deformabl
     assert fine.model.decoder_attention == "deformable" and fast.model.decoder_attention == "full"
     fast.model.fine_level, fast.model.query_groups, fast.model.decoder_attention = True, 1, "deformable"
     assert fine.to_dict() == fast.to_dict()
+
+
+_SECTIONS = {"ModelConfig": "model", "LossConfig": "loss", "TrainConfig": "train"}
+
+
+@pytest.mark.parametrize("kind, name, off", [(kind, name, off) for kind, fields in REMOVED_FIELDS.items()
+                                             for name, off in fields.items()])
+def test_a_removed_setting_is_read_from_old_checkpoints_only_when_off(kind, name, off):
+    """Checkpoints keep their whole config: an old one names the removed fields, at their off values."""
+    values = preset("small").to_dict()
+    values[_SECTIONS[kind]][name] = off
+    assert ExperimentConfig.from_dict(values).to_dict() == preset("small").to_dict()
+    values[_SECTIONS[kind]][name] = "on" if isinstance(off, str) else (not off if isinstance(off, bool) else off + 1)
+    with pytest.raises(ValueError, match=f"{kind}.{name}=.* is a removed setting"):
+        ExperimentConfig.from_dict(values)
+    with pytest.raises(ValueError, match="unknown setting"):
+        apply_settings(preset("small"), [f"{_SECTIONS[kind]}.{name}={off!r}"])
+
+
+def test_every_preset_passes_the_checks_and_dense_proposals_need_query_selection():
+    for name in PRESETS:
+        preset(name).check()
+    config = preset("fast")
+    config.model.query_selection = False
+    with pytest.raises(ValueError, match="loss.dense_proposals .* model.query_selection=True"):
+        config.check()

@@ -24,15 +24,6 @@ def test_scores_labels_and_pixel_boxes():
     torch.testing.assert_close(first, torch.tensor([80.0, 30.0, 120.0, 70.0]))
 
 
-def test_sigmoid_scores_are_each_real_class_own_sigmoid():
-    """model.sigmoid_classes: the no-object logit is not read (query 1's 5.0 means nothing)."""
-    result = PostProcess(sigmoid=True)(_outputs(), torch.tensor([[100, 200]]))[0]
-    expected_scores, expected_labels = _outputs()["pred_logits"][0, :, :2].sigmoid().max(-1)
-    order = expected_scores.argsort(descending=True)
-    torch.testing.assert_close(result["scores"], expected_scores[order])
-    assert result["labels"].tolist() == expected_labels[order].tolist()
-
-
 def test_threshold_and_top_k():
     sizes = torch.tensor([[100, 200]])
     scores = PostProcess()(_outputs(), sizes)[0]["scores"]
@@ -47,14 +38,13 @@ def _random_outputs(seed: int, batch: int = 2, queries: int = 5, classes: int = 
             "pred_boxes": torch.rand(batch, queries, 4, generator=generator) * 0.5 + 0.25}
 
 
-@pytest.mark.parametrize("sigmoid", [False, True])
-def test_class_pairs_are_the_best_query_class_pairs_found_by_listing_them_all(sigmoid):
+def test_class_pairs_are_the_best_query_class_pairs_found_by_listing_them_all():
     outputs, sizes = _random_outputs(1), torch.tensor([[100, 200], [50, 60]])
     for class_pairs, expected_count in ((7, 7), (3, 5), (100, 15)):  # at least the 5 queries, at most 5 x 3
-        results = PostProcess(class_pairs=class_pairs, sigmoid=sigmoid)(outputs, sizes)
+        results = PostProcess(class_pairs=class_pairs)(outputs, sizes)
         for image, result in enumerate(results):
             logits = outputs["pred_logits"][image]
-            probabilities = logits[:, :-1].sigmoid() if sigmoid else logits.softmax(-1)[:, :-1]
+            probabilities = logits.softmax(-1)[:, :-1]
             pairs = sorted(((float(probabilities[q, c]), q, c) for q in range(5) for c in range(3)), reverse=True)
             pairs = pairs[:expected_count]
             height, width = sizes[image].tolist()

@@ -57,10 +57,6 @@ class ModelConfig:
     # proposes a box and a class; the top-scoring tokens give the initial
     # anchors (needs anchor_queries). The proposals get a set loss of their own.
     query_selection: bool = False
-    # DINO's look forward twice (needs anchor_queries): each decoder layer's box loss also
-    # reaches the previous layer's correction, so a layer learns to correct for the layer
-    # after it (one layer back, no further). Outputs unchanged; False: Deformable DETR's cut.
-    look_forward_twice: bool = False
     # RT-DETR / Deformable DETR's two-stage: the selected tokens' features (detached) join the
     # queries' content (added to each query's learned vector), so the decoder starts from what
     # the encoder already knows of each object; False: the learned vector alone (DINO's mixed
@@ -79,50 +75,21 @@ class ModelConfig:
     denoising_groups: int = 0
     denoising_box_noise: float = 0.4  # corner shifts up to this share of the box's half size
     denoising_label_noise: float = 0.2  # half of these labels are flipped to a random class
-    # DINO's contrastive denoising: each group also holds a negative copy of every target, its
-    # corners shifted by one to two times the box noise, that learns no-object beside its
-    # positive twin: the decoder learns to reject near-duplicate boxes.
-    denoising_negatives: bool = False
-    # Co-DETR's positive queries / H-DETR's one-to-many branch: in training, the proposals
-    # of this many tokens nearest each object's centre decode as extra queries that learn
-    # that object with no matching (needs query_selection). 0: none.
-    positive_queries: int = 0
-    # Co-DETR's auxiliary head: in training only, every encoder token predicts a class and a
-    # box, and every token inside an object learns it (FCOS's assignment, loss.dense_radius),
-    # so that the encoder and backbone get an NMS detector's dense supervision from the
-    # first step. Inference never sees it (and uses no NMS).
-    dense_head: bool = False
-    # Deformable DETR: "deformable" makes the encoder attend, per token, to
-    # deformable_points sampled points per head on every feature level instead
-    # of to all tokens (post-norm only); the decoder cross-attends all the
-    # levels' tokens. "full" = the paper.
-    encoder_attention: Literal["full", "deformable"] = "full"
-    deformable_points: int = 4
     # Deformable DETR's decoder: "deformable" makes each query's cross-attention sample
     # deformable_points points per head on every level around its anchor box (needs
     # anchor_queries) instead of attending all the tokens; "full" = the paper.
     decoder_attention: Literal["full", "deformable"] = "full"
-    # Feature levels: the last backbone stages up to backbone.last_layer (strides
-    # 8/16/32), then extra stride-2 convs (Deformable DETR: 4 = layer2-4 + one).
-    # 1 = the paper's single map; more (or "deformable") adds per-level
-    # conv + GroupNorm projections and level embeddings.
-    feature_levels: int = 1
+    deformable_points: int = 4
     # RT-DETR's cross-scale fusion, top-down: after the encoder (on the last stage alone, as
     # the paper), its output upsampled onto the stage before (stride 8 for layer3) and mixed
     # by convolutions; the decoder and query selection read both levels. A finer level for
-    # small objects without attention over its tokens. Single-level encoder only.
+    # small objects without attention over its tokens.
     fine_level: bool = False
     # How inference reads the outputs: 0 = each query's best class (the paper); N = each
     # image's N best (query, class) pairs (Deformable DETR, DINO; COCO scores 100 an image),
     # so that a query unsure of its class offers its box under the runner-up too. No NMS
     # either way; predictions at a threshold >= 0.5 are the same.
     class_pairs: int = 0
-    # Deformable DETR, DINO, RT-DETR: each class scores with its own sigmoid and learns by a focal
-    # loss (sigmoid focal, or varifocal with loss.iou_aware_classes), normalised by the matched
-    # boxes, and the matcher's class cost is the focal one. No no-object class: the heads keep
-    # their K+1 outputs (so that every checkpoint and weight loader keeps its shapes) and the last
-    # is never read. False: the paper's softmax over the classes and no-object.
-    sigmoid_classes: bool = False
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
 
 
@@ -139,17 +106,14 @@ class LossConfig:
     # query's target is its box's IoU on its class and the rest on no-object, so
     # scores rank boxes by localisation quality. False: the paper's one-hot target.
     iou_aware_classes: bool = False
-    # Query selection's encoder proposals: each target is matched to this many of them
-    # (one-to-many, as H-DETR's hybrid matching and Co-DETR's dense auxiliary heads), so
-    # the backbone and encoder get dense supervision as an NMS detector's do. 1: one-to-one.
-    # The decoder's queries stay one-to-one: inference needs no NMS either way.
-    proposal_matches: int = 1
-    # Query selection's proposals learn as the dense auxiliary head does (every token inside an
-    # object, below), so the tokens that choose the decoder's anchors learn from the first steps.
+    # Query selection's proposals (needs model.query_selection) learn as an NMS detector's
+    # tokens do: every token inside an object learns it (FCOS's assignment, Co-DETR's auxiliary
+    # head), so the tokens that choose the decoder's anchors learn from the first steps. The
+    # decoder's queries stay one-to-one: inference needs no NMS either way. False: the proposals
+    # are matched one-to-one, as Deformable DETR's two-stage.
     dense_proposals: bool = False
-    # The dense auxiliary head (model.dense_head) and dense proposals: a token learns an object
-    # when its cell's centre is inside the box and within this many cells of the box's centre
-    # (FCOS: 1.5).
+    # Dense proposals: a token learns an object when its cell's centre is inside the box and
+    # within this many cells of the box's centre (FCOS: 1.5).
     dense_radius: float = 1.5
 
 
@@ -186,10 +150,6 @@ class TrainConfig:
     # With a time budget: drop the lr x0.1 once this share of the budget has
     # passed (or at lr_drop_epoch, if that comes first), so a short run still gets its decay.
     lr_drop_fraction: float = 0.85
-    # "step": the x0.1 drop above (the paper). "linear": after the warm-up the lr falls linearly
-    # to zero over the run, its epochs or its time budget (whichever ends first), with no drop
-    # (Li, Yumer and Ramanan 2020, "Budgeted training": the schedule that suits a fixed budget).
-    lr_decay: Literal["step", "linear"] = "step"
     freeze_backbone: bool = False  # fine-tuning on little data: train the transformer and heads only
     # Micro-batches per optimiser step: the step equals one batch of
     # batch_size x accumulate_steps (x processes), live BatchNorm statistics aside.
@@ -211,6 +171,13 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def check(self) -> None:
+        """Refuse settings across sections that would silently do nothing (the model refuses its own)."""
+        if self.loss.dense_proposals and not self.model.query_selection:
+            raise ValueError("loss.dense_proposals trains query selection's proposals, which this model does not "
+                             "have: set model.query_selection=True (and model.anchor_queries=True) or "
+                             "loss.dense_proposals=False")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
@@ -332,8 +299,25 @@ def apply_settings(config: ExperimentConfig, settings: list[str]) -> ExperimentC
     return config
 
 
+# Fields that variants which lost their benchmarks used to have, with the value that meant "off".
+# Checkpoints keep their whole config, so older ones still name them: at that value they are
+# dropped on reading; at any other the checkpoint needs the removed variant, which is refused.
+REMOVED_FIELDS: dict[str, dict[str, Any]] = {
+    "ModelConfig": {"look_forward_twice": False, "denoising_negatives": False, "positive_queries": 0,
+                    "dense_head": False, "encoder_attention": "full", "feature_levels": 1,
+                    "sigmoid_classes": False},
+    "LossConfig": {"proposal_matches": 1},
+    "TrainConfig": {"lr_decay": "step"},
+}
+
+
 def _build(kind: type, values: dict[str, Any]) -> Any:
     """Rebuild a (nested) dataclass from plain values, refusing unknown keys."""
+    values = dict(values)
+    for name, off in REMOVED_FIELDS.get(kind.__name__, {}).items():
+        if name in values and (value := values.pop(name)) != off:
+            raise ValueError(f"{kind.__name__}.{name}={value!r} is a removed setting (only its off value, {off!r}, "
+                             "is read now): this config or checkpoint needs an older version of detr")
     known = {f.name: f for f in dataclasses.fields(kind)}
     unknown = set(values) - set(known)
     if unknown:

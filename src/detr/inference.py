@@ -95,7 +95,6 @@ class Predictor:
         self.categories = categories
         self.transforms = val_transforms(data)
         self.class_pairs = model.config.class_pairs
-        self.sigmoid_classes = model.config.sigmoid_classes
 
     @classmethod
     def from_checkpoint(cls, source: str | Path, device: str | torch.device | None = None,
@@ -134,8 +133,7 @@ class Predictor:
         """Prepared, padded images -> each image's detections (what an ONNX predictor replaces)."""
         with autocast(self.device, self.precision):
             outputs = self.forward(batch.to(self.device), mask.to(self.device))
-        return PostProcess(threshold=threshold, class_pairs=self.class_pairs,
-                           sigmoid=self.sigmoid_classes)(outputs, sizes)
+        return PostProcess(threshold=threshold, class_pairs=self.class_pairs)(outputs, sizes)
 
     def predict(self, image: ImageInput, threshold: float = 0.5) -> Detections:
         return self.predict_batch([image], threshold)[0]

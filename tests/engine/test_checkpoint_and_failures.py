@@ -22,6 +22,13 @@ def _tiny_trainer(tiny_data, out, data=None, **train):
     return Trainer(config, find_split(tiny_data, "train"), find_split(tiny_data, "val"), out, progress=False)
 
 
+def test_a_setting_that_would_do_nothing_is_refused_before_training(tiny_data, tmp_path):
+    config = preset("small")
+    config.loss.dense_proposals = True  # `small` has no query selection whose proposals it would train
+    with pytest.raises(TrainingError, match="loss.dense_proposals .* model.query_selection=True"):
+        Trainer(config, find_split(tiny_data, "train"), find_split(tiny_data, "val"), tmp_path, progress=False)
+
+
 def test_non_finite_loss_stops_clearly_and_keeps_the_last_checkpoint(tiny_data, tmp_path, monkeypatch):
     trainer = _tiny_trainer(tiny_data, tmp_path, epochs=1)
     trainer.fit()

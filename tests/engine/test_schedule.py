@@ -106,29 +106,3 @@ def test_a_time_budget_drops_the_lr_by_the_clock_and_a_resume_keeps_the_step(tin
                             lr_drop_fraction=0.9, warmup_steps=0)
     resumed.scheduler.load_state_dict(saved)
     assert resumed.scheduler.rule.drop_step == 1
-
-
-def test_linear_decay_falls_to_zero_over_the_time_or_the_epochs_whichever_is_further():
-    """lr_decay=linear: after the warm-up the factor is 1 - the share of the run done, by the clock
-    with a budget, by the steps with epochs (10 steps an epoch here), the larger share with both."""
-    timed = _schedule(epochs=None, time_budget_minutes=10.0, warmup_steps=0, lr_decay="linear")
-    for step, minutes in enumerate([1.0, 2.5, 9.0], start=1):
-        timed.after_step(step, minutes)
-    assert timed.rule.drop_step is None  # no x0.1 drop at 85% of the time
-    assert timed.scheduler.optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
-    timed.after_step(4, 10.5)  # past the budget: zero, never negative
-    assert timed.scheduler.optimizer.param_groups[0]["lr"] == 0.0
-    assert "falls linearly to 0" in timed.describe(10)
-    resumed = _schedule(epochs=None, time_budget_minutes=10.0, warmup_steps=0, lr_decay="linear")
-    resumed.load_state_dict(timed.state_dict())
-    assert resumed.rule.progress == 1.0  # a resume keeps how far the clock had gone
-    by_epochs = _schedule(epochs=2, lr_drop_epoch=1, warmup_steps=0, lr_decay="linear")
-    for step in range(1, 6):
-        by_epochs.after_step(step, 0.0)
-    assert by_epochs.scheduler.optimizer.param_groups[0]["lr"] == pytest.approx(0.75)  # 5 of 20 steps
-    both = _schedule(epochs=2, warmup_steps=0, time_budget_minutes=10.0, lr_decay="linear")
-    both.after_step(1, 5.0)  # half the time, a twentieth of the steps
-    assert both.scheduler.optimizer.param_groups[0]["lr"] == pytest.approx(0.5)
-    warm = LearningRateSchedule(warmup=4, drop_step=None, linear=True)
-    warm.progress = 0.5
-    assert [warm(s) for s in range(5)] == pytest.approx([0.125, 0.25, 0.375, 0.5, 0.5])

@@ -163,30 +163,8 @@ def test_denoising_queries_are_paired_with_the_targets_they_came_from():
     torch.testing.assert_close(losses["loss_ce_dn"], expected)
 
 
-def test_denoising_negatives_learn_no_object_and_no_box():
-    """Queries past `positives` (DINO's contrastive denoising) are negatives: no-object at the
-    no-object weight 0.1, no box loss however far their boxes are."""
+def test_proposals_on_padding_tokens_do_not_count():
     criterion = SetCriterion(NUM_CLASSES, LossConfig())
-    targets = _targets()
-    boxes = torch.zeros(4, 4, 4) + 0.5
-    boxes[0:2, :2] = targets[0]["boxes"]
-    boxes[2:4, 0] = targets[1]["boxes"][0]
-    boxes[:, 2:] = torch.tensor([0.9, 0.9, 0.05, 0.05])  # negatives, far from everything
-    padding = torch.tensor([[False] * 4] * 2 + [[False, True, False, True]] * 2)
-    logits = torch.randn(4, 4, NUM_CLASSES + 1)
-    dn = {"pred_logits": logits, "pred_boxes": boxes, "padding": padding, "groups": 2, "positives": 2}
-    losses = criterion({**_outputs(), "dn_outputs": dn}, targets)
-    assert losses["loss_bbox_dn"] < 1e-5 and losses["loss_giou_dn"] < 1e-5
-    logp = logits.log_softmax(-1)
-    positive = -(logp[0, 0, 0] + logp[0, 1, 2] + logp[1, 0, 0] + logp[1, 1, 2] + logp[2, 0, 1] + logp[3, 0, 1])
-    negative = -0.1 * (logp[0, 2:, -1].sum() + logp[1, 2:, -1].sum() + logp[2, 2, -1] + logp[3, 2, -1])
-    # Class weights of the valid queries: 6 positives at 1 and 6 negatives at 0.1, per group of 2.
-    torch.testing.assert_close(losses["loss_ce_dn"], (positive + negative) / (6.6 / 2) / 2)
-
-
-@pytest.mark.parametrize("sigmoid_classes", [False, True])
-def test_proposals_on_padding_tokens_do_not_count(sigmoid_classes):
-    criterion = SetCriterion(NUM_CLASSES, LossConfig(), sigmoid_classes=sigmoid_classes)
     proposals = {"pred_logits": torch.randn(2, 6, NUM_CLASSES + 1), "pred_boxes": torch.rand(2, 6, 4) * 0.4 + 0.3,
                  "valid": torch.tensor([[True] * 6, [True] * 4 + [False] * 2])}
     first = criterion({**_outputs(), "enc_outputs": proposals}, _targets())["loss_ce_enc"]
@@ -213,28 +191,7 @@ def test_class_error_with_iou_aware_targets_judges_the_real_classes():
     assert SetCriterion(NUM_CLASSES, LossConfig())(outputs, targets)["class_error"] == 100
 
 
-def test_one_to_many_proposals_equal_one_to_one_on_repeated_targets():
-    """k proposal matches per target are the one-to-one proposal loss against each target
-    written k times (an independent path: the repetition done by hand, matched by the
-    paper's matcher); each target's k proposals are distinct tokens."""
-    proposals = {"pred_logits": torch.randn(2, 8, NUM_CLASSES + 1), "pred_boxes": torch.rand(2, 8, 4) * 0.4 + 0.3,
-                 "valid": torch.ones(2, 8, dtype=torch.bool)}
-    targets = _targets()
-    repeated = [{"labels": t["labels"].repeat(3), "boxes": t["boxes"].repeat(3, 1)} for t in targets]
-    many = SetCriterion(NUM_CLASSES, LossConfig(proposal_matches=3))
-    one = SetCriterion(NUM_CLASSES, LossConfig())
-    got = many({**_outputs(queries=8), "enc_outputs": proposals}, targets)
-    want = one({**_outputs(queries=8), "enc_outputs": proposals}, repeated)
-    for name in ("loss_ce_enc", "loss_bbox_enc", "loss_giou_enc"):
-        torch.testing.assert_close(got[name], want[name])
-    rows, _ = one.matcher(proposals, repeated)[0]
-    assert len(set(rows.tolist())) == 6  # two targets x 3 distinct tokens
-    # An image with fewer tokens than k x targets gets fewer matches, never a failure.
-    crowded = SetCriterion(NUM_CLASSES, LossConfig(proposal_matches=10))
-    assert torch.isfinite(crowded({**_outputs(queries=8), "enc_outputs": proposals}, targets)["loss_bbox_enc"])
-
-
-def test_dense_head_loss_matches_a_hand_computation():
+def test_dense_proposals_loss_matches_a_hand_computation():
     """4x4 cells of 0.25: the large object's centre region holds tokens 5, 6, 9, 10; the tiny
     one lies between cell centres, so only the matcher's token (0, whose box is exactly it)
     learns it. Every other token learns no-object; padding would not count."""
@@ -246,7 +203,8 @@ def test_dense_head_loss_matches_a_hand_computation():
     dense = {"pred_logits": logits, "pred_boxes": boxes, "valid": torch.ones(1, 16, dtype=torch.bool),
              "cells": cells[None]}
     targets = [{"labels": torch.tensor([2, 0]), "boxes": torch.tensor([large, tiny])}]
-    losses = SetCriterion(NUM_CLASSES, LossConfig())({**_outputs(batch=1), "dense_outputs": dense}, targets)
+    losses = SetCriterion(NUM_CLASSES, LossConfig(dense_proposals=True))({**_outputs(batch=1), "enc_outputs": dense},
+                                                                        targets)
 
     owner = {5: 0, 6: 0, 9: 0, 10: 0, 0: 1}
     tokens, wanted = list(owner), targets[0]["boxes"][list(owner.values())]
@@ -256,73 +214,6 @@ def test_dense_head_loss_matches_a_hand_computation():
     logp = logits[0].log_softmax(-1)
     ce = sum(-logp[t, targets[0]["labels"][o]] for t, o in owner.items())
     ce = ce + sum(-0.1 * logp[t, NUM_CLASSES] for t in range(16) if t not in owner)
-    torch.testing.assert_close(losses["loss_bbox_dense"], expected_l1)
-    torch.testing.assert_close(losses["loss_giou_dense"], (1 - giou).sum() / 5)
-    torch.testing.assert_close(losses["loss_ce_dense"], ce / (11 * 0.1 + 5))
-
-
-def test_dense_proposals_learn_as_the_dense_head_does():
-    cells = torch.tensor([[(c + 0.5) / 4, (r + 0.5) / 4, 0.25, 0.25] for r in range(4) for c in range(4)])
-    tokens = {"pred_logits": torch.randn(2, 16, NUM_CLASSES + 1), "pred_boxes": torch.rand(2, 16, 4) * 0.4 + 0.3,
-              "valid": torch.ones(2, 16, dtype=torch.bool), "cells": cells[None].expand(2, -1, -1)}
-    tokens["valid"][1, 12:] = False
-    outputs = {**_outputs(), "enc_outputs": tokens, "dense_outputs": tokens}
-    losses = SetCriterion(NUM_CLASSES, LossConfig(dense_proposals=True))(outputs, _targets())
-    one_to_one = SetCriterion(NUM_CLASSES, LossConfig())(outputs, _targets())
-    for name in ("loss_ce", "loss_bbox", "loss_giou"):
-        torch.testing.assert_close(losses[name + "_enc"], losses[name + "_dense"])
-        assert not torch.allclose(one_to_one[name + "_enc"], losses[name + "_enc"])
-
-
-def _sigmoid_criterion(**loss):
-    criterion = SetCriterion(NUM_CLASSES, LossConfig(**loss), sigmoid_classes=True)
-    outputs, targets = _outputs(), _targets()
-    matches = criterion.matcher(outputs, targets)
-    image = torch.cat([torch.full_like(rows, b) for b, (rows, _) in enumerate(matches)])
-    query = torch.cat([rows for rows, _ in matches])
-    labels = torch.cat([targets[b]["labels"][cols] for b, (_, cols) in enumerate(matches)])
-    gt = torch.cat([targets[b]["boxes"][cols] for b, (_, cols) in enumerate(matches)])
-    return criterion, outputs, targets, (image, query, labels, gt)
-
-
-def test_sigmoid_focal_class_loss_matches_a_hand_computation():
-    """Every (query, real class): −α(1−p)^γ log p where the query is matched to that class,
-    −(1−α)p^γ log(1−p) elsewhere (α 0.25, γ 2); the no-object logit is not read; summed and
-    divided by the 3 target boxes."""
-    criterion, outputs, targets, (image, query, labels, _) = _sigmoid_criterion()
-    p = outputs["pred_logits"][..., :NUM_CLASSES].sigmoid()
-    positive = torch.zeros_like(p)
-    positive[image, query, labels] = 1
-    loss = torch.where(positive.bool(), -0.25 * (1 - p) ** 2 * p.log(), -0.75 * p ** 2 * (1 - p).log())
-    losses = criterion(outputs, targets)
-    torch.testing.assert_close(losses["loss_ce"], loss.sum() / 3)
-    outputs["pred_logits"][..., -1] = 50.0  # no-object's logit means nothing here
-    torch.testing.assert_close(criterion(outputs, targets)["loss_ce"], loss.sum() / 3)
-
-
-def test_varifocal_class_loss_matches_a_hand_computation():
-    """With IoU-aware targets: a matched query's class has target q = its box's IoU and
-    loss −q(q log p + (1−q) log(1−p)); every other (query, class) −0.75 p^2 log(1−p)."""
-    criterion, outputs, targets, (image, query, labels, gt) = _sigmoid_criterion(iou_aware_classes=True)
-    from torchvision.ops import box_iou
-    q = box_iou(box_convert(outputs["pred_boxes"][image, query], "cxcywh", "xyxy"),
-                box_convert(gt, "cxcywh", "xyxy")).diagonal()
-    p = outputs["pred_logits"][..., :NUM_CLASSES].sigmoid()
-    loss = -0.75 * p ** 2 * (1 - p).log()
-    pm = p[image, query, labels]
-    loss[image, query, labels] = -q * (q * pm.log() + (1 - q) * (1 - pm).log())
-    torch.testing.assert_close(criterion(outputs, targets)["loss_ce"], loss.sum() / 3)
-
-
-def test_sigmoid_classes_count_objects_by_probability():
-    """Cardinality with sigmoid classes: a query predicts an object when a real class's
-    probability passes 0.5, whatever the unused no-object logit says."""
-    targets = _targets()
-    logits = torch.full((2, 5, NUM_CLASSES + 1), -6.0)
-    logits[..., -1] = 9.0
-    logits[0, :2, 0] = 3.0
-    logits[1, 0, 1] = 3.0
-    outputs = {"pred_logits": logits, "pred_boxes": torch.rand(2, 5, 4) * 0.4 + 0.3}
-    losses = SetCriterion(NUM_CLASSES, LossConfig(), sigmoid_classes=True)(outputs, targets)
-    assert losses["cardinality_error"] == 0
-    assert SetCriterion(NUM_CLASSES, LossConfig())(outputs, targets)["cardinality_error"] == 1.5
+    torch.testing.assert_close(losses["loss_bbox_enc"], expected_l1)
+    torch.testing.assert_close(losses["loss_giou_enc"], (1 - giou).sum() / 5)
+    torch.testing.assert_close(losses["loss_ce_enc"], ce / (11 * 0.1 + 5))

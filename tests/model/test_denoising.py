@@ -1,4 +1,3 @@
-import pytest
 import torch
 from torchvision.ops import box_convert
 
@@ -44,12 +43,9 @@ def test_no_targets_no_denoising():
     assert noised_queries(empty, groups=2, num_classes=3, box_noise=0.4, label_noise=0.2) is None
 
 
-@pytest.mark.parametrize("negatives", [False, True])
-def test_matching_queries_never_see_the_denoising_queries(negatives):
-    """DN-DETR's mask: the matching part's outputs are the same with or without denoising
-    (and its negatives)."""
-    model = build_model(tiny_model_config(anchor_queries=True, denoising_groups=2,
-                                          denoising_negatives=negatives)).train()
+def test_matching_queries_never_see_the_denoising_queries():
+    """DN-DETR's mask: the matching part's outputs are the same with or without denoising."""
+    model = build_model(tiny_model_config(anchor_queries=True, denoising_groups=2)).train()
     images = torch.randn(2, 3, 64, 64)
     torch.manual_seed(1)
     with_dn = model(images, targets=_targets())
@@ -57,7 +53,7 @@ def test_matching_queries_never_see_the_denoising_queries(negatives):
     without = model(images)
     assert "dn_outputs" in with_dn and "dn_outputs" not in without
     most = max(len(t["labels"]) for t in _targets())  # each image's targets, padded to the most
-    assert with_dn["dn_outputs"]["pred_logits"].shape[1] == (2 * most if negatives else most)
+    assert with_dn["dn_outputs"]["pred_logits"].shape[1] == most
     torch.testing.assert_close(with_dn["pred_logits"], without["pred_logits"])
     torch.testing.assert_close(with_dn["pred_boxes"], without["pred_boxes"])
 
@@ -80,21 +76,3 @@ def test_a_denoising_query_sees_neither_padding_nor_other_groups_nor_other_image
                                          model.label_embed(queries.labels[3:4]), alone_anchors,
                                          memory[1:2], pos[1:2], None, queries.padding[3:4])
     torch.testing.assert_close(boxes[-1, 0, 0], first["pred_boxes"][3, 0], atol=1e-5, rtol=0)
-
-
-def test_negatives_copy_every_target_with_one_to_two_times_the_noise():
-    """DINO's contrastive denoising: query T + q is target q's negative; its corners move
-    between box_noise and twice it (of the half size), the positives' at most box_noise."""
-    torch.manual_seed(0)
-    count = 400
-    target = [{"labels": torch.zeros(count, dtype=torch.int64), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.4]] * count)}]
-    queries = noised_queries(target, groups=2, num_classes=5, box_noise=0.4, label_noise=0.0, negatives=True)
-    assert queries.anchors.shape == (2, 2 * count, 4) and queries.positives == count
-    assert not queries.padding.any()
-    shift = (box_convert(queries.anchors.sigmoid(), "cxcywh", "xyxy") - torch.tensor([0.4, 0.3, 0.6, 0.7])).abs()
-    bound = 0.4 * torch.tensor([0.1, 0.2, 0.1, 0.2])
-    assert (shift[:, :count] <= bound + 1e-4).all()
-    assert (shift[:, count:] >= bound - 1e-4).all() and (shift[:, count:] <= 2 * bound + 1e-4).all()
-    padded = noised_queries(_targets(), groups=1, num_classes=3, box_noise=0.4, label_noise=0.0, negatives=True)
-    assert padded.padding.tolist() == [[False, False, False, False], [False, True, False, True]]
-    assert padded.labels.tolist() == [[0, 2, 0, 2], [1, 0, 1, 0]]

@@ -33,7 +33,7 @@ def test_each_fine_cell_starts_from_its_coarse_parent_token():
 
 
 def test_the_decoder_and_query_selection_read_both_levels():
-    model = build_model(_fine_config(dense_head=True)).train()
+    model = build_model(_fine_config()).train()
     images = torch.randn(2, 3, 64, 96)
     mask = torch.zeros(2, 64, 96, dtype=torch.bool)
     mask[1, :, 48:] = True
@@ -41,7 +41,6 @@ def test_the_decoder_and_query_selection_read_both_levels():
     proposals = out["enc_outputs"]
     # 8x12 stride-8 cells, then 4x6 stride-16 ones.
     assert proposals["pred_logits"].shape == (2, 96 + 24, 4)
-    assert out["dense_outputs"]["pred_logits"].shape == (2, 120, 4)
     widths = proposals["cells"][0, :, 2]
     torch.testing.assert_close(widths[:96], torch.full((96,), 1 / 12))
     torch.testing.assert_close(widths[96:], torch.full((24,), 1 / 6))
@@ -58,7 +57,5 @@ def test_the_decoder_and_query_selection_read_both_levels():
 
 def test_off_is_the_paper_model_and_misuse_is_refused():
     assert not any(name.startswith("fine_level") for name in build_model(tiny_model_config()).state_dict())
-    with pytest.raises(ValueError, match="feature_levels=1"):
-        build_model(_fine_config(feature_levels=2))
     with pytest.raises(ValueError, match="stage before the last"):
         build_model(_fine_config(backbone=BackboneConfig(name="resnet18", last_layer="layer2")))

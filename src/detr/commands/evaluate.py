@@ -52,7 +52,6 @@ def run(args: argparse.Namespace) -> None:
     results = Path(args.out or Path(args.checkpoint).with_name(f"{args.split}_detections.json"))
     stats, summary, per_class = evaluate(predictor.forward, loader, predictor.device, results,
                                          progress=not args.no_progress, precision=predictor.precision,
-                                         class_pairs=predictor.class_pairs,
-                                         sigmoid_classes=predictor.sigmoid_classes, threshold=args.threshold)
+                                         class_pairs=predictor.class_pairs, threshold=args.threshold)
     print_report(summary, per_class)
     print(f"\ndetections (COCO results format): {results}")

@@ -22,23 +22,17 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.d
 
 
 class LearningRateSchedule:
-    """Linear warm-up over `warmup` steps, then x0.1 from `drop_step` on (None: not yet);
-    or, `linear`, a factor of 1 - `progress` (the share of the run done, set from outside
-    before each step) instead of the drop.
+    """Linear warm-up over `warmup` steps, then x0.1 from `drop_step` on (None: not yet).
 
     A callable object rather than a closure: LambdaLR's state_dict keeps its
-    attributes, so a drop step, warm-up length or progress decided by the clock
-    survives a resume.
+    attributes, so a drop step or warm-up length decided by the clock survives a resume.
     """
 
-    def __init__(self, warmup: int, drop_step: int | None, linear: bool = False) -> None:
-        self.warmup, self.drop_step, self.linear = warmup, drop_step, linear
-        self.progress = 0.0
+    def __init__(self, warmup: int, drop_step: int | None) -> None:
+        self.warmup, self.drop_step = warmup, drop_step
 
     def __call__(self, step: int) -> float:
         ramp = min(1.0, (step + 1) / self.warmup) if self.warmup > 0 else 1.0
-        if self.linear:
-            return ramp * max(0.0, 1.0 - self.progress)
         return ramp * (0.1 if self.drop_step is not None and step >= self.drop_step else 1.0)
 
 
@@ -51,9 +45,7 @@ class Schedule:
         # By epochs, the drop is fixed up front; with a budget as well, the clock may bring it
         # forward (whichever comes first); with a budget alone, only the clock decides.
         drop_step = None if config.epochs is None else config.lr_drop_epoch * steps_per_epoch
-        linear = config.lr_decay == "linear"
-        self.total_steps = None if config.epochs is None else config.epochs * steps_per_epoch
-        self.rule = LearningRateSchedule(config.warmup_steps, None if linear else drop_step, linear)
+        self.rule = LearningRateSchedule(config.warmup_steps, drop_step)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.rule)
         # With a budget: how many steps it holds, estimated once after the first steps.
         self.expected_steps: float | None = None
@@ -74,8 +66,6 @@ class Schedule:
             ends = f"{config.epochs} epochs of {steps_per_epoch} steps"
         warmup = f"warm-up {config.warmup_steps} steps" + (
             f" (at most {WARMUP_SHARE_OF_BUDGET:.0%} of the budget's steps)" if budget is not None else "")
-        if self.rule.linear:
-            return f"schedule: {ends}; {warmup}; then the lr falls linearly to 0 at the end"
         drops = []
         if config.epochs is not None:
             drops.append(f"at epoch {config.lr_drop_epoch}")
@@ -87,17 +77,8 @@ class Schedule:
         """Called after optimiser step `step` (1-based) at `minutes` into the run; returns a
         line to log when it changed the schedule. Decisions apply from the next step on."""
         message = None if self.config.time_budget_minutes is None else self._decide(step, minutes)
-        if self.rule.linear:
-            self.rule.progress = self._progress(step, minutes)
         self.scheduler.step()
         return message
-
-    def _progress(self, step: int, minutes: float) -> float:
-        """The share of the run done: of its epochs' steps, or of its time, whichever is further."""
-        shares = [step / self.total_steps] if self.total_steps else []
-        if self.config.time_budget_minutes is not None:
-            shares.append(minutes / self.config.time_budget_minutes)
-        return min(1.0, max(shares))
 
     def _decide(self, step: int, minutes: float) -> str | None:
         budget = self.config.time_budget_minutes
@@ -106,7 +87,7 @@ class Schedule:
             if self.rule.warmup > step:
                 self.rule.warmup = max(step, min(self.rule.warmup, int(WARMUP_SHARE_OF_BUDGET * expected)))
                 return f"warm-up: {self.rule.warmup} steps (about {expected:.0f} steps expected in the budget)"
-        drop_now = not self.rule.linear and minutes > self.config.lr_drop_fraction * budget
+        drop_now = minutes > self.config.lr_drop_fraction * budget
         if drop_now and (self.rule.drop_step is None or self.rule.drop_step > step):
             self.rule.drop_step = step
             return f"lr x0.1 from step {step} ({minutes:.2f} of {budget:.2f} minutes)"

@@ -70,13 +70,12 @@ class Trainer:
         self._check_against_data()
         self.model = self._build_model(init)
         self.criterion = SetCriterion(config.model.num_classes, config.loss,
-                                      queries_per_group=config.model.num_queries,
-                                      sigmoid_classes=config.model.sigmoid_classes).to(self.device)
+                                      queries_per_group=config.model.num_queries).to(self.device)
         # DDP averages gradients over processes; the criterion's normalisers make
         # that equal to one process on the global batch (world x batch_size).
-        # Denoising and positive queries are built from the targets: a batch without objects
-        # leaves their embeddings without a gradient, which DDP must be told to expect.
-        targets_built = config.model.denoising_groups > 0 or config.model.positive_queries > 0
+        # Denoising queries are built from the targets: a batch without objects leaves their
+        # embeddings without a gradient, which DDP must be told to expect.
+        targets_built = config.model.denoising_groups > 0
         self.net = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.index
                                             is not None else None, find_unused_parameters=targets_built)
                     if world_size() > 1 else self.model)
@@ -95,6 +94,10 @@ class Trainer:
     def _check_against_data(self) -> None:
         """The class count comes from the data; the settings must be able to train on it."""
         config = self.config
+        try:
+            config.check()
+        except ValueError as error:
+            raise TrainingError(str(error)) from None
         num_classes = len(self.train_set.categories.ids)
         if config.model.num_classes != num_classes:
             log.info("model.num_classes set to %d, the dataset's category count", num_classes)
@@ -285,8 +288,7 @@ class Trainer:
     def evaluate(self, results_path: Path | None = None) -> tuple[dict, str, dict] | None:
         self._raise_if_not_finite()
         return evaluate(self.eval_model, self.val_loader, self.device, results_path, self.progress,
-                        self.config.train.precision, self.config.model.class_pairs,
-                        self.config.model.sigmoid_classes, self.threshold)
+                        self.config.train.precision, self.config.model.class_pairs, threshold=self.threshold)
 
     def fit(self) -> dict[str, float]:
         """Train until the epoch count or the time budget is reached; returns the last eval metrics."""

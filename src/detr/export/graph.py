@@ -40,6 +40,5 @@ class InferenceGraph(nn.Module):
         outputs = self.model(images, mask)
         logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
         if self.postprocess:
-            config = self.model.config
-            return scored_boxes(logits, boxes, rest[-1], config.class_pairs, config.sigmoid_classes)
+            return scored_boxes(logits, boxes, rest[-1], self.model.config.class_pairs)
         return logits, boxes

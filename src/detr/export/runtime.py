@@ -49,7 +49,6 @@ class OnnxPredictor(Predictor):
         self.config = ExperimentConfig.from_dict(info["config"])
         self.categories = Categories.from_dict(info["categories"])
         self.class_pairs = self.config.model.class_pairs
-        self.sigmoid_classes = self.config.model.sigmoid_classes
         self.transforms = val_transforms(self.config.data)
 
     def _run(self, images: torch.Tensor, mask: torch.Tensor, sizes: torch.Tensor | None = None

@@ -5,17 +5,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import box_convert, box_iou, generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import box_convert, box_iou, generalized_box_iou_loss
 
 from detr.config import LossConfig
 from detr.distributed import world_size
 from detr.loss.dense_assignment import centre_assignment
-from detr.loss.matcher import FOCAL_ALPHA, FOCAL_GAMMA, HungarianMatcher, Match
-from detr.postprocess import class_probabilities
-
-# Varifocal loss (VarifocalNet, Zhang et al. 2021; RT-DETR's settings): the weight of a negative
-# class score p is VARIFOCAL_ALPHA * p^FOCAL_GAMMA.
-VARIFOCAL_ALPHA = 0.75
+from detr.loss.matcher import HungarianMatcher, Match
 
 
 def _to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -35,22 +30,18 @@ class SetCriterion(nn.Module):
     with the wrong class) and `cardinality_error` (|#predicted objects −
     #targets| per image).
 
-    With `sigmoid_classes` (model.sigmoid_classes), `loss_ce` is a per-class sigmoid loss
-    normalised by the matched boxes, as in Deformable DETR: the focal loss, or with
-    `iou_aware_classes` the varifocal loss (RT-DETR), whose target on a matched query's class is
-    its box's IoU; the matcher's class cost is the focal one.
+    With `iou_aware_classes`, a matched query's target is its box's IoU on its class and the
+    rest on no-object (soft targets of the same cross-entropy).
     """
 
-    def __init__(self, num_classes: int, config: LossConfig, queries_per_group: int | None = None,
-                 sigmoid_classes: bool = False) -> None:
+    def __init__(self, num_classes: int, config: LossConfig, queries_per_group: int | None = None) -> None:
         """queries_per_group: the model's num_queries, when it trains query groups (Group DETR):
         outputs with G times as many queries hold G groups. None: all queries are one group."""
         super().__init__()
         self.num_classes = num_classes
         self.config = config
         self.queries_per_group = queries_per_group
-        self.sigmoid_classes = sigmoid_classes
-        self.matcher = HungarianMatcher.from_config(config, sigmoid_classes)
+        self.matcher = HungarianMatcher.from_config(config)
         class_weight = torch.ones(num_classes + 1)
         class_weight[-1] = config.eos_coef
         self.register_buffer("class_weight", class_weight)
@@ -105,7 +96,7 @@ class SetCriterion(nn.Module):
         matched_boxes = target_boxes[target]
         pred_xyxy, matched_xyxy = box_convert(pred, "cxcywh", "xyxy"), box_convert(matched_boxes, "cxcywh", "xyxy")
 
-        if not self.sigmoid_classes and not self.config.iou_aware_classes and valid is None:  # the paper's loss
+        if not self.config.iou_aware_classes and valid is None:  # the paper's loss
             target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64,
                                         device=logits.device)
             target_classes[image, query] = matched_labels
@@ -115,40 +106,20 @@ class SetCriterion(nn.Module):
             # A matched query's target on its class: its box's IoU (IoU-aware), or 1.
             quality = (box_iou(pred_xyxy, matched_xyxy).diagonal().detach() if self.config.iou_aware_classes
                        else torch.ones_like(matched_labels, dtype=torch.float32))
-            if self.sigmoid_classes:
-                per_query = self._sigmoid_class_loss(logits, image, query, matched_labels, quality)
-                normaliser = num_boxes
-            else:  # soft targets: the rest of a matched query's mass, and every other query, on no-object
-                soft = torch.zeros(*logits.shape, device=logits.device)
-                soft[..., self.num_classes] = 1.0
-                soft[image, query, self.num_classes] = 1.0 - quality
-                soft[image, query, matched_labels] = quality
-                per_query = F.cross_entropy(logits.transpose(1, 2).float(), soft.transpose(1, 2), self.class_weight,
-                                            reduction="none")
-                normaliser = class_weight_sum
+            # Soft targets: the rest of a matched query's mass, and every other query, on no-object.
+            soft = torch.zeros(*logits.shape, device=logits.device)
+            soft[..., self.num_classes] = 1.0
+            soft[image, query, self.num_classes] = 1.0 - quality
+            soft[image, query, matched_labels] = quality
+            per_query = F.cross_entropy(logits.transpose(1, 2).float(), soft.transpose(1, 2), self.class_weight,
+                                        reduction="none")
             if valid is not None:
                 per_query = per_query * valid
-            loss_ce = per_query.sum() / normaliser
+            loss_ce = per_query.sum() / class_weight_sum
 
         loss_bbox = F.l1_loss(pred, matched_boxes, reduction="sum") / num_boxes
         loss_giou = generalized_box_iou_loss(pred_xyxy, matched_xyxy, reduction="sum") / num_boxes
         return {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
-
-    def _sigmoid_class_loss(self, logits: torch.Tensor, image: torch.Tensor, query: torch.Tensor,
-                            matched_labels: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-        """Per query [B, N], the focal (or, IoU-aware, varifocal) loss summed over its real
-        classes; the no-object logit is not read. `quality`: each matched pair's target."""
-        logits = logits[..., :-1].float()
-        positive = torch.zeros_like(logits)
-        positive[image, query, matched_labels] = 1.0
-        if self.config.iou_aware_classes:  # varifocal: the target is the box's IoU, weighted by it
-            target = torch.zeros_like(logits)
-            target[image, query, matched_labels] = quality
-            weight = VARIFOCAL_ALPHA * logits.detach().sigmoid() ** FOCAL_GAMMA * (1 - positive) + target
-            per_class = F.binary_cross_entropy_with_logits(logits, target, weight, reduction="none")
-        else:
-            per_class = sigmoid_focal_loss(logits, positive, FOCAL_ALPHA, FOCAL_GAMMA, reduction="none")
-        return per_class.sum(-1)
 
     @torch.no_grad()
     def _metrics(self, outputs: dict, indices, target_labels: torch.Tensor, targets: list[dict]) -> dict:
@@ -157,16 +128,13 @@ class SetCriterion(nn.Module):
         if len(target):
             # IoU-aware targets put most of a loose box's mass on no-object by design: judge the
             # class among the real ones there, as the paper's argmax over all would read 100% error.
-            soft = self.config.iou_aware_classes or self.sigmoid_classes
+            soft = self.config.iou_aware_classes
             matched = logits[image, query][:, :-1] if soft else logits[image, query]
             correct = (matched.argmax(-1) == target_labels[target]).float().mean()
             class_error = 100 * (1 - correct)
         else:
             class_error = torch.zeros((), device=logits.device)
-        if self.sigmoid_classes:  # a query predicts an object when some class is more likely than not
-            predicted_objects = (class_probabilities(logits, sigmoid=True).amax(-1) > 0.5).sum(1).float()
-        else:
-            predicted_objects = (logits.argmax(-1) != self.num_classes).sum(1).float()
+        predicted_objects = (logits.argmax(-1) != self.num_classes).sum(1).float()
         target_counts = torch.tensor([float(len(t["labels"])) for t in targets])
         target_counts = _to_device_async(target_counts, logits.device)
         return {"class_error": class_error, "cardinality_error": F.l1_loss(predicted_objects, target_counts)}
@@ -176,10 +144,9 @@ class SetCriterion(nn.Module):
         outputs' device. `normalisers`: from `normalisers()` over a whole accumulated step
         (default: over these targets). With query groups (Group DETR), each group of each
         layer is matched on its own and the groups' losses are averaged. Query selection's
-        proposals (`enc_outputs`, suffix `_enc`) are matched on their own too; denoising
-        queries (`dn_outputs`, suffix `_dn`) are paired with the targets they were made from; the
-        dense auxiliary head's tokens (`dense_outputs`, suffix `_dense`) with the objects they lie in,
-        and positive queries (`positive_outputs`, suffix `_pos`) with the objects they were made for."""
+        proposals (`enc_outputs`, suffix `_enc`) are matched on their own too (or, with
+        `dense_proposals`, paired with the objects they lie in), and denoising queries
+        (`dn_outputs`, suffix `_dn`) with the targets they were made from."""
         logits = outputs["pred_logits"]
         num_queries = self.queries_per_group or logits.shape[1]
         groups, rest = divmod(logits.shape[1], num_queries)
@@ -202,11 +169,6 @@ class SetCriterion(nn.Module):
         if "enc_outputs" in outputs:
             terms.append(("_enc", 1.0, self._proposal_losses(outputs["enc_outputs"], targets, target_labels,
                                                              target_boxes, num_boxes)))
-        if "dense_outputs" in outputs:
-            terms.append(("_dense", 1.0, self._dense_losses(outputs["dense_outputs"], targets, target_labels,
-                                                            target_boxes)))
-        if "positive_outputs" in outputs:
-            terms += self._positive_losses(outputs["positive_outputs"], target_labels, target_boxes)
         if "dn_outputs" in outputs:
             terms += self._denoising_losses(outputs["dn_outputs"], targets, target_labels, target_boxes, num_boxes)
         weights = {"loss_ce": self.config.weight_ce, "loss_bbox": self.config.weight_bbox,
@@ -227,18 +189,9 @@ class SetCriterion(nn.Module):
                          target_boxes: torch.Tensor, num_boxes) -> dict:
         """The set loss of query selection's per-token proposals; padding tokens do not count.
         Its classification normaliser is this process's own (valid tokens, weighted). With
-        `proposal_matches` k > 1, each image's targets are repeated k times (fewer where the
-        image has too few tokens) and matched one-to-one, so each target gets k proposals. With
-        `dense_proposals`, they learn as the dense auxiliary head does (`_dense_losses`)."""
+        `dense_proposals`, every token inside an object learns it (`_dense_losses`)."""
         if self.config.dense_proposals:
             return self._dense_losses(proposals, targets, target_labels, target_boxes)
-        if self.config.proposal_matches > 1:
-            tokens, count = proposals["pred_logits"].shape[1], len(target_labels)
-            targets = [{"labels": t["labels"].repeat(k), "boxes": t["boxes"].repeat(k, 1)} for t in targets
-                       for k in [max(1, min(self.config.proposal_matches, tokens // max(len(t["labels"]), 1)))]]
-            target_labels = torch.cat([t["labels"] for t in targets])
-            target_boxes = torch.cat([t["boxes"] for t in targets]).float()
-            num_boxes = num_boxes * (len(target_labels) / max(count, 1))  # the same weight per matched pair
         indices = self._indices_on_device([self.matcher(proposals, targets)], targets, target_boxes.device)[0]
         valid = proposals["valid"]
         boxes = float(sum(len(t["labels"]) for t in targets))
@@ -247,7 +200,8 @@ class SetCriterion(nn.Module):
 
     def _dense_losses(self, dense: dict, targets: list[dict], target_labels: torch.Tensor,
                       target_boxes: torch.Tensor) -> dict:
-        """The dense auxiliary head's loss: every token in an object's centre region learns
+        """Dense proposals' loss, as an NMS detector's (Co-DETR's auxiliary head, FCOS's
+        assignment): every token in an object's centre region learns
         it (`centre_assignment`), and the token the matcher picks for each object too, so
         that objects smaller than a cell still teach one. Normalised by this process's
         positive tokens; padding tokens do not count."""
@@ -271,31 +225,17 @@ class SetCriterion(nn.Module):
         return self._layer_losses(dense, indices, target_labels, target_boxes, max(positives, 1.0), weight_sum,
                                   valid)
 
-    def _positive_losses(self, positive: dict, target_labels: torch.Tensor,
-                         target_boxes: torch.Tensor) -> list[tuple[str, float, dict]]:
-        """Each positive query against the object it was made for, on every layer; normalised
-        by this process's positive queries; queries that only pad the batch do not count."""
-        valid = ~positive["padding"]
-        entry, query = valid.nonzero(as_tuple=True)
-        indices = (entry, query, positive["owners"][entry, query])
-        count = valid.sum().clamp(min=1).float()  # every valid query has a real class
-        layers = [("_pos", positive)] + [(f"_pos_{i}", aux) for i, aux in enumerate(positive.get("aux_outputs", []))]
-        return [(suffix, 1.0, self._layer_losses(layer, indices, target_labels, target_boxes, count, count, valid))
-                for suffix, layer in layers]
-
     def _denoising_losses(self, dn: dict, targets: list[dict], target_labels: torch.Tensor,
                           target_boxes: torch.Tensor, num_boxes) -> list[tuple[str, float, dict]]:
         """Each denoising query against the target it was made from, on every layer,
-        averaged over the groups; queries that only pad the batch do not count. Negative
-        queries (past `positives`, DINO's contrastive denoising) learn no-object alone."""
+        averaged over the groups; queries that only pad the batch do not count."""
         groups, padding = dn["groups"], dn["padding"]
-        positives = dn.get("positives", padding.shape[1])
         valid = ~padding
-        entry, query = (valid[:, :positives]).nonzero(as_tuple=True)
+        entry, query = valid.nonzero(as_tuple=True)
         offsets = torch.tensor([0] + [len(t["labels"]) for t in targets], device=padding.device).cumsum(0)
         indices = (entry, query, offsets[entry // groups] + query)
-        # Positives carry a real class (weight 1), negatives no-object (weight eos_coef).
-        weight_sum = ((len(entry) + self.config.eos_coef * (valid.sum() - len(entry))) / groups).clamp(min=1e-6)
+        # Every valid query carries a real class (weight 1).
+        weight_sum = (valid.sum() / groups).clamp(min=1e-6)
         layers = [("_dn", dn)] + [(f"_dn_{i}", aux) for i, aux in enumerate(dn.get("aux_outputs", []))]
         return [(suffix, 1 / groups, self._layer_losses(layer, indices, target_labels, target_boxes, num_boxes,
                                                         weight_sum, valid))

@@ -11,36 +11,24 @@ from detr.config import LossConfig
 Match = tuple[torch.Tensor, torch.Tensor]  # (query indices, target indices), int64 on CPU
 
 
-# The focal loss's balance and focusing (Lin et al. 2017), in the class cost of sigmoid
-# classes as Deformable DETR matches them.
-FOCAL_ALPHA = 0.25
-FOCAL_GAMMA = 2.0
-
-
 class HungarianMatcher:
     """One-to-one assignment minimising w_class·(−p[class]) + w_bbox·L1 + w_giou·(−GIoU).
-
-    With `focal` (model.sigmoid_classes), the class cost is the focal loss's gap between
-    calling the query's box the target's class and not: α(1−p)^γ(−log p) − (1−α)p^γ(−log(1−p))
-    with p the class's sigmoid (Deformable DETR's matcher).
 
     The cost of every (query, target) pair of the batch, for every decoder
     layer, is computed in one batched pass in fp32, moved to the host once,
     and solved per image and layer with scipy's linear_sum_assignment.
     """
 
-    def __init__(self, cost_class: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0,
-                 focal: bool = False) -> None:
+    def __init__(self, cost_class: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0) -> None:
         if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
             raise ValueError("all matcher costs are zero")
         self.cost_class = cost_class
         self.cost_bbox = cost_bbox
         self.cost_giou = cost_giou
-        self.focal = focal
 
     @classmethod
-    def from_config(cls, config: LossConfig, sigmoid_classes: bool = False) -> HungarianMatcher:
-        return cls(config.cost_class, config.cost_bbox, config.cost_giou, focal=sigmoid_classes)
+    def from_config(cls, config: LossConfig) -> HungarianMatcher:
+        return cls(config.cost_class, config.cost_bbox, config.cost_giou)
 
     @torch.no_grad()
     def layer_cost_matrices(self, layers: list[dict], targets: list[dict]) -> list[list[torch.Tensor]]:
@@ -82,12 +70,7 @@ class HungarianMatcher:
 
     def _class_cost(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """[L, B*Q, K+1] logits, [T] labels -> [L, B*Q, T] unweighted class costs."""
-        if not self.focal:
-            return -logits.softmax(-1)[..., labels]
-        prob = logits[..., labels].sigmoid()
-        positive = FOCAL_ALPHA * (1 - prob) ** FOCAL_GAMMA * -(prob + 1e-8).log()
-        negative = (1 - FOCAL_ALPHA) * prob ** FOCAL_GAMMA * -(1 - prob + 1e-8).log()
-        return positive - negative
+        return -logits.softmax(-1)[..., labels]
 
     def cost_matrices(self, outputs: dict, targets: list[dict]) -> list[torch.Tensor]:
         """Per image, the [num_queries, num_targets] cost matrix of one layer's outputs."""

@@ -4,12 +4,6 @@ Each query carries a box. Its positional query is an MLP of the box's sine
 encoding, so cross-attention looks where the box is; each decoder layer
 predicts a correction in inverse-sigmoid space, and the corrected box (cut
 from the graph, as in Deformable DETR) is the next layer's anchor.
-
-DINO's "look forward twice" (model.look_forward_twice): a layer's output box
-adds its correction to the previous layer's box before the cut, so each
-layer's box loss also teaches the layer before it, one layer back and no
-further. The boxes and anchors are the same numbers either way; only where
-the gradients go changes.
 """
 
 from __future__ import annotations
@@ -46,10 +40,9 @@ class AnchorDecoder(nn.Module):
     module adds only the MLP that turns a box into a positional query.
     """
 
-    def __init__(self, dim: int, look_forward_twice: bool = False) -> None:
+    def __init__(self, dim: int) -> None:
         super().__init__()
         self.dim = dim
-        self.look_forward_twice = look_forward_twice
         self.query_pos_head = nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(), nn.Linear(dim, dim))
 
     def forward(self, transformer: Transformer, box_head: nn.Module, content: torch.Tensor,
@@ -65,7 +58,7 @@ class AnchorDecoder(nn.Module):
         Returns every layer's normalised output [layers, B x G, N, D] and box [layers, B x G, N, 4]
         (sigmoid cxcywh).
         """
-        tgt, reference, previous = content, anchors, anchors
+        tgt, reference = content, anchors
         outputs, boxes = [], []
         for layer in transformer.decoder_layers:
             anchor = reference.sigmoid()
@@ -76,9 +69,8 @@ class AnchorDecoder(nn.Module):
             correction = box_head(out)
             box_logit = reference + correction
             outputs.append(out)
-            boxes.append((previous + correction if self.look_forward_twice else box_logit).sigmoid())
+            boxes.append(box_logit.sigmoid())
             reference = box_logit.detach()  # the next layer's anchor: each layer learns its own correction
-            previous = box_logit  # its graph reaches this layer's correction and stops at the anchor
             if maps is not None:
                 maps.decoder_self.append(self_weights)
                 maps.decoder_cross.append(cross_weights)

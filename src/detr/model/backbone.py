@@ -1,5 +1,5 @@
 """ResNet backbone: image batch + padding mask in, one feature map + its mask out
-(or, for multi-scale models, the maps of several stages)."""
+(or, for the fine level, the maps of the last two stages)."""
 
 from __future__ import annotations
 

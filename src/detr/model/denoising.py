@@ -8,11 +8,6 @@ and must reconstruct the originals: no matching is needed, which steadies
 the early training that bipartite matching makes slow. Every group decodes
 as an extra batch entry, so the matching queries and the other groups never
 see it (DN-DETR's attention mask, by construction).
-
-With negatives (DINO's contrastive denoising), each group also holds a second copy of
-every target whose corners shift by one to two times the positive noise; it must learn
-no-object. Beside its positive twin in the same group, it teaches the decoder to keep one
-box an object and reject the near-duplicate, which one-to-one matching learns slowly.
 """
 
 from __future__ import annotations
@@ -30,17 +25,14 @@ class DenoisingQueries:
     labels: torch.Tensor  # [B x G, Q] noised labels (padding: 0)
     anchors: torch.Tensor  # [B x G, Q, 4] noised boxes in inverse-sigmoid space
     padding: torch.Tensor  # [B x G, Q] True on queries past the image's target count
-    groups: int
-    # Queries [0, positives) reconstruct target q; with negatives, query positives + q is
-    # target q's negative (Q = 2 x positives); without, Q = positives.
-    positives: int
+    groups: int  # query q of every group reconstructs its image's target q
 
 
 def noised_queries(targets: list[dict], groups: int, num_classes: int, box_noise: float,
-                   label_noise: float, negatives: bool = False) -> DenoisingQueries | None:
+                   label_noise: float) -> DenoisingQueries | None:
     """targets: per image {"labels" [T_i], "boxes" [T_i, 4] normalised cxcywh}. None when the
-    batch holds no target. Entry b x G + g is image b's group g. A positive's corners shift
-    by up to box_noise of the half size, a negative's (with `negatives`) by box_noise to twice it."""
+    batch holds no target. Entry b x G + g is image b's group g. Corners shift by up to
+    box_noise of the half size."""
     most = max(len(t["labels"]) for t in targets)
     if most == 0 or groups == 0:
         return None
@@ -52,18 +44,15 @@ def noised_queries(targets: list[dict], groups: int, num_classes: int, box_noise
     for i, target in enumerate(targets):
         count = len(target["labels"])
         labels[i, :count], boxes[i, :count], padding[i, :count] = target["labels"], target["boxes"], False
-    copies = 2 if negatives else 1
-    labels = labels.repeat_interleave(groups, 0).repeat(1, copies)
-    boxes = boxes.float().repeat_interleave(groups, 0).repeat(1, copies, 1)
-    padding = padding.repeat_interleave(groups, 0).repeat(1, copies)
+    labels = labels.repeat_interleave(groups, 0)
+    boxes = boxes.float().repeat_interleave(groups, 0)
+    padding = padding.repeat_interleave(groups, 0)
 
     flip = torch.rand(labels.shape, device=device) < label_noise * 0.5
     labels = torch.where(flip, torch.randint_like(labels, num_classes), labels)
     half_size = boxes[..., 2:].repeat(1, 1, 2) / 2  # (w/2, h/2, w/2, h/2)
     corners = box_convert(boxes, "cxcywh", "xyxy")
     shift = torch.rand_like(corners) * 2 - 1
-    negative = shift[:, most:]  # the negatives' corners move farther: |shift| in [1, 2)
-    shift[:, most:] = negative + torch.where(negative >= 0, 1.0, -1.0)
     corners = corners + shift * half_size * box_noise
     noised = box_convert(corners.clamp(0, 1), "xyxy", "cxcywh")
-    return DenoisingQueries(labels.masked_fill(padding, 0), inverse_sigmoid(noised), padding, groups, most)
+    return DenoisingQueries(labels.masked_fill(padding, 0), inverse_sigmoid(noised), padding, groups)

@@ -10,13 +10,11 @@ from torch import nn
 from detr.config import ModelConfig
 from detr.model.anchor_decoder import AnchorDecoder, inverse_sigmoid
 from detr.model.backbone import Backbone, resize_mask
-from detr.model.deformable_encoder import DeformableEncoder
 from detr.model.denoising import noised_queries
 from detr.model.fine_level import FineLevel
-from detr.model.multi_scale import Levels, MultiScaleInput, backbone_stages, levels_of
+from detr.model.multi_scale import Levels, backbone_stages, levels_of
 from detr.model.position_encoding import LearnedPositionEncoding, SinePositionEncoding
-from detr.model.positive_queries import positive_queries
-from detr.model.query_selection import QuerySelection, TokenHeads, init_sigmoid_classes
+from detr.model.query_selection import QuerySelection
 from detr.model.transformer import AttentionMaps, Transformer
 
 
@@ -41,34 +39,25 @@ class DETR(nn.Module):
         super().__init__()
         self.config = config
         dim = config.hidden_dim
-        _check_encoder(config)
-        deformable = config.encoder_attention == "deformable"
-        self.multi_scale = None
+        _check_levels(config)
         self.fine_level = None
-        if config.feature_levels > 1 or deformable:
-            stages, extra_levels = backbone_stages(config.backbone.last_layer, config.feature_levels)
-            self.backbone = Backbone(config.backbone, stages)
-        elif config.fine_level:
-            self.backbone = Backbone(config.backbone, backbone_stages(config.backbone.last_layer, 2)[0])
+        if config.fine_level:
+            self.backbone = Backbone(config.backbone, backbone_stages(config.backbone.last_layer, 2))
         else:
             self.backbone = Backbone(config.backbone)
         encodings = {"sine": SinePositionEncoding, "learned": LearnedPositionEncoding}
         self.position_encoding = encodings[config.position_encoding](dim)
         if config.fine_level:
             self.fine_level = FineLevel(self.backbone.stage_channels[0], dim)
-        if self.backbone.stages and not config.fine_level:
-            self.multi_scale = MultiScaleInput(self.backbone.stage_channels, dim, extra_levels)
-        else:
-            self.input_proj = nn.Conv2d(self.backbone.num_channels, dim, kernel_size=1)
+        self.input_proj = nn.Conv2d(self.backbone.num_channels, dim, kernel_size=1)
         if config.query_groups < 1:
             raise ValueError(f"model.query_groups must be at least 1, not {config.query_groups}")
         if config.class_pairs < 0:
             raise ValueError(f"model.class_pairs is 0 (one class per query) or more, not {config.class_pairs}")
         deformable_decoder = config.decoder_attention == "deformable"
-        if (config.query_selection or config.denoising_groups or config.look_forward_twice
-                or deformable_decoder) and not config.anchor_queries:
-            raise ValueError("model.query_selection, model.denoising_groups, model.look_forward_twice and "
-                             "model.decoder_attention='deformable' need model.anchor_queries=True")
+        if (config.query_selection or config.denoising_groups or deformable_decoder) and not config.anchor_queries:
+            raise ValueError("model.query_selection, model.denoising_groups and model.decoder_attention='deformable' "
+                             "need model.anchor_queries=True")
         if config.selected_content and not config.query_selection:
             raise ValueError("model.selected_content needs model.query_selection=True")
         if config.distinct_queries and not config.query_selection:
@@ -76,8 +65,6 @@ class DETR(nn.Module):
         if not 0.0 <= config.distinct_queries < 1.0:
             raise ValueError(f"model.distinct_queries is an IoU threshold in [0, 1) (0: off), "
                              f"got {config.distinct_queries}")
-        if config.positive_queries and not config.query_selection:
-            raise ValueError("model.positive_queries needs model.query_selection=True (its boxes come from there)")
         queries = config.num_queries * config.query_groups
         # Group g's queries are rows g*N .. (g+1)*N - 1; inference uses group 0.
         if config.anchor_queries:
@@ -89,13 +76,13 @@ class DETR(nn.Module):
                     self.query_anchor.weight.copy_(inverse_sigmoid(boxes))
             else:  # checkpoints written before 2026-11-29 hold these unused anchors: skip them
                 self.register_load_state_dict_pre_hook(_skip_unused_anchors)
-            self.anchor_decoder = AnchorDecoder(dim, config.look_forward_twice)
+            self.anchor_decoder = AnchorDecoder(dim)
         else:
             self.query_embed = nn.Embedding(queries, dim)
         self.transformer = Transformer(
             dim,
             config.num_heads,
-            0 if deformable else config.encoder_layers,  # the deformable encoder stands in for its encoder
+            config.encoder_layers,
             config.decoder_layers,
             config.feedforward_dim,
             config.dropout,
@@ -103,24 +90,13 @@ class DETR(nn.Module):
             _memory_levels(config) if config.decoder_attention == "deformable" else 0,
             config.deformable_points,
         )
-        if deformable:
-            self.deformable_encoder = DeformableEncoder(dim, config.num_heads, config.encoder_layers,
-                                                        config.feedforward_dim, config.dropout,
-                                                        config.feature_levels, config.deformable_points)
         self.class_embed = nn.Linear(dim, config.num_classes + 1)
-        if config.sigmoid_classes:
-            init_sigmoid_classes(self.class_embed)
         self.bbox_embed = MLP(dim, dim, 4, 3)
         if config.anchor_queries:  # boxes start as the anchors; the head learns corrections
             _zero_last_layer(self.bbox_embed)
         if config.query_selection:
             self.query_selection = QuerySelection(dim, config.num_classes, _zero_last_layer(MLP(dim, dim, 4, 3)),
-                                                  config.sigmoid_classes, config.distinct_queries)
-        if config.dense_head:
-            self.dense_head = TokenHeads(dim, config.num_classes, _zero_last_layer(MLP(dim, dim, 4, 3)),
-                                         config.sigmoid_classes)
-        if config.positive_queries:
-            self.positive_content = nn.Embedding(1, dim)
+                                                  config.distinct_queries)
         if config.denoising_groups:
             self.label_embed = nn.Embedding(config.num_classes, dim)
 
@@ -141,40 +117,27 @@ class DETR(nn.Module):
         level also `fine_shape` (its grid, whose tokens come first among the decoder's keys).
         In training with G > 1 query groups, N is G x num_queries (the criterion,
         told num_queries, splits them). In training, the variants add `enc_outputs`
-        (query selection's proposals), `dense_outputs` (the dense auxiliary head's) and,
-        given `targets` (as the criterion takes them), `dn_outputs` (the denoising
-        queries' outputs) and `positive_outputs` (the positive queries').
-        With several feature levels, the tokens are the levels' maps flattened
-        one after another, finest first; attention maps are available with the
-        fine level, not with feature_levels > 1.
+        (query selection's proposals) and, given `targets` (as the criterion takes them),
+        `dn_outputs` (the denoising queries' outputs).
+        With the fine level, the decoder's tokens are the fine map's, then the encoder's.
         """
         fine_map = None
-        if self.multi_scale is None:
-            if self.fine_level is None:
-                features, feature_mask = self.backbone(images, mask)
-            else:
-                fine_map, features = self.backbone.forward_levels(images)
-                feature_mask = None if mask is None else resize_mask(mask, features.shape[-2:])
-            pos = self.position_encoding(features, feature_mask).flatten(2).transpose(1, 2)
-            src = self.input_proj(features)
-            height, width = src.shape[-2:]
-            src = src.flatten(2).transpose(1, 2)
-            padding = None if feature_mask is None else feature_mask.flatten(1)
-            feature_masks = [feature_mask if feature_mask is not None else
-                             torch.zeros(src.shape[0], height, width, dtype=torch.bool, device=src.device)]
+        if self.fine_level is None:
+            features, feature_mask = self.backbone(images, mask)
         else:
-            if need_weights:
-                raise ValueError("attention maps are drawn for the single-level model only "
-                                 "(model.feature_levels=1, model.encoder_attention='full')")
-            src, pos, padding, levels = self.multi_scale(self.backbone.forward_levels(images), mask,
-                                                         self.position_encoding)
-            feature_masks = levels.masks
-            if self.config.encoder_attention == "deformable":
-                src = self.deformable_encoder(src, pos, padding, levels)  # the transformer's encoder is empty
+            fine_map, features = self.backbone.forward_levels(images)
+            feature_mask = None if mask is None else resize_mask(mask, features.shape[-2:])
+        pos = self.position_encoding(features, feature_mask).flatten(2).transpose(1, 2)
+        src = self.input_proj(features)
+        height, width = src.shape[-2:]
+        src = src.flatten(2).transpose(1, 2)
+        padding = None if feature_mask is None else feature_mask.flatten(1)
+        feature_masks = [feature_mask if feature_mask is not None else
+                         torch.zeros(src.shape[0], height, width, dtype=torch.bool, device=src.device)]
         groups = self.config.query_groups if self.training else 1
         maps = AttentionMaps([], [], [])
         memory = self.transformer.encode(src, pos, padding, maps, need_weights)
-        if fine_map is not None:  # the fine level's tokens first, as multi-scale levels are ordered
+        if fine_map is not None:  # the fine level's tokens first: levels are ordered finest first
             fine, fine_pos, fine_mask = self.fine_level(fine_map, memory, (height, width), mask,
                                                         self.position_encoding)
             memory, pos = torch.cat([fine, memory], dim=1), torch.cat([fine_pos, pos], dim=1)
@@ -186,12 +149,8 @@ class DETR(nn.Module):
             out = self._decode_anchors(memory, pos, padding, feature_masks, groups, maps, need_weights, levels)
             if self.training and targets is not None and self.config.denoising_groups:
                 out.update(self._decode_denoising(memory, pos, padding, targets, levels))
-            if self.training and targets is not None and self.config.positive_queries:
-                out.update(self._decode_positives(memory, pos, padding, out["enc_outputs"], targets, levels))
         else:
             out = self._decode_paper(memory, pos, padding, groups, maps, need_weights)
-        if self.training and self.config.dense_head:
-            out["dense_outputs"] = self.dense_head(memory, feature_masks)
         if need_weights:
             out["attention"] = maps
             out["feature_shape"] = (height, width)
@@ -247,29 +206,15 @@ class DETR(nn.Module):
                           ) -> dict[str, Any]:
         config = self.config
         queries = noised_queries(targets, config.denoising_groups, config.num_classes,
-                                 config.denoising_box_noise, config.denoising_label_noise,
-                                 config.denoising_negatives)
+                                 config.denoising_box_noise, config.denoising_label_noise)
         if queries is None:
             return {}
         hidden, boxes = self.anchor_decoder(self.transformer, self.bbox_embed, self.label_embed(queries.labels),
                                             queries.anchors, memory, pos, padding,
                                             query_padding=queries.padding, levels=levels)
         out = self._heads(hidden, boxes)
-        out.update(padding=queries.padding, groups=queries.groups, positives=queries.positives)
+        out.update(padding=queries.padding, groups=queries.groups)
         return {"dn_outputs": out}
-
-    def _decode_positives(self, memory, pos, padding, proposals: dict, targets: list[dict],
-                          levels: Levels | None = None) -> dict[str, Any]:
-        queries = positive_queries(inverse_sigmoid(proposals["pred_boxes"]), proposals["cells"], proposals["valid"],
-                                   targets, self.config.positive_queries)
-        if queries is None:
-            return {}
-        content = self.positive_content.weight[None].expand(*queries.padding.shape, -1)
-        hidden, boxes = self.anchor_decoder(self.transformer, self.bbox_embed, content, queries.anchors,
-                                            memory, pos, padding, query_padding=queries.padding, levels=levels)
-        out = self._heads(hidden, boxes)
-        out.update(padding=queries.padding, owners=queries.owners)
-        return {"positive_outputs": out}
 
 
 def _skip_unused_anchors(module, state_dict, prefix, *args) -> None:
@@ -277,26 +222,18 @@ def _skip_unused_anchors(module, state_dict, prefix, *args) -> None:
 
 
 def _memory_levels(config: ModelConfig) -> int:
-    """How many levels the decoder's memory holds."""
-    if config.fine_level:
-        return 2
-    return config.feature_levels
+    """How many levels the decoder's memory holds: the encoder's, and the fine one's."""
+    return 2 if config.fine_level else 1
 
 
-def _check_encoder(config: ModelConfig) -> None:
-    for field_name in ("encoder_attention", "decoder_attention"):
-        if getattr(config, field_name) not in ("full", "deformable"):
-            raise ValueError(f"model.{field_name} is 'full' or 'deformable', not {getattr(config, field_name)!r}")
-    if config.feature_levels < 1 or config.deformable_points < 1:
-        raise ValueError("model.feature_levels and model.deformable_points must be at least 1")
-    if config.fine_level and (config.feature_levels > 1 or config.encoder_attention == "deformable"):
-        raise ValueError("model.fine_level adds a level to the single-level encoder; set model.feature_levels=1 "
-                         "and model.encoder_attention='full'")
+def _check_levels(config: ModelConfig) -> None:
+    if config.decoder_attention not in ("full", "deformable"):
+        raise ValueError(f"model.decoder_attention is 'full' or 'deformable', not {config.decoder_attention!r}")
+    if config.deformable_points < 1:
+        raise ValueError("model.deformable_points must be at least 1")
     if config.fine_level and config.backbone.last_layer == "layer2":
         raise ValueError("model.fine_level needs a backbone stage before the last; set backbone.last_layer "
                          "to layer3 or layer4")
-    if config.encoder_attention == "deformable" and config.pre_norm:
-        raise ValueError("the deformable encoder is post-norm, as in Deformable DETR; set model.pre_norm=False")
 
 
 def _zero_last_layer(head: MLP) -> MLP:

@@ -12,25 +12,12 @@ that neighbouring tokens of one object do not become several queries.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torchvision.ops import batched_nms, box_convert
 
 from detr.model.anchor_decoder import inverse_sigmoid
 from detr.postprocess import class_probabilities
-
-# Sigmoid class heads start every class at this probability (focal loss, Lin et al. 2017):
-# with 0.5 the many negatives' loss would swamp the first steps.
-SIGMOID_PRIOR = 0.01
-
-
-def init_sigmoid_classes(head: nn.Linear) -> nn.Linear:
-    """Bias the class head's logits to SIGMOID_PRIOR (model.sigmoid_classes); returns it."""
-    nn.init.constant_(head.bias, -math.log((1 - SIGMOID_PRIOR) / SIGMOID_PRIOR))
-    return head
-
 
 def cell_proposals(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """mask [B, h, w] True on padding -> (boxes [B, h*w, 4] normalised cxcywh, valid [B, h*w]).
@@ -53,18 +40,13 @@ def cell_proposals(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 class TokenHeads(nn.Module):
     """Heads on the encoder output: per-token class logits [B, L, K+1] and a box [B, L, 4]
-    relative to the token's own cell. Alone, it is the dense auxiliary head (Co-DETR):
-    every token inside an object learns it, as in an NMS detector, and inference does
-    not use it."""
+    relative to the token's own cell."""
 
-    def __init__(self, dim: int, num_classes: int, box_head: nn.Module, sigmoid: bool = False) -> None:
+    def __init__(self, dim: int, num_classes: int, box_head: nn.Module) -> None:
         super().__init__()
         self.project = nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim))
         self.class_head = nn.Linear(dim, num_classes + 1)
         self.box_head = box_head
-        self.sigmoid = sigmoid  # model.sigmoid_classes
-        if sigmoid:
-            init_sigmoid_classes(self.class_head)
 
     def predict(self, memory: torch.Tensor, feature_masks: list[torch.Tensor]
                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -105,9 +87,8 @@ def distinct_top(scores: torch.Tensor, boxes: torch.Tensor, count: int, iou: flo
 class QuerySelection(TokenHeads):
     """The token heads, whose top-scoring tokens give the decoder's anchors."""
 
-    def __init__(self, dim: int, num_classes: int, box_head: nn.Module, sigmoid: bool = False,
-                 distinct_iou: float = 0.0) -> None:
-        super().__init__(dim, num_classes, box_head, sigmoid)
+    def __init__(self, dim: int, num_classes: int, box_head: nn.Module, distinct_iou: float = 0.0) -> None:
+        super().__init__(dim, num_classes, box_head)
         self.distinct_iou = distinct_iou  # model.distinct_queries
 
     def forward(self, memory: torch.Tensor, feature_masks: list[torch.Tensor], count: int
@@ -117,7 +98,7 @@ class QuerySelection(TokenHeads):
         features [B, count, D] (RT-DETR's content queries), both detached."""
         proposals, box_logits, tokens = self.predict(memory, feature_masks)
         logits, valid = proposals["pred_logits"], proposals["valid"]
-        scores = class_probabilities(logits.detach(), self.sigmoid).amax(-1).masked_fill(~valid, -1.0)
+        scores = class_probabilities(logits.detach()).amax(-1).masked_fill(~valid, -1.0)
         if count > scores.shape[1]:
             raise ValueError(f"{count} queries but the encoder has only {scores.shape[1]} tokens to choose "
                              "from; use larger images or fewer queries")

@@ -125,7 +125,7 @@ def capture(predictor: Predictor, image: ImageInput, threshold: float = 0.5) -> 
         attention.decoder_cross = [fold_fine_level(weights, out["fine_shape"], out["feature_shape"])
                                    for weights in attention.decoder_cross]
     logits, boxes = out["pred_logits"][0].float().cpu(), out["pred_boxes"][0].float().cpu()
-    scores, labels = class_scores(logits, predictor.sigmoid_classes)
+    scores, labels = class_scores(logits)
     height, width = pixels.shape[-2:]
     scale = torch.tensor([width, height, width, height], dtype=torch.float32)
     return Capture(

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> None:
         except DatasetError:
             if args.annotations:
                 raise  # asked for explicitly: say why it cannot be used
-        matcher = HungarianMatcher.from_config(weights.config.loss, weights.config.model.sigmoid_classes)
+        matcher = HungarianMatcher.from_config(weights.config.loss)
 
     index = write_gallery(predictor, image, args.out, layer=args.layer, per_head=args.per_head,
                           points=args.points, threshold=args.threshold,

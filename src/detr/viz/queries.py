@@ -60,7 +60,7 @@ def collect_query_boxes(predictor: Predictor, images: Iterable[ImageInput], batc
         boxes = out["pred_boxes"].float().cpu()
         centres.append(boxes[..., :2].numpy())
         sizes.append(boxes[..., 2:].numpy())
-        scores.append(class_scores(out["pred_logits"], predictor.sigmoid_classes)[0].cpu().numpy())
+        scores.append(class_scores(out["pred_logits"])[0].cpu().numpy())
         batch.clear()
 
     for image in tqdm(images, desc="queries", disable=not progress):

@@ -1,0 +1,67 @@
+"""Each preset's model computes what it computed when its fixture was made: the eval outputs and
+detections on a fixed batch, and the losses of 50 training steps from the stored weights.
+How the fixtures were made: tests/fixtures/make_preset_fixtures.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.fixtures.make_preset_fixtures import (FOLDER, PRESETS, eval_outputs, load_fixture_model,
+                                                 train_losses)
+
+OUTPUT_TOLERANCE = 1e-6
+LOSS_TOLERANCE = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The fixtures were summed on one thread; more threads may sum in another order."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _load(name: str, tmp_path):
+    model, config = load_fixture_model(name, scratch=tmp_path)
+    expected = torch.load(FOLDER / f"{name}.expected.pt", weights_only=True)
+    data = torch.load(FOLDER / "inputs.pt", weights_only=True)
+    return model, config, expected, data
+
+
+def _assert_outputs(actual: dict, expected: dict) -> None:
+    for key in ("pred_logits", "pred_boxes", "aux_logits", "aux_boxes", "scores", "labels", "boxes"):
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=OUTPUT_TOLERANCE, msg=key)
+
+
+def _assert_losses(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    torch.testing.assert_close(actual, expected, rtol=0, atol=LOSS_TOLERANCE)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_eval_outputs_and_detections_are_unchanged(name, tmp_path):
+    model, config, expected, data = _load(name, tmp_path)
+    _assert_outputs(eval_outputs(model, config, data), expected)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_fifty_training_steps_lose_what_they_lost(name, tmp_path):
+    model, config, expected, data = _load(name, tmp_path)
+    losses = expected["losses"]
+    assert len(losses) == 50 and not torch.allclose(losses[0], losses[-1])  # the weights did move
+    _assert_losses(train_losses(model, config, data), losses)
+
+
+def test_a_changed_weight_or_learning_rate_is_noticed(tmp_path):
+    """The comparisons can fail: one weight moved by 1e-3, or the lr x1.01 over six steps (still in the warm-up)."""
+    model, config, expected, data = _load("fast_fine", tmp_path)
+    with torch.no_grad():
+        model.class_embed.weight[0, 0] += 1e-3
+    with pytest.raises(AssertionError):
+        _assert_outputs(eval_outputs(model, config, data), expected)
+
+    model, config, expected, data = _load("fast_fine", tmp_path)
+    config.train.lr *= 1.01
+    with pytest.raises(AssertionError):
+        _assert_losses(train_losses(model, config, data, steps=6), expected["losses"][:6])
