@@ -1,4 +1,4 @@
-"""Which tokens learn which object in the dense auxiliary head: FCOS's centre sampling.
+"""Which encoder tokens learn which object when the proposals learn densely: FCOS's centre sampling.
 
 A token is positive for a target when its cell's centre lies inside the target's box
 and within `radius` cells of the box's centre (on each axis); a token inside several
