@@ -25,7 +25,7 @@ log = logging.getLogger("detr")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("train", help="train a DETR (default: the fast_fine preset on the built-in dataset)")
+    parser = subparsers.add_parser("train", help=f"train a DETR (default: the {DEFAULT_PRESET} preset on the built-in dataset)")
     add_common(parser, train=True)
     parser.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS))
     parser.add_argument("--out", help="run folder (default: runs/<date-time>)")
