@@ -15,7 +15,8 @@ from detr.config.commands import (
     SynthConfig,
     crowd_quick,
 )
-from detr.config.overrides import REMOVED_FIELDS, apply_settings, build_dataclass
+from detr.config.older_versions import REMOVED_FIELDS
+from detr.config.overrides import apply_settings, build_dataclass
 from detr.config.presets import DEFAULT_PRESET, PRESETS, preset
 from detr.config.schema import (
     BackboneConfig,

@@ -7,6 +7,8 @@ import ast
 import dataclasses
 from typing import Any
 
+from detr.config.older_versions import REMOVED_FIELDS, translate_older_fields
+
 
 def apply_settings(config: Any, settings: list[str]) -> Any:
     """Override fields by dotted name, e.g. ["model.query_groups=1", "data.train_scales=(96, 128)"].
@@ -45,21 +47,9 @@ def apply_settings(config: Any, settings: list[str]) -> Any:
     return config
 
 
-# Fields that variants which lost their benchmarks used to have, with the value that meant "off".
-# Checkpoints keep their whole config, so older ones still name them: at that value they are
-# dropped on reading; at any other the checkpoint needs the removed variant, which is refused.
-REMOVED_FIELDS: dict[str, dict[str, Any]] = {
-    "ModelConfig": {"look_forward_twice": False, "denoising_negatives": False, "positive_queries": 0,
-                    "dense_head": False, "encoder_attention": "full", "feature_levels": 1,
-                    "sigmoid_classes": False},
-    "LossConfig": {"proposal_matches": 1},
-    "TrainConfig": {"lr_decay": "step"},
-}
-
-
 def build_dataclass(kind: type, values: dict[str, Any]) -> Any:
     """Rebuild a (nested) dataclass from plain values, refusing unknown keys."""
-    values = dict(values)
+    values = translate_older_fields(kind.__name__, values)
     for name, off in REMOVED_FIELDS.get(kind.__name__, {}).items():
         if name in values and (value := values.pop(name)) != off:
             raise ValueError(f"{kind.__name__}.{name}={value!r} is a removed setting (only its off value, {off!r}, "

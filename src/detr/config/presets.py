@@ -78,8 +78,7 @@ def fast_cpu() -> ExperimentConfig:
     inference ranks (query, class) pairs, as Deformable DETR and DINO do. No NMS on the
     output. Chosen on `detr synth --kind general` data, reported on the others (BENCHMARKS.md)."""
     config = small_cpu()
-    config.model.anchor_queries = True
-    config.model.query_selection = True
+    config.model.queries = "selected"
     config.model.selected_content = True
     config.loss.dense_proposals = True
     config.model.denoising_groups = 2

@@ -46,15 +46,13 @@ class ModelConfig:
     # that do not attend to each other. More matched queries per image speed
     # up convergence; inference uses the first group alone (1 = the paper).
     query_groups: int = 1
-    # Faster-converging variants; each off gives the paper's model exactly.
-    # DAB-DETR / Deformable DETR: each query is a learned anchor box that every
-    # decoder layer refines (a delta in inverse-sigmoid space); its positional
-    # query is an MLP of the box's sine encoding, its content a learned vector.
-    anchor_queries: bool = False
-    # Two-stage query selection (Deformable DETR, DINO): every encoder token
-    # proposes a box and a class; the top-scoring tokens give the initial
-    # anchors (needs anchor_queries). The proposals get a set loss of their own.
-    query_selection: bool = False
+    # Where the decoder's queries come from; "learned" gives the paper's model exactly.
+    # "anchors" (DAB-DETR / Deformable DETR): each query is a learned anchor box that every
+    # decoder layer refines (a delta in inverse-sigmoid space); its positional query is an MLP of
+    # the box's sine encoding, its content a learned vector. "selected" (two-stage query
+    # selection: Deformable DETR, DINO): every encoder token proposes a box and a class, and the
+    # top-scoring tokens give the anchors; the proposals get a set loss of their own.
+    queries: Literal["learned", "anchors", "selected"] = "learned"
     # RT-DETR / Deformable DETR's two-stage: the selected tokens' features (detached) join the
     # queries' content (added to each query's learned vector), so the decoder starts from what
     # the encoder already knows of each object; False: the learned vector alone (DINO's mixed
@@ -69,13 +67,13 @@ class ModelConfig:
     # DN-DETR: in training, this many groups of noised ground-truth boxes and
     # labels decode as extra queries that learn to reconstruct the originals.
     # Each group rides as an extra batch entry, so neither the matching queries
-    # nor the other groups can see it. Needs anchor_queries.
+    # nor the other groups can see it. Needs anchor queries ("anchors" or "selected").
     denoising_groups: int = 0
     denoising_box_noise: float = 0.4  # corner shifts up to this share of the box's half size
     denoising_label_noise: float = 0.2  # half of these labels are flipped to a random class
     # Deformable DETR's decoder: "deformable" makes each query's cross-attention sample
-    # deformable_points points per head on every level around its anchor box (needs
-    # anchor_queries) instead of attending all the tokens; "full" = the paper.
+    # deformable_points points per head on every level around its anchor box (needs anchor
+    # queries) instead of attending all the tokens; "full" = the paper.
     decoder_attention: Literal["full", "deformable"] = "full"
     deformable_points: int = 4
     # RT-DETR's cross-scale fusion, top-down: after the encoder (on the last stage alone, as
@@ -89,6 +87,37 @@ class ModelConfig:
     # either way; predictions at a threshold >= 0.5 are the same.
     class_pairs: int = 0
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
+
+    def check(self) -> None:
+        """Refuse a combination that cannot work, and a setting that would do nothing in it."""
+        if self.queries not in ("learned", "anchors", "selected"):
+            raise ValueError(f"model.queries is 'learned', 'anchors' or 'selected', not {self.queries!r}")
+        if self.decoder_attention not in ("full", "deformable"):
+            raise ValueError(f"model.decoder_attention is 'full' or 'deformable', not {self.decoder_attention!r}")
+        if self.query_groups < 1:
+            raise ValueError(f"model.query_groups must be at least 1, not {self.query_groups}")
+        if self.class_pairs < 0:
+            raise ValueError(f"model.class_pairs is 0 (one class per query) or more, not {self.class_pairs}")
+        if self.deformable_points < 1:
+            raise ValueError("model.deformable_points must be at least 1")
+        if not 0.0 <= self.distinct_queries < 1.0:
+            raise ValueError(f"model.distinct_queries is an IoU threshold in [0, 1) (0: off), "
+                             f"got {self.distinct_queries}")
+        if self.fine_level and self.backbone.last_layer == "layer2":
+            raise ValueError("model.fine_level needs a backbone stage before the last; set backbone.last_layer "
+                             "to layer3 or layer4")
+        if self.queries == "learned":
+            if self.decoder_attention == "deformable":
+                raise ValueError("model.decoder_attention='deformable' samples around each query's anchor box, "
+                                 "which learned queries do not have: set model.queries to 'anchors' or 'selected'")
+            if self.denoising_groups:
+                raise ValueError("model.denoising_groups needs anchor-box queries: set model.queries to "
+                                 "'anchors' or 'selected', or model.denoising_groups=0")
+        if self.queries != "selected":
+            for name, off in (("selected_content", False), ("distinct_queries", 0.0)):
+                if getattr(self, name) != off:
+                    raise ValueError(f"model.{name} acts on selected queries: set model.queries='selected' "
+                                     f"or model.{name}={off!r}")
 
 
 @dataclass
@@ -104,7 +133,7 @@ class LossConfig:
     # query's target is its box's IoU on its class and the rest on no-object, so
     # scores rank boxes by localisation quality. False: the paper's one-hot target.
     iou_aware_classes: bool = False
-    # Query selection's proposals (needs model.query_selection) learn as an NMS detector's
+    # Query selection's proposals (needs model.queries="selected") learn as an NMS detector's
     # tokens do: every token inside an object learns it (FCOS's assignment, Co-DETR's auxiliary
     # head), so the tokens that choose the decoder's anchors learn from the first steps. The
     # decoder's queries stay one-to-one: inference needs no NMS either way. False: the proposals
@@ -171,11 +200,11 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
     def check(self) -> None:
-        """Refuse settings across sections that would silently do nothing (the model refuses its own)."""
-        if self.loss.dense_proposals and not self.model.query_selection:
+        """Refuse settings that cannot work or would silently do nothing."""
+        self.model.check()
+        if self.loss.dense_proposals and self.model.queries != "selected":
             raise ValueError("loss.dense_proposals trains query selection's proposals, which this model does not "
-                             "have: set model.query_selection=True (and model.anchor_queries=True) or "
-                             "loss.dense_proposals=False")
+                             "have: set model.queries='selected' or loss.dense_proposals=False")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
