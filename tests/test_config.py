@@ -2,6 +2,7 @@ import pytest
 
 from detr.cli import build_parser
 from detr.config import PRESETS, REMOVED_FIELDS, ExperimentConfig, apply_settings, preset
+from detr.config.older_versions import translate_older_fields
 
 
 def test_settings_reach_any_field_with_its_type():
@@ -18,15 +19,15 @@ def test_settings_reach_any_field_with_its_type():
                                               ("nope.lr=1", "unknown setting 'nope.lr'"),
                                               ("model.backbone=1", "is a section"),
                                               ("train.lr", "section.field=value"),
-                                              ("model.anchor_queries=yes", "True or False")])
+                                              ("model.selected_content=yes", "True or False")])
 def test_bad_settings_are_clear_errors(setting, message):
     with pytest.raises(ValueError, match=message):
         apply_settings(preset("small"), [setting])
 
 
 def test_booleans_are_read_in_either_case():
-    config = apply_settings(preset("fast"), ["model.anchor_queries=false", "model.backbone.pretrained=TRUE"])
-    assert config.model.anchor_queries is False and config.model.backbone.pretrained is True
+    config = apply_settings(preset("fast"), ["model.selected_content=false", "model.backbone.pretrained=TRUE"])
+    assert config.model.selected_content is False and config.model.backbone.pretrained is True
 
 
 def test_train_command_takes_settings():
@@ -64,6 +65,21 @@ def test_every_preset_passes_the_checks_and_dense_proposals_need_query_selection
     for name in PRESETS:
         preset(name).check()
     config = preset("fast")
-    config.model.query_selection = False
-    with pytest.raises(ValueError, match="loss.dense_proposals .* model.query_selection=True"):
+    config.model.queries, config.model.selected_content, config.model.distinct_queries = "anchors", False, 0.0
+    with pytest.raises(ValueError, match="loss.dense_proposals .* model.queries='selected'"):
         config.check()
+
+
+@pytest.mark.parametrize("anchors, selection, queries", [(False, False, "learned"), (True, False, "anchors"),
+                                                         (True, True, "selected")])
+def test_older_checkpoints_query_switches_read_as_the_query_source(anchors, selection, queries):
+    values = ExperimentConfig().to_dict()
+    del values["model"]["queries"]
+    values["model"].update(anchor_queries=anchors, query_selection=selection)
+    assert ExperimentConfig.from_dict(values).model.queries == queries
+
+
+def test_an_older_config_with_selection_but_no_anchors_is_refused():
+    with pytest.raises(ValueError, match="query_selection=True without anchor_queries=True"):
+        translate_older_fields("ModelConfig", {"anchor_queries": False, "query_selection": True})
+    assert translate_older_fields("LossConfig", {"anchor_queries": True}) == {"anchor_queries": True}

@@ -59,7 +59,7 @@ def _distinct_queries_predictor():
     """The default preset's query path: query selection with NMS over the proposals, whose
     output size depends on the data (a graph break for torch.compile, not an error)."""
     torch.manual_seed(0)
-    model = build_model(tiny_model_config(num_classes=2, anchor_queries=True, query_selection=True,
+    model = build_model(tiny_model_config(num_classes=2, queries="selected",
                                           distinct_queries=0.5)).eval()
     return Predictor(model, Categories((4, 8), ("ant", "bee")), DataConfig(val_scale=64, max_size=128), "cpu")
 

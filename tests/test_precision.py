@@ -67,7 +67,7 @@ def test_bf16_keeps_each_query_of_the_papers_model_within_its_rounding_of_fp32()
     or NMS that could turn a rounding into another box) in fp32 and under bf16 autocast, on the same
     padded batch: every decoder layer's logits and boxes, query by query, within the bound above."""
     config = preset("small").model
-    assert not (config.anchor_queries or config.query_selection or config.class_pairs)  # no discrete step
+    assert config.queries == "learned" and not config.class_pairs  # no discrete step
     model = build_model(config).eval()
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(2, 3, 128, 160, generator=generator)

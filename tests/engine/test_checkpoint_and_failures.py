@@ -25,7 +25,7 @@ def _tiny_trainer(tiny_data, out, data=None, **train):
 def test_a_setting_that_would_do_nothing_is_refused_before_training(tiny_data, tmp_path):
     config = preset("small")
     config.loss.dense_proposals = True  # `small` has no query selection whose proposals it would train
-    with pytest.raises(TrainingError, match="loss.dense_proposals .* model.query_selection=True"):
+    with pytest.raises(TrainingError, match="loss.dense_proposals .* model.queries='selected'"):
         Trainer(config, find_split(tiny_data, "train"), find_split(tiny_data, "val"), tmp_path, progress=False)
 
 
@@ -89,7 +89,7 @@ def test_init_from_reinitialises_only_a_resized_class_head():
     target = build_model(tiny_model_config(num_classes=3))
     fresh = init_from(target, source.state_dict())
     assert fresh == ["class_embed.weight", "class_embed.bias"]
-    assert torch.equal(target.query_embed.weight, source.query_embed.weight)
+    assert torch.equal(target.queries.embed.weight, source.queries.embed.weight)
     wrong = build_model(tiny_model_config(num_classes=3, hidden_dim=16, num_heads=4))
     with pytest.raises(TrainingError, match="do not fit this model"):
         init_from(wrong, source.state_dict())

@@ -50,7 +50,7 @@ def test_a_bad_decay_is_refused():
 
 def _fast_trainer(tiny_data, out, epochs, **train):
     config = preset("fast")
-    config.model = tiny_model_config(num_classes=4, num_queries=10, anchor_queries=True, query_selection=True,
+    config.model = tiny_model_config(num_classes=4, num_queries=10, queries="selected",
                                      denoising_groups=2, query_groups=2)
     config.train.batch_size, config.train.num_workers, config.train.epochs = 4, 0, epochs
     config.train.ema_warmup_steps = 2

@@ -29,7 +29,7 @@ def test_finetuning_from_converted_weights_lowers_the_loss(converted, tiny_data,
                           progress=False, init=loaded.state)
     assert "class head re-initialised for 4 classes" in caplog.text
     assert trainer.model.class_embed.out_features == 5
-    torch.testing.assert_close(trainer.model.query_embed.weight, loaded.state["query_embed.weight"])
+    torch.testing.assert_close(trainer.model.queries.embed.weight, loaded.state["queries.embed.weight"])
     batch = next(iter(trainer.train_loader))
     losses = [float(trainer._train_step([batch])["loss"]) for _ in range(6)]
     assert losses[-1] < losses[0]

@@ -90,7 +90,7 @@ def test_a_query_groups_model_exports_its_first_group(tmp_path):
     session = _session(export_onnx(weights, tmp_path / "groups.onnx"))
     # The reference: a one-group model holding only the first group's query rows.
     single = _weights()
-    state = dict(weights.state, **{"query_embed.weight": weights.state["query_embed.weight"][:queries]})
+    state = dict(weights.state, **{"queries.embed.weight": weights.state["queries.embed.weight"][:queries]})
     reference = _model(single)
     reference.load_state_dict(state)
     images, mask = _padded_batch(2, 64, 96)
@@ -98,7 +98,7 @@ def test_a_query_groups_model_exports_its_first_group(tmp_path):
 
 
 def test_anchor_queries_with_query_selection_export(tmp_path):
-    weights = _weights(anchor_queries=True, query_selection=True)
+    weights = _weights(queries="selected")
     session = _session(export_onnx(weights, tmp_path / "selection.onnx"))
     model = _model(weights)
     for size in SIZES[1:]:
@@ -108,8 +108,7 @@ def test_anchor_queries_with_query_selection_export(tmp_path):
 def test_the_fast_fine_presets_two_levels_export(tmp_path):
     """The fine level (stride 8 beside the encoder's stride 16) with query selection and selected
     content: what `fast_fine` trains. The traced upsampling must follow each input's size."""
-    weights = tiny_weights(backbone=BackboneConfig(name="resnet18", last_layer="layer3"), anchor_queries=True,
-                           query_selection=True, selected_content=True, fine_level=True)
+    weights = tiny_weights(backbone=BackboneConfig(name="resnet18", last_layer="layer3"), queries="selected", selected_content=True, fine_level=True)
     session = _session(export_onnx(weights, tmp_path / "fine.onnx"))
     model = _model(weights)
     for size in SIZES:
@@ -119,7 +118,7 @@ def test_the_fast_fine_presets_two_levels_export(tmp_path):
 def test_distinct_queries_export(tmp_path):
     """The distinct selection's NMS is a graph op (ONNX NonMaxSuppression), not a Python loop: it
     follows each input's tokens."""
-    weights = _weights(anchor_queries=True, query_selection=True, distinct_queries=0.5)
+    weights = _weights(queries="selected", distinct_queries=0.5)
     session = _session(export_onnx(weights, tmp_path / "distinct.onnx"))
     model = _model(weights)
     for size in SIZES:
@@ -129,8 +128,7 @@ def test_distinct_queries_export(tmp_path):
 def test_deformable_decoder_export(tmp_path):
     """Deformable cross-attention samples with grid_sample (ONNX GridSample) around each query's box,
     scaled by each image's unpadded share of the maps: both follow the input."""
-    weights = tiny_weights(backbone=BackboneConfig(name="resnet18", last_layer="layer3"), anchor_queries=True,
-                           query_selection=True, fine_level=True, decoder_attention="deformable")
+    weights = tiny_weights(backbone=BackboneConfig(name="resnet18", last_layer="layer3"), queries="selected", fine_level=True, decoder_attention="deformable")
     session = _session(export_onnx(weights, tmp_path / "deformable_decoder.onnx"))
     model = _model(weights)
     for size in SIZES:

@@ -5,12 +5,14 @@ import torch
 
 from detr.model import build_model
 from detr.model.anchor_decoder import box_sine_encoding, inverse_sigmoid
+from detr.model.encoded import EncodedImage
+from detr.model.queries import DecoderQueries
 from detr.model.transformer import AttentionMaps
 from tests.conftest import tiny_model_config
 
 
 def _anchor_model(**overrides):
-    return build_model(tiny_model_config(anchor_queries=True, **overrides)).eval()
+    return build_model(tiny_model_config(queries="anchors", **overrides)).eval()
 
 
 def test_box_sine_encoding_matches_the_formula_coordinate_by_coordinate():
@@ -29,7 +31,7 @@ def test_box_sine_encoding_matches_the_formula_coordinate_by_coordinate():
 def test_boxes_start_as_the_anchors_and_each_layer_adds_its_correction_in_logit_space():
     model = _anchor_model(decoder_layers=3)
     images = torch.randn(1, 3, 64, 64)
-    anchors = model.query_anchor.weight  # inverse-sigmoid cxcywh
+    anchors = model.queries.anchor.weight  # inverse-sigmoid cxcywh
     out = model(images)
     # A fresh box head predicts no correction: every layer returns the anchors.
     for layer in out["aux_outputs"] + [out]:
@@ -52,8 +54,8 @@ def test_anchor_model_with_groups_uses_the_first_group_in_eval():
     grouped = _anchor_model(query_groups=3)
     single = _anchor_model()
     state = grouped.state_dict()
-    state["query_content.weight"] = state["query_content.weight"][:6]
-    state["query_anchor.weight"] = state["query_anchor.weight"][:6]
+    state["queries.content.weight"] = state["queries.content.weight"][:6]
+    state["queries.anchor.weight"] = state["queries.anchor.weight"][:6]
     single.load_state_dict(state)
     images = torch.randn(2, 3, 64, 80)
     torch.testing.assert_close(grouped(images)["pred_boxes"], single(images)["pred_boxes"])
@@ -61,11 +63,14 @@ def test_anchor_model_with_groups_uses_the_first_group_in_eval():
     assert grouped(images)["pred_logits"].shape[1] == 18
 
 
-def test_variants_need_anchor_queries():
-    with pytest.raises(ValueError, match="need model.anchor_queries"):
-        build_model(tiny_model_config(query_selection=True))
-    with pytest.raises(ValueError, match="need model.anchor_queries"):
-        build_model(tiny_model_config(denoising_groups=1))
+@pytest.mark.parametrize("overrides, message", [
+    (dict(denoising_groups=1), "model.denoising_groups needs anchor-box queries"),
+    (dict(queries="anchors", selected_content=True), "model.selected_content acts on selected queries"),
+    (dict(queries="boxes"), "'learned', 'anchors' or 'selected', not 'boxes'"),
+])
+def test_a_setting_that_cannot_work_or_would_do_nothing_is_refused_by_name(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(tiny_model_config(**overrides))
 
 
 def _box_head_gradients(model, layer: int) -> list[float]:
@@ -98,8 +103,8 @@ def test_selected_content_adds_the_chosen_tokens_features_to_the_queries():
     """With selected_content, the decoder's input content is the learned vectors plus the
     chosen tokens' projected features: checked by running the decoder by hand."""
     torch.manual_seed(0)
-    model = build_model(tiny_model_config(anchor_queries=True, query_selection=True, selected_content=True)).eval()
-    plain = build_model(tiny_model_config(anchor_queries=True, query_selection=True)).eval()
+    model = build_model(tiny_model_config(queries="selected", selected_content=True)).eval()
+    plain = build_model(tiny_model_config(queries="selected")).eval()
     plain.load_state_dict(model.state_dict())
     images = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
@@ -111,7 +116,8 @@ def test_selected_content_adds_the_chosen_tokens_features_to_the_queries():
         memory = model.transformer.encode(src, pos, None, AttentionMaps([], [], []), False)
         mask = torch.zeros(1, *features.shape[-2:], dtype=torch.bool)
         _, anchors, selected = model.query_selection(memory, [mask], 6)
-        content = model.query_content.weight[None] + selected
-        hidden, boxes = model.anchor_decoder(model.transformer, model.bbox_embed, content, anchors, memory, pos, None)
+        content = model.queries.content.weight[None] + selected
+        encoded = EncodedImage(memory, pos, None, [mask], tuple(features.shape[-2:]))
+        hidden, boxes = model.decoder(model.transformer, model.bbox_embed, DecoderQueries(content, anchors), encoded)
     torch.testing.assert_close(got["pred_boxes"], boxes[-1], atol=1e-6, rtol=0)
     torch.testing.assert_close(got["pred_logits"], model.class_embed(hidden[-1]), atol=1e-5, rtol=0)

@@ -13,7 +13,7 @@ TARGETS = [
 
 
 def test_a_tiny_deformable_decoder_model_trains_every_level():
-    model = build_model(tiny_model_config(anchor_queries=True, query_selection=True, denoising_groups=2,
+    model = build_model(tiny_model_config(queries="selected", denoising_groups=2,
                                           decoder_attention="deformable", fine_level=True)).train()
     images = torch.randn(2, 3, 64, 96)
     mask = torch.zeros(2, 64, 96, dtype=torch.bool)
@@ -32,7 +32,7 @@ def test_a_tiny_deformable_decoder_model_trains_every_level():
 @pytest.mark.parametrize("overrides, message", [
     (dict(deformable_points=0), "at least 1"),
     (dict(decoder_attention="sparse"), "'full' or 'deformable'"),
-    (dict(decoder_attention="deformable"), "need model.anchor_queries"),
+    (dict(decoder_attention="deformable"), "decoder_attention='deformable' .* model.queries to 'anchors' or 'selected'"),
 ])
 def test_bad_combinations_are_clear_errors(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -40,7 +40,7 @@ def test_bad_combinations_are_clear_errors(overrides, message):
 
 
 def test_a_deformable_decoder_draws_its_sampled_points_as_attention_maps():
-    model = build_model(tiny_model_config(anchor_queries=True, decoder_attention="deformable")).eval()
+    model = build_model(tiny_model_config(queries="anchors", decoder_attention="deformable")).eval()
     out = model(torch.randn(1, 3, 64, 96), need_weights=True)
     cross = out["attention"].decoder_cross
     assert len(cross) == 2 and cross[0].shape == (1, 4, 6, 4 * 6)  # [B, heads, queries, tokens]

@@ -3,6 +3,8 @@ from torchvision.ops import box_convert
 
 from detr.model import build_model
 from detr.model.denoising import noised_queries
+from detr.model.encoded import EncodedImage
+from detr.model.queries import DecoderQueries
 from detr.model.transformer import AttentionMaps
 from tests.conftest import tiny_model_config
 
@@ -45,7 +47,7 @@ def test_no_targets_no_denoising():
 
 def test_matching_queries_never_see_the_denoising_queries():
     """DN-DETR's mask: the matching part's outputs are the same with or without denoising."""
-    model = build_model(tiny_model_config(anchor_queries=True, denoising_groups=2)).train()
+    model = build_model(tiny_model_config(queries="anchors", denoising_groups=2)).train()
     images = torch.randn(2, 3, 64, 64)
     torch.manual_seed(1)
     with_dn = model(images, targets=_targets())
@@ -59,20 +61,23 @@ def test_matching_queries_never_see_the_denoising_queries():
 
 
 def test_a_denoising_query_sees_neither_padding_nor_other_groups_nor_other_images():
-    model = build_model(tiny_model_config(anchor_queries=True, denoising_groups=2)).train()
+    model = build_model(tiny_model_config(queries="anchors", denoising_groups=2)).train()
     images = torch.randn(2, 3, 64, 64)
     features, _ = model.backbone(images)
     pos = model.position_encoding(features, None).flatten(2).transpose(1, 2)
     src = model.input_proj(features).flatten(2).transpose(1, 2)
     memory = model.transformer.encode(src, pos, None, AttentionMaps([], [], []), False)
     torch.manual_seed(3)
-    first = model._decode_denoising(memory, pos, None, _targets())["dn_outputs"]
+    encoded = EncodedImage(memory, pos, None, [torch.zeros(2, *features.shape[-2:], dtype=torch.bool)],
+                           tuple(features.shape[-2:]))
+    _, first_boxes, _ = model.denoising(model.decoder, model.transformer, model.bbox_embed, encoded, _targets())
     torch.manual_seed(3)
     queries = noised_queries(_targets(), 2, 3, 0.4, 0.2)
     # Entry 3 is image 1's second group; its query 1 only pads. Decode it alone, with the pad changed.
     alone_anchors = queries.anchors[3:4].clone()
     alone_anchors[0, 1] = 3.0
-    hidden, boxes = model.anchor_decoder(model.transformer, model.bbox_embed,
-                                         model.label_embed(queries.labels[3:4]), alone_anchors,
-                                         memory[1:2], pos[1:2], None, queries.padding[3:4])
-    torch.testing.assert_close(boxes[-1, 0, 0], first["pred_boxes"][3, 0], atol=1e-5, rtol=0)
+    alone = EncodedImage(memory[1:2], pos[1:2], None, encoded.feature_masks, encoded.shape)
+    hidden, boxes = model.decoder(model.transformer, model.bbox_embed,
+                                  DecoderQueries(model.denoising.label_embed(queries.labels[3:4]), alone_anchors),
+                                  alone, query_padding=queries.padding[3:4])
+    torch.testing.assert_close(boxes[-1, 0, 0], first_boxes[-1, 3, 0], atol=1e-5, rtol=0)

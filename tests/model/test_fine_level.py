@@ -9,7 +9,7 @@ from tests.conftest import tiny_model_config
 
 
 def _fine_config(**overrides):
-    return tiny_model_config(anchor_queries=True, query_selection=True, fine_level=True, **overrides)
+    return tiny_model_config(queries="selected", fine_level=True, **overrides)
 
 
 def test_each_fine_cell_starts_from_its_coarse_parent_token():

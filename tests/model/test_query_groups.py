@@ -14,7 +14,7 @@ def _pair(groups=3):
     grouped = build_model(tiny_model_config(query_groups=groups))
     single = build_model(tiny_model_config())
     state = grouped.state_dict()
-    state["query_embed.weight"] = state["query_embed.weight"][:6]
+    state["queries.embed.weight"] = state["queries.embed.weight"][:6]
     single.load_state_dict(state)
     return grouped, single
 
@@ -68,12 +68,12 @@ def test_the_loss_averages_groups_each_matched_on_its_own():
 
 def test_other_layouts_get_the_first_group_only(tmp_path):
     weights = tiny_weights(query_groups=4)
-    assert weights.state["query_embed.weight"].shape[0] == 24
+    assert weights.state["queries.embed.weight"].shape[0] == 24
     back = load_weights(write_weights(weights, tmp_path / "hf", "hf"))
     assert back.config.model.query_groups == 1 and back.config.model.num_queries == 6
-    torch.testing.assert_close(back.state["query_embed.weight"], weights.state["query_embed.weight"][:6])
+    torch.testing.assert_close(back.state["queries.embed.weight"], weights.state["queries.embed.weight"][:6])
     ours = load_weights(write_weights(weights, tmp_path / "ours", "ours"))
-    assert ours.config.model.query_groups == 4 and ours.state["query_embed.weight"].shape[0] == 24
+    assert ours.config.model.query_groups == 4 and ours.state["queries.embed.weight"].shape[0] == 24
 
 
 def test_groups_share_their_image_memory_in_cross_attention():

@@ -54,11 +54,11 @@ def test_checkpoints_with_the_old_unused_learned_anchors_still_load():
     from detr.model import build_model
     from tests.conftest import tiny_model_config
 
-    model = build_model(tiny_model_config(anchor_queries=True, query_selection=True))
-    state = {**model.state_dict(), "query_anchor.weight": torch.zeros(6, 4)}
+    model = build_model(tiny_model_config(queries="selected"))
+    state = {**model.state_dict(), "queries.anchor.weight": torch.zeros(6, 4)}
     model.load_state_dict(state)  # strict: every other key must still match
     with pytest.raises(RuntimeError, match="Unexpected key"):
-        model.load_state_dict({**model.state_dict(), "query_content.extra": torch.zeros(1)})
+        model.load_state_dict({**model.state_dict(), "queries.content.extra": torch.zeros(1)})
 
 
 def _greedy_distinct(scores, boxes, count, iou):
@@ -134,7 +134,7 @@ def test_distinct_queries_needs_query_selection_and_an_iou_below_one():
     from detr.model import build_model
     from tests.conftest import tiny_model_config
 
-    with pytest.raises(ValueError, match="distinct_queries needs model.query_selection"):
-        build_model(tiny_model_config(anchor_queries=True, distinct_queries=0.8))
+    with pytest.raises(ValueError, match="model.distinct_queries acts on selected queries"):
+        build_model(tiny_model_config(queries="anchors", distinct_queries=0.8))
     with pytest.raises(ValueError, match=r"IoU threshold in \[0, 1\)"):
-        build_model(tiny_model_config(anchor_queries=True, query_selection=True, distinct_queries=1.0))
+        build_model(tiny_model_config(queries="selected", distinct_queries=1.0))

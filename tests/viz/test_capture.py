@@ -100,7 +100,7 @@ def test_fine_level_attention_folds_each_fine_cell_into_its_coarse_parent(predic
     torch.testing.assert_close(fold_fine_level(weights, fine_shape, coarse_shape), expected)
 
     torch.manual_seed(0)
-    model = build_model(tiny_model_config(anchor_queries=True, query_selection=True, fine_level=True)).eval()
+    model = build_model(tiny_model_config(queries="selected", fine_level=True)).eval()
     fine = capture(Predictor(model, predictor.categories, DataConfig(val_scale=64, max_size=128), "cpu"), image)
     tokens = fine.feature_shape[0] * fine.feature_shape[1]
     for weights in fine.attention.decoder_cross:

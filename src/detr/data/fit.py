@@ -69,7 +69,7 @@ def fit_queries(config: ExperimentConfig, stats: DatasetStats) -> str:
     model = config.model
     needed = math.ceil(stats.most_objects * QUERY_MARGIN)
     count = max(model.num_queries, needed)
-    if model.query_selection:
+    if model.queries == "selected":
         # Each query is one of the encoder's tokens: the one exception to "only raise" is a
         # preset asking for more than the smallest training input has (fast's 64 on 112-px
         # inputs of 7 x 7 tokens).

@@ -1,3 +1,4 @@
-from detr.model.detr import DETR, build_model
+from detr.model.builders import build_model
+from detr.model.detr import DETR
 
 __all__ = ["DETR", "build_model"]

@@ -9,12 +9,17 @@ from the graph, as in Deformable DETR) is the next layer's anchor.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from detr.model.multi_scale import Levels
+from detr.model.multi_scale import Levels, levels_of
 from detr.model.transformer import AttentionMaps, Transformer
+
+if TYPE_CHECKING:
+    from detr.model.encoded import EncodedImage
+    from detr.model.queries import DecoderQueries
 
 
 def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -37,27 +42,35 @@ class AnchorDecoder(nn.Module):
     """Runs the transformer's decoder layers on (content, anchor box) queries.
 
     The layers, their final norm and the box head are the model's own; this
-    module adds only the MLP that turns a box into a positional query.
+    module adds only the MLP that turns a box into a positional query. `deformable`: the
+    layers' cross-attention samples around each box, so they are told the memory's levels.
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, deformable: bool = False) -> None:
         super().__init__()
         self.dim = dim
+        self.deformable = deformable
         self.query_pos_head = nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(), nn.Linear(dim, dim))
 
-    def forward(self, transformer: Transformer, box_head: nn.Module, content: torch.Tensor,
-                anchors: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor,
-                padding_mask: torch.Tensor | None, query_padding: torch.Tensor | None = None,
-                maps: AttentionMaps | None = None, need_weights: bool = False, levels: Levels | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """content [B x G, N, D]; anchors [B x G, N, 4] in inverse-sigmoid space: G batch entries an
-        image (query or denoising groups; G = 1 without); memory, pos [B, L, D], one an image;
-        query_padding [B x G, N] True on queries that only pad the batch (hidden from the others);
-        levels: the memory's levels, for deformable cross-attention (which samples around each box).
+    def forward(self, transformer: Transformer, box_head: nn.Module, queries: DecoderQueries,
+                encoded: EncodedImage, maps: AttentionMaps | None = None, need_weights: bool = False,
+                query_padding: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """queries: content [B x G, N, D] and anchors [B x G, N, 4] in inverse-sigmoid space, G batch
+        entries an image (query or denoising groups; G = 1 without); the encoded image's memory
+        is one an image; query_padding [B x G, N] True on queries that only pad the batch (hidden
+        from the others).
 
         Returns every layer's normalised output [layers, B x G, N, D] and box [layers, B x G, N, 4]
         (sigmoid cxcywh).
         """
+        levels = levels_of(encoded.feature_masks) if self.deformable else None
+        return self.refine(transformer, box_head, queries.content, queries.anchors, encoded.memory, encoded.pos,
+                           encoded.padding, query_padding, maps, need_weights, levels)
+
+    def refine(self, transformer: Transformer, box_head: nn.Module, content: torch.Tensor, anchors: torch.Tensor,
+               memory: torch.Tensor, pos: torch.Tensor, padding_mask: torch.Tensor | None,
+               query_padding: torch.Tensor | None, maps: AttentionMaps | None, need_weights: bool,
+               levels: Levels | None) -> tuple[torch.Tensor, torch.Tensor]:
         tgt, reference = content, anchors
         outputs, boxes = [], []
         for layer in transformer.decoder_layers:

@@ -15,9 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from torchvision.ops import box_convert
 
-from detr.model.anchor_decoder import inverse_sigmoid
+from detr.model.anchor_decoder import AnchorDecoder, inverse_sigmoid
+from detr.model.encoded import EncodedImage
+from detr.model.queries import DecoderQueries
+from detr.model.transformer import Transformer
 
 
 @dataclass
@@ -56,3 +60,27 @@ def noised_queries(targets: list[dict], groups: int, num_classes: int, box_noise
     corners = corners + shift * half_size * box_noise
     noised = box_convert(corners.clamp(0, 1), "xyxy", "cxcywh")
     return DenoisingQueries(labels.masked_fill(padding, 0), inverse_sigmoid(noised), padding, groups)
+
+
+class DenoisingBranch(nn.Module):
+    """The training-only branch: `groups` groups of noised targets, decoded by the model's anchor
+    decoder with a learned embedding of each noised label as content."""
+
+    def __init__(self, num_classes: int, dim: int, groups: int, box_noise: float, label_noise: float) -> None:
+        super().__init__()
+        self.num_classes, self.groups = num_classes, groups
+        self.box_noise, self.label_noise = box_noise, label_noise
+        self.label_embed = nn.Embedding(num_classes, dim)
+
+    def forward(self, decoder: AnchorDecoder, transformer: Transformer, box_head: nn.Module,
+                encoded: EncodedImage, targets: list[dict]
+                ) -> tuple[torch.Tensor, torch.Tensor, DenoisingQueries] | None:
+        """Every layer's output and box, as the decoder returns them, and the queries they
+        came from; None when the batch holds no target."""
+        queries = noised_queries(targets, self.groups, self.num_classes, self.box_noise, self.label_noise)
+        if queries is None:
+            return None
+        hidden, boxes = decoder(transformer, box_head, DecoderQueries(self.label_embed(queries.labels),
+                                                                      queries.anchors),
+                                encoded, query_padding=queries.padding)
+        return hidden, boxes, queries

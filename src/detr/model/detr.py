@@ -1,4 +1,5 @@
-"""DETR: backbone + transformer + class and box heads, predicting a set of boxes."""
+"""DETR: a backbone, the transformer's encoder, a query source, a decoder and the class and box
+heads, predicting a set of boxes. The builders (builders.py) choose the parts."""
 
 from __future__ import annotations
 
@@ -8,97 +9,54 @@ import torch
 from torch import nn
 
 from detr.config import ModelConfig
-from detr.model.anchor_decoder import AnchorDecoder, inverse_sigmoid
 from detr.model.backbone import Backbone, resize_mask
-from detr.model.denoising import noised_queries
+from detr.model.denoising import DenoisingBranch
+from detr.model.encoded import EncodedImage
 from detr.model.fine_level import FineLevel
-from detr.model.multi_scale import Levels, backbone_stages, levels_of
-from detr.model.position_encoding import LearnedPositionEncoding, SinePositionEncoding
 from detr.model.query_selection import QuerySelection
 from detr.model.transformer import AttentionMaps, Transformer
 
-
-class MLP(nn.Module):
-    """Linear layers with ReLU between them (the box head)."""
-
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int) -> None:
-        super().__init__()
-        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < len(self.layers) - 1:
-                x = torch.relu(x)
-        return x
+# Parameter names of checkpoints written before the model was composed of parts: old prefix ->
+# today's. Applied on loading, so that those checkpoints load unchanged.
+OLD_PARAMETER_PREFIXES = {
+    "query_embed.": "queries.embed.",
+    "query_content.": "queries.content.",
+    "query_anchor.": "queries.anchor.",
+    "anchor_decoder.": "decoder.",
+    "label_embed.": "denoising.label_embed.",
+}
 
 
 class DETR(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, backbone: Backbone, position_encoding: nn.Module, input_proj: nn.Module,
+                 transformer: Transformer, queries: nn.Module, decoder: nn.Module, class_embed: nn.Module,
+                 bbox_embed: nn.Module, *, query_groups: int = 1, aux_loss: bool = True,
+                 fine_level: FineLevel | None = None, query_selection: QuerySelection | None = None,
+                 denoising: DenoisingBranch | None = None,
+                 config: ModelConfig | None = None) -> None:
+        """query_groups: G groups of queries in training (Group DETR), one at inference;
+        fine_level: a finer level after the encoder (its backbone returns two stages);
+        query_selection: the encoder tokens' proposals, from which selected queries start;
+        denoising: the training-only branch; config: the settings the builder read, kept for
+        tools that describe the model (export, pictures), never read here."""
         super().__init__()
+        self.backbone = backbone
+        self.position_encoding = position_encoding
+        self.fine_level = fine_level
+        self.input_proj = input_proj
+        # Registered in this order so that parameters keep the order of checkpoints written before
+        # the model was composed of parts (gradient clipping sums their norms in this order).
+        self.queries = queries
+        self.decoder = decoder
+        self.transformer = transformer
+        self.class_embed = class_embed
+        self.bbox_embed = bbox_embed
+        self.query_selection = query_selection
+        self.denoising = denoising
+        self.query_groups = query_groups
+        self.aux_loss = aux_loss
         self.config = config
-        dim = config.hidden_dim
-        _check_levels(config)
-        self.fine_level = None
-        if config.fine_level:
-            self.backbone = Backbone(config.backbone, backbone_stages(config.backbone.last_layer, 2))
-        else:
-            self.backbone = Backbone(config.backbone)
-        encodings = {"sine": SinePositionEncoding, "learned": LearnedPositionEncoding}
-        self.position_encoding = encodings[config.position_encoding](dim)
-        if config.fine_level:
-            self.fine_level = FineLevel(self.backbone.stage_channels[0], dim)
-        self.input_proj = nn.Conv2d(self.backbone.num_channels, dim, kernel_size=1)
-        if config.query_groups < 1:
-            raise ValueError(f"model.query_groups must be at least 1, not {config.query_groups}")
-        if config.class_pairs < 0:
-            raise ValueError(f"model.class_pairs is 0 (one class per query) or more, not {config.class_pairs}")
-        deformable_decoder = config.decoder_attention == "deformable"
-        if (config.query_selection or config.denoising_groups or deformable_decoder) and not config.anchor_queries:
-            raise ValueError("model.query_selection, model.denoising_groups and model.decoder_attention='deformable' "
-                             "need model.anchor_queries=True")
-        if config.selected_content and not config.query_selection:
-            raise ValueError("model.selected_content needs model.query_selection=True")
-        if config.distinct_queries and not config.query_selection:
-            raise ValueError("model.distinct_queries needs model.query_selection=True")
-        if not 0.0 <= config.distinct_queries < 1.0:
-            raise ValueError(f"model.distinct_queries is an IoU threshold in [0, 1) (0: off), "
-                             f"got {config.distinct_queries}")
-        queries = config.num_queries * config.query_groups
-        # Group g's queries are rows g*N .. (g+1)*N - 1; inference uses group 0.
-        if config.anchor_queries:
-            self.query_content = nn.Embedding(queries, dim)
-            if not config.query_selection:  # learned anchors; query selection chooses them per image
-                self.query_anchor = nn.Embedding(queries, 4)  # inverse-sigmoid cxcywh
-                with torch.no_grad():
-                    boxes = torch.cat([torch.rand(queries, 2), torch.full((queries, 2), 0.1)], dim=1)
-                    self.query_anchor.weight.copy_(inverse_sigmoid(boxes))
-            else:  # checkpoints written before 2026-11-29 hold these unused anchors: skip them
-                self.register_load_state_dict_pre_hook(_skip_unused_anchors)
-            self.anchor_decoder = AnchorDecoder(dim)
-        else:
-            self.query_embed = nn.Embedding(queries, dim)
-        self.transformer = Transformer(
-            dim,
-            config.num_heads,
-            config.encoder_layers,
-            config.decoder_layers,
-            config.feedforward_dim,
-            config.dropout,
-            config.pre_norm,
-            _memory_levels(config) if config.decoder_attention == "deformable" else 0,
-            config.deformable_points,
-        )
-        self.class_embed = nn.Linear(dim, config.num_classes + 1)
-        self.bbox_embed = MLP(dim, dim, 4, 3)
-        if config.anchor_queries:  # boxes start as the anchors; the head learns corrections
-            _zero_last_layer(self.bbox_embed)
-        if config.query_selection:
-            self.query_selection = QuerySelection(dim, config.num_classes, _zero_last_layer(MLP(dim, dim, 4, 3)),
-                                                  config.distinct_queries)
-        if config.denoising_groups:
-            self.label_embed = nn.Embedding(config.num_classes, dim)
+        self.register_load_state_dict_pre_hook(_rename_old_parameters)
 
     @property
     def stride(self) -> int:
@@ -116,11 +74,40 @@ class DETR(nn.Module):
         need_weights, `attention` (AttentionMaps) and `feature_shape` (h, w); with the fine
         level also `fine_shape` (its grid, whose tokens come first among the decoder's keys).
         In training with G > 1 query groups, N is G x num_queries (the criterion,
-        told num_queries, splits them). In training, the variants add `enc_outputs`
-        (query selection's proposals) and, given `targets` (as the criterion takes them),
-        `dn_outputs` (the denoising queries' outputs).
-        With the fine level, the decoder's tokens are the fine map's, then the encoder's.
+        told num_queries, splits them). In training, selected queries add `enc_outputs`
+        (their proposals) and the denoising branch, given `targets` (as the criterion takes
+        them), `dn_outputs`.
         """
+        maps = AttentionMaps([], [], [])
+        encoded = self.encode(images, mask, maps, need_weights)
+        groups = self.query_groups if self.training else 1
+        selection = None
+        if self.query_selection is not None:
+            selection = self.query_selection(encoded.memory, encoded.feature_masks, self.queries.num_queries)
+        queries = self.queries(encoded, groups, selection)
+        hidden, boxes = self.decoder(self.transformer, self.bbox_embed, queries, encoded, maps, need_weights)
+        batch = images.shape[0]
+        out = self._heads(hidden.unflatten(1, (batch, groups)).flatten(2, 3),
+                          boxes.unflatten(1, (batch, groups)).flatten(2, 3))  # [layers, B, G x N, ...]
+        if queries.proposals is not None and self.training:
+            out["enc_outputs"] = queries.proposals
+        if self.denoising is not None and self.training and targets is not None:
+            denoised = self.denoising(self.decoder, self.transformer, self.bbox_embed, encoded, targets)
+            if denoised is not None:
+                dn_hidden, dn_boxes, dn_queries = denoised
+                out["dn_outputs"] = {**self._heads(dn_hidden, dn_boxes), "padding": dn_queries.padding,
+                                     "groups": dn_queries.groups}
+        if need_weights:
+            out["attention"] = maps
+            out["feature_shape"] = encoded.shape
+            if encoded.fine_shape is not None:  # the decoder's keys: the fine tokens, then the coarse ones
+                out["fine_shape"] = encoded.fine_shape
+        return out
+
+    def encode(self, images: torch.Tensor, mask: torch.Tensor | None, maps: AttentionMaps,
+               need_weights: bool) -> EncodedImage:
+        """The backbone, the input projection and the transformer's encoder (then the fine level,
+        whose tokens come first: levels are ordered finest first)."""
         fine_map = None
         if self.fine_level is None:
             features, feature_mask = self.backbone(images, mask)
@@ -134,114 +121,32 @@ class DETR(nn.Module):
         padding = None if feature_mask is None else feature_mask.flatten(1)
         feature_masks = [feature_mask if feature_mask is not None else
                          torch.zeros(src.shape[0], height, width, dtype=torch.bool, device=src.device)]
-        groups = self.config.query_groups if self.training else 1
-        maps = AttentionMaps([], [], [])
         memory = self.transformer.encode(src, pos, padding, maps, need_weights)
-        if fine_map is not None:  # the fine level's tokens first: levels are ordered finest first
-            fine, fine_pos, fine_mask = self.fine_level(fine_map, memory, (height, width), mask,
-                                                        self.position_encoding)
-            memory, pos = torch.cat([fine, memory], dim=1), torch.cat([fine_pos, pos], dim=1)
-            if padding is not None:
-                padding = torch.cat([fine_mask.flatten(1), padding], dim=1)
-            feature_masks = [fine_mask] + feature_masks
-        if self.config.anchor_queries:
-            levels = levels_of(feature_masks) if self.config.decoder_attention == "deformable" else None
-            out = self._decode_anchors(memory, pos, padding, feature_masks, groups, maps, need_weights, levels)
-            if self.training and targets is not None and self.config.denoising_groups:
-                out.update(self._decode_denoising(memory, pos, padding, targets, levels))
-        else:
-            out = self._decode_paper(memory, pos, padding, groups, maps, need_weights)
-        if need_weights:
-            out["attention"] = maps
-            out["feature_shape"] = (height, width)
-            if fine_map is not None:  # the decoder's keys: the fine tokens, then the coarse ones
-                out["fine_shape"] = tuple(fine_map.shape[-2:])
-        return out
+        if fine_map is None:
+            return EncodedImage(memory, pos, padding, feature_masks, (height, width))
+        fine, fine_pos, fine_mask = self.fine_level(fine_map, memory, (height, width), mask, self.position_encoding)
+        memory, pos = torch.cat([fine, memory], dim=1), torch.cat([fine_pos, pos], dim=1)
+        if padding is not None:
+            padding = torch.cat([fine_mask.flatten(1), padding], dim=1)
+        return EncodedImage(memory, pos, padding, [fine_mask] + feature_masks, (height, width),
+                            tuple(fine_map.shape[-2:]))
 
-    def _heads(self, hidden: torch.Tensor, boxes: torch.Tensor | None = None) -> dict[str, Any]:
-        """The class head (and the box head, for the paper's queries) on every layer's output
-        [layers, B, N, D]: the last layer's outputs, and the others' as aux_outputs."""
+    def _heads(self, hidden: torch.Tensor, boxes: torch.Tensor) -> dict[str, Any]:
+        """The class head on every layer's output [layers, B, N, D], with its boxes: the last
+        layer's outputs, and the others' as aux_outputs."""
         logits = self.class_embed(hidden)
-        if boxes is None:
-            boxes = self.bbox_embed(hidden).sigmoid()
         out: dict[str, Any] = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
-        if self.config.aux_loss:
+        if self.aux_loss:
             out["aux_outputs"] = [
                 {"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])
             ]
         return out
 
-    def _decode_paper(self, memory, pos, padding, groups: int, maps: AttentionMaps, need_weights: bool
-                      ) -> dict[str, Any]:
-        batch, queries = memory.shape[0], self.config.num_queries
-        query_pos = self.query_embed.weight[: groups * queries].view(groups, queries, -1)
-        query_pos = query_pos[None].expand(batch, -1, -1, -1).flatten(0, 1)  # [B x G, N, D]
-        hidden = self.transformer.decode_groups(memory, pos, query_pos, padding, maps, need_weights)
-        return self._heads(hidden.unflatten(1, (batch, groups)).flatten(2, 3))  # [layers, B, G x N, D]
 
-    def _decode_anchors(self, memory, pos, padding, feature_masks: list[torch.Tensor], groups: int,
-                        maps: AttentionMaps, need_weights: bool, levels: Levels | None) -> dict[str, Any]:
-        batch, queries, dim = memory.shape[0], self.config.num_queries, memory.shape[-1]
-        content = self.query_content.weight[: groups * queries].view(groups, queries, dim)
-        content = content[None].expand(batch, -1, -1, -1).flatten(0, 1)  # [B x G, N, D]
-        proposals = None
-        if self.config.query_selection:
-            proposals, anchors, selected = self.query_selection(memory, feature_masks, queries)
-            anchors = anchors.repeat_interleave(groups, 0)  # every group starts from the same boxes
-            if self.config.selected_content:  # plus each group's own vectors, so that groups still differ
-                content = content + selected.repeat_interleave(groups, 0)
-        else:
-            anchors = self.query_anchor.weight[: groups * queries].view(groups, queries, 4)
-            anchors = anchors[None].expand(batch, -1, -1, -1).flatten(0, 1)
-        hidden, boxes = self.anchor_decoder(self.transformer, self.bbox_embed, content, anchors,
-                                            memory, pos, padding,
-                                            maps=maps, need_weights=need_weights, levels=levels)
-        out = self._heads(hidden.unflatten(1, (batch, groups)).flatten(2, 3),
-                          boxes.unflatten(1, (batch, groups)).flatten(2, 3))
-        if proposals is not None and self.training:
-            out["enc_outputs"] = proposals
-        return out
-
-    def _decode_denoising(self, memory, pos, padding, targets: list[dict], levels: Levels | None = None
-                          ) -> dict[str, Any]:
-        config = self.config
-        queries = noised_queries(targets, config.denoising_groups, config.num_classes,
-                                 config.denoising_box_noise, config.denoising_label_noise)
-        if queries is None:
-            return {}
-        hidden, boxes = self.anchor_decoder(self.transformer, self.bbox_embed, self.label_embed(queries.labels),
-                                            queries.anchors, memory, pos, padding,
-                                            query_padding=queries.padding, levels=levels)
-        out = self._heads(hidden, boxes)
-        out.update(padding=queries.padding, groups=queries.groups)
-        return {"dn_outputs": out}
-
-
-def _skip_unused_anchors(module, state_dict, prefix, *args) -> None:
-    state_dict.pop(prefix + "query_anchor.weight", None)
-
-
-def _memory_levels(config: ModelConfig) -> int:
-    """How many levels the decoder's memory holds: the encoder's, and the fine one's."""
-    return 2 if config.fine_level else 1
-
-
-def _check_levels(config: ModelConfig) -> None:
-    if config.decoder_attention not in ("full", "deformable"):
-        raise ValueError(f"model.decoder_attention is 'full' or 'deformable', not {config.decoder_attention!r}")
-    if config.deformable_points < 1:
-        raise ValueError("model.deformable_points must be at least 1")
-    if config.fine_level and config.backbone.last_layer == "layer2":
-        raise ValueError("model.fine_level needs a backbone stage before the last; set backbone.last_layer "
-                         "to layer3 or layer4")
-
-
-def _zero_last_layer(head: MLP) -> MLP:
-    """A box head that starts by predicting no correction to its anchors."""
-    nn.init.zeros_(head.layers[-1].weight)
-    nn.init.zeros_(head.layers[-1].bias)
-    return head
-
-
-def build_model(config: ModelConfig) -> DETR:
-    return DETR(config)
+def _rename_old_parameters(module, state_dict, prefix, *args) -> None:
+    for name in [n for n in state_dict if n.startswith(prefix)]:
+        local = name[len(prefix):]
+        for old, new in OLD_PARAMETER_PREFIXES.items():
+            if local.startswith(old):
+                state_dict[prefix + new + local[len(old):]] = state_dict.pop(name)
+                break

@@ -12,6 +12,8 @@ that neighbouring tokens of one object do not become several queries.
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import torch
 from torch import nn
 from torchvision.ops import batched_nms, box_convert
@@ -84,6 +86,11 @@ def distinct_top(scores: torch.Tensor, boxes: torch.Tensor, count: int, iou: flo
     return ranked.topk(count, dim=1).indices
 
 
+# The proposals' outputs (as the criterion takes them), the chosen anchors [B, count, 4] in
+# inverse-sigmoid space and the chosen tokens' projected features [B, count, D].
+Selection: TypeAlias = tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]
+
+
 class QuerySelection(TokenHeads):
     """The token heads, whose top-scoring tokens give the decoder's anchors."""
 
@@ -91,8 +98,7 @@ class QuerySelection(TokenHeads):
         super().__init__(dim, num_classes, box_head)
         self.distinct_iou = distinct_iou  # model.distinct_queries
 
-    def forward(self, memory: torch.Tensor, feature_masks: list[torch.Tensor], count: int
-                ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    def forward(self, memory: torch.Tensor, feature_masks: list[torch.Tensor], count: int) -> Selection:
         """As `TokenHeads`, for `count` queries: returns the proposals' outputs, the chosen
         anchors [B, count, 4] in inverse-sigmoid space and the chosen tokens' projected
         features [B, count, D] (RT-DETR's content queries), both detached."""

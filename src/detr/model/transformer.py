@@ -102,7 +102,7 @@ class DecoderLayer(nn.Module):
         if isinstance(self.cross_attn, MultiScaleDeformableAttention):
             if boxes is None or levels is None:
                 raise ValueError("deformable cross-attention samples around each query's box: "
-                                 "it needs model.anchor_queries=True")
+                                 "it needs anchor-box queries (model.queries 'anchors' or 'selected')")
             ratios = levels.valid_ratios.repeat(1, 1, 2)  # [B, levels, 4]: the image's share of each map
             reference = boxes.reshape(memory.shape[0], -1, 1, 4) * ratios[:, None]
             attended = self.cross_attn(queries, reference, memory, levels.shapes, padding_mask)

@@ -106,7 +106,7 @@ def infer_model_config(state: dict[str, torch.Tensor], source: str, hints: Hints
         raise WeightsError(f"{source}: hidden size {hidden_dim} does not split into {num_heads} attention heads")
     return ModelConfig(
         num_classes=_require(state, "class_embed.weight", source).shape[0] - 1,
-        num_queries=_require(state, "query_embed.weight", source).shape[0],
+        num_queries=_require(state, "queries.embed.weight", source).shape[0],
         hidden_dim=hidden_dim,
         num_heads=num_heads,
         encoder_layers=layer_count(state, r"transformer\.encoder_layers\.(\d+)\."),

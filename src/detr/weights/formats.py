@@ -220,9 +220,9 @@ def write_weights(weights: LoadedWeights, destination: str | Path, to: Layout) -
         raise WeightsError(f"{destination} is a file; the {to} layout is a folder")
     if to != "ours":
         model = weights.config.model
-        if model.anchor_queries:
+        if model.queries != "learned":
             raise WeightsError(f"the {to} layout holds the paper's DETR only; this model uses anchor-box queries "
-                               "(model.anchor_queries): keep it in our layout (--to ours)")
+                               f"(model.queries={model.queries!r}): keep it in our layout (--to ours)")
         weights = first_query_group(weights)
     return writers[to](destination, weights)
 
@@ -236,7 +236,7 @@ def first_query_group(weights: LoadedWeights) -> LoadedWeights:
     config = copy.deepcopy(weights.config)
     config.model.query_groups = 1
     state = dict(weights.state)
-    for name in ("query_embed.weight", "query_content.weight", "query_anchor.weight"):
+    for name in ("queries.embed.weight", "queries.content.weight", "queries.anchor.weight"):
         if name in state:
             state[name] = state[name][: model.num_queries].clone()
     return LoadedWeights(config, state, weights.categories)

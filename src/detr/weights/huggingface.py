@@ -39,7 +39,7 @@ _TOP = [
     ("input_proj.", "model.input_projection."),
     ("position_encoding.row_embed.", "model.position_embedding.row_embeddings."),
     ("position_encoding.col_embed.", "model.position_embedding.column_embeddings."),
-    ("query_embed.", "model.query_position_embeddings."),
+    ("queries.embed.", "model.query_position_embeddings."),
     ("transformer.decoder_norm.", "model.decoder.layernorm."),
     ("class_embed.", "class_labels_classifier."),
     ("bbox_embed.", "bbox_predictor."),

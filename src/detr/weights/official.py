@@ -30,7 +30,7 @@ _PREFIXES = [
     ("transformer.encoder_norm.", "transformer.encoder.norm."),
     ("transformer.decoder_norm.", "transformer.decoder.norm."),
     ("input_proj.", "input_proj."),
-    ("query_embed.", "query_embed."),
+    ("queries.embed.", "query_embed."),
     ("class_embed.", "class_embed."),
     ("bbox_embed.", "bbox_embed."),
 ]
