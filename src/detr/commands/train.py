@@ -78,10 +78,10 @@ def run(args: argparse.Namespace) -> None:
         # The architecture comes from the weights; data and recipe from the preset.
         loaded = load_weights(args.init)
         config.model = loaded.config.model
-        if config.loss.dense_proposals and not config.model.query_selection:
-            # The preset's recipe trains query selection's proposals, which these weights' model lacks.
+        if config.loss.dense_proposals and config.model.queries != "selected":
+            # The preset's recipe trains the selected queries' proposals, which these weights' model lacks.
             config.loss.dense_proposals = False
-            log.info("loss.dense_proposals off: the model of %s has no query selection", args.init)
+            log.info("loss.dense_proposals off: the model of %s does not select its queries", args.init)
         init = loaded.state
         log.info("starting from %s", args.init)
     stats = dataset_stats(train_split.records)
