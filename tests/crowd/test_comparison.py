@@ -46,9 +46,9 @@ def test_tables_have_one_cell_per_bin_and_match_iou():
     gt = _ground_truth()
     rows = [score("perfect", gt, ground_truth_as_detections(gt)), score("nothing", gt, [])]
     lines = markdown_table(rows).splitlines()
-    assert len(lines) == 4 and all(line.count("|") == 11 for line in lines)
+    assert len(lines) == 6 and all(line.count("|") == 14 for line in lines[:4])  # then a note on the counts
     text = format_table(rows)
-    assert "recall at match IoU 0.75" in text and text.splitlines()[-1].split()[0] == "nothing"
+    assert "recall at match IoU 0.75" in text and text.splitlines()[-2].split()[0] == "nothing"
 
 
 def test_most_crowded_images_come_from_the_ground_truth():
@@ -96,3 +96,22 @@ def test_quick_comparison_end_to_end(tmp_path, capsys):
     assert report["steps"]["DETR"] > 0 and report["steps"]["FCOS R18-FPN"] > 0
     assert (tmp_path / "side_by_side.png").stat().st_size > 10_000
     assert find_split(tmp_path / "data", "train")  # the quick data lives in the output folder
+
+
+def test_the_count_columns_match_hand_counted_boxes():
+    gt = _ground_truth()
+    detections = _scored([(1, [0, 0, 10, 10], 0.95),  # finds annotation 1
+                          (2, [40, 40, 20, 20], 0.9),  # finds annotation 3
+                          (2, [41, 40, 20, 20], 0.8),  # a second box on annotation 3: a duplicate
+                          (2, [80, 80, 5, 5], 0.7),  # on nothing
+                          (2, [0, 80, 5, 5], 0.3)])  # below the threshold: not counted
+    row = score("hand", gt, detections)
+    counts = row.counts
+    assert (counts.boxes, counts.found, counts.duplicates, counts.on_nothing, counts.objects) == (4, 2, 1, 1, 3)
+    assert row.shares() == (2 / 3, 0.25, 0.25)
+    assert row.to_dict()["box_counts"]["duplicate_rate"] == 0.25
+    assert markdown_table([row]).splitlines()[2].endswith("| 0.667 | 0.250 | 0.250 |")
+    assert format_table([row]).splitlines()[2].split()[-3:] == ["0.667", "0.250", "0.250"]
+    every_box = score("GT", gt, ground_truth_as_detections(gt), count_threshold=0.0)
+    assert every_box.shares() == (1.0, 0.0, 0.0)
+    assert "GT at score >= 0" in format_table([row, row, every_box])

@@ -21,6 +21,10 @@ class CrowdBenchmarkConfig:
     detr_nms_iou: float = 0.45  # YOLOv5's default, the setting that motivates the benchmark
     figure_images: int = 3
     seed: int = 0
+    # The YOLO peer (only when Ultralytics is installed): Ultralytics' own defaults otherwise.
+    yolo_model: str = "yolov8n.yaml"  # built from its yaml, no pretrained weights
+    yolo_workers: int = 2  # data-loader processes
+    yolo_score_floor: float = 0.001  # the lowest score kept, as Ultralytics' own COCO evaluation keeps
 
 
 @dataclass(frozen=True)

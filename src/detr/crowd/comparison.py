@@ -1,5 +1,6 @@
-"""`detr crowd --train`: DETR and an NMS detector trained on the same crowded data for the
-same wall-clock budget on the same machine, scored by the same code, in one table."""
+"""`detr crowd --train`: DETR and the NMS detectors (FCOS; YOLO when Ultralytics is installed)
+trained on the same crowded data for the same wall-clock budget on the same machine, scored
+by the same code, in one table."""
 
 from __future__ import annotations
 
@@ -15,15 +16,17 @@ from detr.crowd.nms_ceiling import ground_truth_as_detections
 from detr.crowd.peer import PEER_NAME, build_peer, peer_transforms, predict_peer, train_peer
 from detr.crowd.recall import apply_nms, best_f1_score_threshold
 from detr.crowd.table import Row, format_table, markdown_table, score
+from detr.crowd.yolo_peer import INSTALL_HINT, predict_yolo, train_yolo, yolo_installed, yolo_name
 from detr.data.coco import CocoDetection
 from detr.data.fit import dataset_stats, fit_to_data
-from detr.data.sources import Split, eval_loader, training_splits
+from detr.data.sources import Split, eval_loader, training_splits, validated_split
 from detr.engine.evaluate import predict_dataset
 from detr.engine.train import Trainer
 
 log = logging.getLogger(__name__)
 
 NMS_THRESHOLDS = (0.45, 0.5, 0.6, 0.7)
+DETECTION_FILES = {"DETR": "detr", PEER_NAME: "peer"}  # and "yolo" for the YOLO peer
 
 
 def train_detr(config: CrowdBenchmarkConfig, train: Split, val: Split, out: Path, device: torch.device,
@@ -61,42 +64,61 @@ def train_nms_peer(config: CrowdBenchmarkConfig, train: Split, val: Split, image
     return val_set, predict_peer(model, val_set, progress=progress), run
 
 
+def train_yolo_peer(config: CrowdBenchmarkConfig, train: Split, val: Split, image_size: int, out: Path,
+                    device: torch.device, progress: bool) -> tuple[list[dict], dict] | None:
+    """The YOLO peer's val detections and its run, or None (and the install line) without Ultralytics."""
+    if not yolo_installed():
+        print(INSTALL_HINT)
+        return None
+    model, run = train_yolo(config, train, val, image_size, device, out, progress)
+    categories = validated_split(train).records.categories
+    return predict_yolo(model, config, val, categories, image_size, device), run
+
+
 def compare(config: CrowdBenchmarkConfig, train: Split, val: Split, out: str | Path,
             device: torch.device, queries: int | None = None, progress: bool = True,
             settings: list[str] = ()) -> list[Row]:
-    """Train both, score everything, print and write the table (text, Markdown, json) and the figure."""
+    """Train all, score everything, print and write the table (text, Markdown, json) and the figure."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     trainer, detr_results = train_detr(config, train, val, out / "detr", device, queries, progress, settings)
     image_size = trainer.config.data.val_scale
     peer_val, peer_results, peer_run = train_nms_peer(config, train, val, image_size, trainer.device, progress)
-    log.info("DETR: %d steps; %s: %d steps, each in %.1f minutes", trainer.step, PEER_NAME, peer_run["steps"],
-             config.minutes)
+    yolo = train_yolo_peer(config, train, val, image_size, out / "yolo", trainer.device, progress)
+    steps = {"DETR": trainer.step, PEER_NAME: peer_run["steps"]}
+    detections = {PEER_NAME: peer_results}
+    if yolo is not None:
+        yolo_results, yolo_run = yolo
+        steps[yolo_name(config.yolo_model)] = yolo_run["batches"]  # its batches; it steps once per 64 images
+        detections[yolo_name(config.yolo_model)] = yolo_results
+    detections["DETR"] = detr_results
+    log.info("steps in %.1f minutes each: %s", config.minutes, steps)
 
     ground_truth = trainer.val_set.ground_truth()
     perfect = ground_truth_as_detections(ground_truth, config.seed)
-    rows = [score(f"GT+NMS@{t}", ground_truth, apply_nms(perfect, t)) for t in NMS_THRESHOLDS]
+    # The ground truth's scores are random: every box it keeps counts, whatever its score.
+    rows = [score(f"GT+NMS@{t}", ground_truth, apply_nms(perfect, t), count_threshold=0.0) for t in NMS_THRESHOLDS]
     rows.append(score(f"{PEER_NAME} (NMS@0.6)", ground_truth, peer_results))
+    if yolo is not None:
+        rows.append(score(f"{yolo_name(config.yolo_model)} (NMS@0.7)", ground_truth, yolo_results))
     rows.append(score("DETR", ground_truth, detr_results))
     rows.append(score(f"DETR+NMS@{config.detr_nms_iou}", ground_truth,
                       apply_nms(detr_results, config.detr_nms_iou)))
 
-    thresholds = {PEER_NAME: best_f1_score_threshold(ground_truth, peer_results),
-                  "DETR": best_f1_score_threshold(ground_truth, detr_results)}
-    figure = side_by_side(peer_val, [(PEER_NAME, peer_results, thresholds[PEER_NAME]),
-                                     ("DETR", detr_results, thresholds["DETR"])],
+    thresholds = {name: best_f1_score_threshold(ground_truth, results) for name, results in detections.items()}
+    figure = side_by_side(peer_val, [(name, results, thresholds[name]) for name, results in detections.items()],
                           out / "side_by_side.png", config.figure_images)
-    for name, results in (("detr", detr_results), ("peer", peer_results)):
-        (out / f"{name}_val_detections.json").write_text(json.dumps(results))
+    for name, results in detections.items():
+        (out / f"{DETECTION_FILES.get(name, 'yolo')}_val_detections.json").write_text(json.dumps(results))
     table = format_table(rows)
     (out / "crowd_table.md").write_text(markdown_table(rows) + "\n")
     (out / "crowd.json").write_text(json.dumps({
         "config": config.__dict__, "detr_config": trainer.config.to_dict(), "device": str(device), "val_images": len(peer_val),
-        "steps": {"DETR": trainer.step, PEER_NAME: peer_run["steps"]},
+        "steps": steps, "yolo_run": yolo[1] if yolo else None,
         "figure_score_thresholds": thresholds, "rows": [r.to_dict() for r in rows]}, indent=1))
-    print(f"{config.minutes:g} training minutes each on {device}: DETR {trainer.step} steps, "
-          f"{PEER_NAME} {peer_run['steps']} steps; {len(peer_val)} val images")
+    counted = ", ".join(f"{name} {n} {'batches' if name not in DETECTION_FILES else 'steps'}" for name, n in steps.items())
+    print(f"{config.minutes:g} training minutes each on {device}: {counted}; {len(peer_val)} val images")
     print(table)
     print(f"table: {out / 'crowd_table.md'}; figure: {figure}")
     return rows

@@ -1,0 +1,128 @@
+"""The YOLO peer: Ultralytics' YOLOv8n built from its yaml (no pretrained weights), trained
+from scratch with Ultralytics' own defaults for the same wall-clock budget on the same
+split, its val detections scored by the same code as the other detectors.
+
+Ultralytics is AGPL-3.0, so it is never a dependency of this package: it is imported
+here, lazily, only when installed, and the benchmark runs without this row otherwise.
+It runs offline: its settings live in the run folder, it is told it has no network,
+plots are off and nothing is downloaded (no weights, no fonts).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+from unittest import mock
+
+import torch
+
+from detr.config import CrowdBenchmarkConfig
+from detr.crowd.yolo_labels import write_yolo_dataset
+from detr.data.coco_records import Categories
+from detr.data.sources import Split, validated_split
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = ("YOLO peer left out: `pip install ultralytics` adds it to this benchmark (AGPL-3.0, "
+                "used by `detr crowd --train` only, never a dependency of detr)")
+STRIDE = 32  # YOLOv8's largest stride: its input sides are multiples of it
+
+
+def yolo_installed() -> bool:
+    return importlib.util.find_spec("ultralytics") is not None
+
+
+def yolo_name(model_yaml: str) -> str:
+    """'yolov8n.yaml' -> 'YOLOv8n', the row's name."""
+    stem = Path(model_yaml).stem
+    return "YOLO" + stem[4:] if stem.lower().startswith("yolo") else stem
+
+
+def yolo_image_size(image_size: int) -> int:
+    """The other detectors' image size, rounded up to the stride (as Ultralytics itself would)."""
+    return max(STRIDE, math.ceil(image_size / STRIDE) * STRIDE)
+
+
+def yolo_records(image_id: int, xyxy: Sequence[Sequence[float]], scores: Sequence[float],
+                 classes: Sequence[float], category_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """One image's detections (absolute xyxy pixels, class indices into the training split's
+    categories) as COCO result records: xywh boxes, COCO category ids."""
+    records = []
+    for (x1, y1, x2, y2), score, cls in zip(xyxy, scores, classes):
+        records.append({"image_id": int(image_id), "category_id": category_ids[int(cls)],
+                        "bbox": [round(float(v), 2) for v in (x1, y1, x2 - x1, y2 - y1)],
+                        "score": round(float(score), 5)})
+    return records
+
+
+def _ultralytics(settings_dir: Path):
+    """Ultralytics, imported offline with its settings file in `settings_dir` (read at first import)."""
+    settings_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["YOLO_CONFIG_DIR"] = str(settings_dir.resolve())  # the user's own settings stay untouched
+    os.environ["YOLO_OFFLINE"] = "1"  # no connectivity probe, no events, no update checks
+    os.environ["YOLO_AUTOINSTALL"] = "False"  # never pip-install a missing requirement
+    import ultralytics
+    from ultralytics.utils import SETTINGS
+
+    SETTINGS.update({key: False for key in ("sync", "hub", "tensorboard", "wandb", "mlflow", "comet",
+                                            "clearml", "dvc", "neptune", "raytune") if key in SETTINGS})
+    return ultralytics
+
+
+def _device_arg(device: torch.device) -> str:
+    return "cpu" if device.type == "cpu" else str(device.index or 0)
+
+
+def train_yolo(config: CrowdBenchmarkConfig, train: Split, val: Split, image_size: int, device: torch.device,
+               out: Path, progress: bool) -> tuple[Any, dict[str, Any]]:
+    """Ultralytics' trainer with its default hyper-parameters; `time=` (hours) is the budget and
+    overrides its epochs. Returns the final (EMA) weights as a YOLO model and the run's numbers."""
+    ultralytics = _ultralytics(out / "settings")
+    train, val = validated_split(train), validated_split(val, train.records.categories, "the training split's")
+    dataset_yaml = write_yolo_dataset(train.records, train.images, val.records, val.images, out / "data")
+    threads = torch.get_num_threads()  # Ultralytics sets cores - 1 on CPU; keep what the other detectors get
+    model = ultralytics.YOLO(config.yolo_model)
+    batches = []
+    model.add_callback("on_train_start", lambda trainer: torch.set_num_threads(threads))
+    model.add_callback("on_train_batch_end", lambda trainer: batches.append(1))
+    try:
+        # Plots are off, so no font is needed: skip the font check's download attempt.
+        with mock.patch("ultralytics.data.utils.check_font", lambda *args, **kwargs: None):
+            model.train(data=str(dataset_yaml), imgsz=yolo_image_size(image_size), time=config.minutes / 60,
+                        device=_device_arg(device), workers=config.yolo_workers, seed=config.seed,
+                        pretrained=False, amp=False,  # fp32 like DETR, and AMP's check would download weights
+                        val=False,  # validating every epoch would spend the budget; DETR evaluates once, after
+                        plots=False, project=str(out.resolve()), name="train", exist_ok=True, verbose=progress)
+    finally:
+        torch.set_num_threads(threads)
+    trainer = model.trainer
+    run = {"batches": len(batches), "batch_size": trainer.batch_size, "epochs": trainer.epoch + 1,
+           "weights": str(trainer.last)}
+    return ultralytics.YOLO(str(trainer.last)), run
+
+
+def predict_yolo(model: Any, config: CrowdBenchmarkConfig, val: Split, categories: Categories, image_size: int,
+                 device: torch.device) -> list[dict[str, Any]]:
+    """COCO result records for every val image: detections down to `config.yolo_score_floor`,
+    at most 100 an image (what COCO evaluation expects), after Ultralytics' own NMS."""
+    val = validated_split(val, categories, "the training split's")
+    image_ids = list(val.records.images)
+    paths = [str(val.images / val.records.images[i]["file_name"]) for i in image_ids]
+    threads = torch.get_num_threads()
+    records: list[dict[str, Any]] = []
+    try:
+        results = model.predict(source=paths, imgsz=yolo_image_size(image_size), conf=config.yolo_score_floor,
+                                max_det=100, device=_device_arg(device), stream=True, verbose=False, save=False)
+        for image_id, path, result in zip(image_ids, paths, results):
+            if Path(result.path).name != Path(path).name:
+                raise RuntimeError(f"Ultralytics returned {result.path} where {path} was expected")
+            boxes = result.boxes
+            records += yolo_records(image_id, boxes.xyxy.tolist(), boxes.conf.tolist(), boxes.cls.tolist(),
+                                    categories.ids)
+    finally:
+        torch.set_num_threads(threads)
+    return records
