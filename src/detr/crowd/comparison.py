@@ -88,10 +88,11 @@ def compare(config: CrowdBenchmarkConfig, train: Split, val: Split, out: str | P
     yolo = train_yolo_peer(config, train, val, image_size, out / "yolo", trainer.device, progress)
     steps = {"DETR": trainer.step, PEER_NAME: peer_run["steps"]}
     detections = {PEER_NAME: peer_results}
+    yolo_label = yolo_name(config.yolo_model)
     if yolo is not None:
         yolo_results, yolo_run = yolo
-        steps[yolo_name(config.yolo_model)] = yolo_run["batches"]  # its batches; it steps once per 64 images
-        detections[yolo_name(config.yolo_model)] = yolo_results
+        steps[yolo_label] = yolo_run["steps"]
+        detections[yolo_label] = yolo_results
     detections["DETR"] = detr_results
     log.info("steps in %.1f minutes each: %s", config.minutes, steps)
 
@@ -101,7 +102,7 @@ def compare(config: CrowdBenchmarkConfig, train: Split, val: Split, out: str | P
     rows = [score(f"GT+NMS@{t}", ground_truth, apply_nms(perfect, t), count_threshold=0.0) for t in NMS_THRESHOLDS]
     rows.append(score(f"{PEER_NAME} (NMS@0.6)", ground_truth, peer_results))
     if yolo is not None:
-        rows.append(score(f"{yolo_name(config.yolo_model)} (NMS@0.7)", ground_truth, yolo_results))
+        rows.append(score(f"{yolo_label} (NMS@0.7)", ground_truth, yolo_results))  # Ultralytics' default NMS IoU
     rows.append(score("DETR", ground_truth, detr_results))
     rows.append(score(f"DETR+NMS@{config.detr_nms_iou}", ground_truth,
                       apply_nms(detr_results, config.detr_nms_iou)))
@@ -117,8 +118,9 @@ def compare(config: CrowdBenchmarkConfig, train: Split, val: Split, out: str | P
         "config": config.__dict__, "detr_config": trainer.config.to_dict(), "device": str(device), "val_images": len(peer_val),
         "steps": steps, "yolo_run": yolo[1] if yolo else None,
         "figure_score_thresholds": thresholds, "rows": [r.to_dict() for r in rows]}, indent=1))
-    counted = ", ".join(f"{name} {n} {'batches' if name not in DETECTION_FILES else 'steps'}" for name, n in steps.items())
-    print(f"{config.minutes:g} training minutes each on {device}: {counted}; {len(peer_val)} val images")
+    batches = f" ({yolo[1]['batches']} batches of {yolo[1]['batch_size']})" if yolo else ""
+    print(f"{config.minutes:g} training minutes each on {device}: "
+          + ", ".join(f"{name} {n} steps" for name, n in steps.items()) + f"{batches}; {len(peer_val)} val images")
     print(table)
     print(f"table: {out / 'crowd_table.md'}; figure: {figure}")
     return rows

@@ -50,10 +50,10 @@ def _cell(value: float) -> str:
 
 
 def _thresholds_note(rows: list[Row]) -> str:
-    """What the count columns mean, and the score threshold of the boxes counted (rows that
-    were counted at another threshold than most are named)."""
+    """What the count columns mean, and the score threshold of the boxes counted (rows counted
+    at another threshold than `detr predict`'s default, or than most rows, are named)."""
     thresholds = [r.counts.threshold for r in rows]
-    usual = max(set(thresholds), key=thresholds.count)
+    usual = DEFAULT_THRESHOLD if DEFAULT_THRESHOLD in thresholds else max(set(thresholds), key=thresholds.count)
     others = "".join(f"; {', '.join(r.name for r in rows if r.counts.threshold == t)} at score >= {t:g}"
                      for t in sorted(set(thresholds) - {usual}))
     return (f"found: share of objects found (IoU >= 0.5); dup, nothing: shares of the boxes that are duplicates "

@@ -82,13 +82,14 @@ def train_yolo(config: CrowdBenchmarkConfig, train: Split, val: Split, image_siz
     """Ultralytics' trainer with its default hyper-parameters; `time=` (hours) is the budget and
     overrides its epochs. Returns the final (EMA) weights as a YOLO model and the run's numbers."""
     ultralytics = _ultralytics(out / "settings")
-    train, val = validated_split(train), validated_split(val, train.records.categories, "the training split's")
+    train = validated_split(train)
+    val = validated_split(val, train.records.categories, "the training split's")
     dataset_yaml = write_yolo_dataset(train.records, train.images, val.records, val.images, out / "data")
     threads = torch.get_num_threads()  # Ultralytics sets cores - 1 on CPU; keep what the other detectors get
     model = ultralytics.YOLO(config.yolo_model)
     batches = []
     model.add_callback("on_train_start", lambda trainer: torch.set_num_threads(threads))
-    model.add_callback("on_train_batch_end", lambda trainer: batches.append(1))
+    model.add_callback("on_train_batch_start", lambda trainer: batches.append(1))  # its end is skipped at the stop
     try:
         # Plots are off, so no font is needed: skip the font check's download attempt.
         with mock.patch("ultralytics.data.utils.check_font", lambda *args, **kwargs: None):
@@ -100,8 +101,9 @@ def train_yolo(config: CrowdBenchmarkConfig, train: Split, val: Split, image_siz
     finally:
         torch.set_num_threads(threads)
     trainer = model.trainer
-    run = {"batches": len(batches), "batch_size": trainer.batch_size, "epochs": trainer.epoch + 1,
-           "weights": str(trainer.last)}
+    # Its EMA is updated once per optimizer step: one per 64 images (nbs) after the warm-up, more often during it.
+    run = {"steps": trainer.ema.updates, "batches": len(batches), "batch_size": trainer.batch_size,
+           "epochs": trainer.epoch + 1, "weights": str(trainer.last)}
     return ultralytics.YOLO(str(trainer.last)), run
 
 
