@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torchvision.ops import box_convert
+
+if TYPE_CHECKING:
+    from detr.model.outputs import Predictions
 
 
 def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
@@ -60,8 +65,8 @@ class PostProcess:
         self.class_pairs = class_pairs
 
     @torch.no_grad()
-    def __call__(self, outputs: dict, image_sizes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
+    def __call__(self, outputs: Predictions, image_sizes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        logits, boxes = outputs.logits, outputs.boxes
         if len(image_sizes) != len(logits):
             raise ValueError(f"{len(image_sizes)} image sizes for {len(logits)} predictions")
         return self.select(*scored_boxes(logits, boxes, image_sizes, self.class_pairs))

@@ -38,7 +38,7 @@ class InferenceGraph(nn.Module):
     def forward(self, images: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
         mask = rest[0] if self.with_mask else None
         outputs = self.model(images, mask)
-        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
+        logits, boxes = outputs.logits, outputs.boxes
         if self.postprocess:
             return scored_boxes(logits, boxes, rest[-1], self.model.config.class_pairs)
         return logits, boxes

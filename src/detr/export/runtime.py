@@ -17,6 +17,7 @@ from detr.data.transforms import val_transforms
 from detr.export.onnx_file import METADATA_KEY
 from detr.export.optional import optional_module
 from detr.inference import Predictor
+from detr.model.outputs import Predictions
 from detr.postprocess import PostProcess
 from detr.weights import WeightsError
 
@@ -62,12 +63,12 @@ class OnnxPredictor(Predictor):
         outputs = self.session.run(None, {name: feeds[name] for name in self.inputs})
         return [torch.from_numpy(o) for o in outputs]
 
-    def forward(self, images: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, mask: torch.Tensor) -> Predictions:
         if "image_sizes" in self.inputs:
             raise ValueError("this ONNX graph was exported with --postprocess: it gives detections, "
                              "not the model's outputs")
         logits, boxes = self._run(images, mask)
-        return {"pred_logits": logits, "pred_boxes": boxes}
+        return Predictions(logits, boxes)
 
     def _detect(self, batch: torch.Tensor, mask: torch.Tensor, sizes: torch.Tensor,
                 threshold: float) -> list[dict[str, torch.Tensor]]:

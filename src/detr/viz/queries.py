@@ -57,10 +57,10 @@ def collect_query_boxes(predictor: Predictor, images: Iterable[ImageInput], batc
     def flush() -> None:
         pixels, mask = pad_images(batch)
         out = predictor.model(pixels.to(predictor.device), mask.to(predictor.device))
-        boxes = out["pred_boxes"].float().cpu()
+        boxes = out.boxes.float().cpu()
         centres.append(boxes[..., :2].numpy())
         sizes.append(boxes[..., 2:].numpy())
-        scores.append(class_scores(out["pred_logits"])[0].cpu().numpy())
+        scores.append(class_scores(out.logits)[0].cpu().numpy())
         batch.clear()
 
     for image in tqdm(images, desc="queries", disable=not progress):
