@@ -3,6 +3,7 @@ import torch
 
 from detr.model import build_model
 from detr.model.outputs import Predictions
+from detr.model.class_scoring import ClassScoring
 from detr.postprocess import PostProcess
 from tests.conftest import tiny_model_config
 
@@ -42,7 +43,7 @@ def _random_outputs(seed: int, batch: int = 2, queries: int = 5, classes: int = 
 def test_class_pairs_are_the_best_query_class_pairs_found_by_listing_them_all():
     outputs, sizes = _random_outputs(1), torch.tensor([[100, 200], [50, 60]])
     for class_pairs, expected_count in ((7, 7), (3, 5), (100, 15)):  # at least the 5 queries, at most 5 x 3
-        results = PostProcess(class_pairs=class_pairs)(outputs, sizes)
+        results = PostProcess(scoring=ClassScoring(class_pairs))(outputs, sizes)
         for image, result in enumerate(results):
             logits = outputs.logits[image]
             probabilities = logits.softmax(-1)[:, :-1]
@@ -63,7 +64,7 @@ def test_class_pairs_keep_the_same_detections_at_a_threshold_of_one_half():
     for seed in range(5):
         outputs = _random_outputs(seed, queries=8)
         plain = PostProcess(threshold=0.5)(outputs, sizes)
-        paired = PostProcess(threshold=0.5, class_pairs=4)(outputs, sizes)
+        paired = PostProcess(threshold=0.5, scoring=ClassScoring(4))(outputs, sizes)
         for a, b in zip(plain, paired):
             compared += len(a["scores"])
             torch.testing.assert_close(a["scores"], b["scores"])

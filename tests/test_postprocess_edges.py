@@ -9,7 +9,8 @@ from torch.utils._pytree import tree_map
 from torchvision.ops import box_convert
 
 from detr.model.outputs import Predictions
-from detr.postprocess import PostProcess, class_probabilities, class_scores, scored_boxes
+from detr.model.class_scoring import ClassScoring
+from detr.postprocess import PostProcess
 
 
 def _outputs(seed: int, batch: int = 2, queries: int = 5, classes: int = 3):
@@ -39,7 +40,7 @@ def test_one_class_pair_per_query_is_the_best_pairs_not_each_query_best_class():
     """class_pairs=1 still lists pairs (at least N of them), so a query may appear twice."""
     outputs, sizes = _outputs(3, batch=1, queries=4), torch.tensor([[50, 50]])
     outputs.logits[0] = torch.tensor([[5.0, 4.9, -5, 0], [-5, -5, -5, 5], [-5, -5, -5, 5], [0, -5, -5, 0.5]])
-    result = PostProcess(class_pairs=1)(outputs, sizes)[0]
+    result = PostProcess(scoring=ClassScoring(1))(outputs, sizes)[0]
     probabilities = outputs.logits[0].softmax(-1)[:, :-1]
     best = sorted(((float(probabilities[q, c]), q, c) for q in range(4) for c in range(3)), reverse=True)[:4]
     torch.testing.assert_close(result["scores"], torch.tensor([p for p, _, _ in best]))
@@ -55,9 +56,9 @@ def test_half_precision_outputs_give_fp32_detections(dtype, class_pairs):
     """Scores and boxes are computed in fp32 from the (rounded) half values."""
     outputs = tree_map(lambda value: value.to(dtype), _outputs(4))
     sizes = torch.tensor([[100, 200], [30, 70]])
-    results = PostProcess(class_pairs=class_pairs)(outputs, sizes)
+    results = PostProcess(scoring=ClassScoring(class_pairs))(outputs, sizes)
     upcast = tree_map(lambda value: value.float(), outputs)
-    expected = PostProcess(class_pairs=class_pairs)(upcast, sizes)
+    expected = PostProcess(scoring=ClassScoring(class_pairs))(upcast, sizes)
     for result, reference in zip(results, expected, strict=True):
         assert result["scores"].dtype == result["boxes"].dtype == torch.float32
         torch.testing.assert_close(result["scores"], reference["scores"], atol=1e-6, rtol=1e-6)
@@ -70,18 +71,18 @@ def test_half_precision_outputs_give_fp32_detections(dtype, class_pairs):
 
 def test_class_probabilities_of_half_logits_are_fp32():
     logits = _outputs(5).logits.to(torch.bfloat16)
-    probabilities = class_probabilities(logits)
+    probabilities = ClassScoring().probabilities(logits)
     expected = logits.float().softmax(-1)[..., :-1]
     assert probabilities.dtype == torch.float32
     torch.testing.assert_close(probabilities, expected, atol=1e-7, rtol=1e-6)
-    scores, labels = class_scores(logits)
+    scores, labels = ClassScoring().best(logits)
     torch.testing.assert_close(scores, expected.max(-1).values)
     assert torch.equal(labels, expected.argmax(-1))
 
 
 def test_scored_boxes_keep_query_order_without_class_pairs():
     outputs, sizes = _outputs(6), torch.tensor([[100, 200], [30, 70]])
-    scores, labels, boxes = scored_boxes(outputs.logits, outputs.boxes, sizes)
+    scores, labels, boxes = ClassScoring().scored_boxes(outputs.logits, outputs.boxes, sizes)
     probabilities = outputs.logits.softmax(-1)[..., :-1]
     torch.testing.assert_close(scores, probabilities.max(-1).values)
     assert torch.equal(labels, probabilities.argmax(-1))
@@ -115,8 +116,8 @@ def test_image_sizes_for_another_batch_are_a_clear_error():
 def test_the_defaults_are_the_papers_softmax_reading():
     logits = _outputs(10).logits
     probabilities = logits.softmax(-1)[..., :-1]
-    torch.testing.assert_close(class_probabilities(logits), probabilities)
-    scores, labels = class_scores(logits)
+    torch.testing.assert_close(ClassScoring().probabilities(logits), probabilities)
+    scores, labels = ClassScoring().best(logits)
     torch.testing.assert_close(scores, probabilities.max(-1).values)
     assert torch.equal(labels, probabilities.argmax(-1))
 
@@ -126,7 +127,7 @@ def test_image_sizes_on_the_host_scale_outputs_on_another_device():
     stands in for it here (a host tensor times a meta one is an error, as with CUDA)."""
     outputs = tree_map(lambda value: value.to("meta"), _outputs(11))
     for class_pairs in (0, 6):
-        scores, labels, boxes = scored_boxes(outputs.logits, outputs.boxes,
-                                             torch.tensor([[100, 200], [30, 70]]), class_pairs)
+        scores, labels, boxes = ClassScoring(class_pairs).scored_boxes(outputs.logits, outputs.boxes,
+                                                                   torch.tensor([[100, 200], [30, 70]]))
         assert scores.device.type == labels.device.type == boxes.device.type == "meta"
         assert boxes.shape == (2, max(class_pairs, 5), 4)

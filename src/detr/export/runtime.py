@@ -17,6 +17,7 @@ from detr.data.transforms import val_transforms
 from detr.export.onnx_file import METADATA_KEY
 from detr.export.optional import optional_module
 from detr.inference import Predictor
+from detr.model.class_scoring import ClassScoring
 from detr.model.outputs import Predictions
 from detr.postprocess import PostProcess
 from detr.weights import WeightsError
@@ -49,7 +50,8 @@ class OnnxPredictor(Predictor):
         self.precision = "fp32"
         self.config = ExperimentConfig.from_dict(info["config"])
         self.categories = Categories.from_dict(info["categories"])
-        self.class_pairs = self.config.model.class_pairs
+        # The graph scores the classes itself (exported with the model's rule); this says which rule.
+        self.scoring = ClassScoring(self.config.model.class_pairs)
         self.transforms = val_transforms(self.config.data)
 
     def _run(self, images: torch.Tensor, mask: torch.Tensor, sizes: torch.Tensor | None = None

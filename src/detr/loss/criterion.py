@@ -11,6 +11,7 @@ from detr.config import LossConfig
 from detr.distributed import world_size
 from detr.loss.dense_assignment import centre_assignment
 from detr.loss.matcher import HungarianMatcher, Match
+from detr.model.class_scoring import ClassScoring
 from detr.model.outputs import DenoisingOutput, DETROutput, Predictions, TokenProposals
 
 
@@ -35,14 +36,18 @@ class SetCriterion(nn.Module):
     rest on no-object (soft targets of the same cross-entropy).
     """
 
-    def __init__(self, num_classes: int, config: LossConfig, queries_per_group: int | None = None) -> None:
+    def __init__(self, num_classes: int, config: LossConfig, queries_per_group: int | None = None,
+                 scoring: ClassScoring = ClassScoring()) -> None:
         """queries_per_group: the model's num_queries, when it trains query groups (Group DETR):
-        outputs with G times as many queries hold G groups. None: all queries are one group."""
+        outputs with G times as many queries hold G groups. None: all queries are one group.
+        scoring: the model's class-scoring rule, which the matcher's class cost and the
+        cardinality metric read."""
         super().__init__()
         self.num_classes = num_classes
         self.config = config
         self.queries_per_group = queries_per_group
-        self.matcher = HungarianMatcher.from_config(config)
+        self.scoring = scoring
+        self.matcher = HungarianMatcher.from_config(config, scoring)
         class_weight = torch.ones(num_classes + 1)
         class_weight[-1] = config.eos_coef
         self.register_buffer("class_weight", class_weight)
@@ -135,7 +140,7 @@ class SetCriterion(nn.Module):
             class_error = 100 * (1 - correct)
         else:
             class_error = torch.zeros((), device=logits.device)
-        predicted_objects = (logits.argmax(-1) != self.num_classes).sum(1).float()
+        predicted_objects = self.scoring.predicts_object(logits).sum(1).float()
         target_counts = torch.tensor([float(len(t["labels"])) for t in targets])
         target_counts = _to_device_async(target_counts, logits.device)
         return {"class_error": class_error, "cardinality_error": F.l1_loss(predicted_objects, target_counts)}

@@ -7,6 +7,7 @@ from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_convert, generalized_box_iou
 
 from detr.config import LossConfig
+from detr.model.class_scoring import ClassScoring
 from detr.model.outputs import Predictions, TokenProposals
 
 Match = tuple[torch.Tensor, torch.Tensor]  # (query indices, target indices), int64 on CPU
@@ -20,16 +21,18 @@ class HungarianMatcher:
     and solved per image and layer with scipy's linear_sum_assignment.
     """
 
-    def __init__(self, cost_class: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0) -> None:
+    def __init__(self, cost_class: float = 1.0, cost_bbox: float = 5.0, cost_giou: float = 2.0,
+                 scoring: ClassScoring = ClassScoring()) -> None:
         if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
             raise ValueError("all matcher costs are zero")
         self.cost_class = cost_class
         self.cost_bbox = cost_bbox
         self.cost_giou = cost_giou
+        self.scoring = scoring  # p[class] of the class cost
 
     @classmethod
-    def from_config(cls, config: LossConfig) -> HungarianMatcher:
-        return cls(config.cost_class, config.cost_bbox, config.cost_giou)
+    def from_config(cls, config: LossConfig, scoring: ClassScoring = ClassScoring()) -> HungarianMatcher:
+        return cls(config.cost_class, config.cost_bbox, config.cost_giou, scoring)
 
     @torch.no_grad()
     def layer_cost_matrices(self, layers: list[Predictions], targets: list[dict]) -> list[list[torch.Tensor]]:
@@ -71,7 +74,7 @@ class HungarianMatcher:
 
     def _class_cost(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """[L, B*Q, K+1] logits, [T] labels -> [L, B*Q, T] unweighted class costs."""
-        return -logits.softmax(-1)[..., labels]
+        return -self.scoring.probabilities(logits)[..., labels]
 
     def cost_matrices(self, outputs: Predictions, targets: list[dict]) -> list[torch.Tensor]:
         """Per image, the [num_queries, num_targets] cost matrix of one layer's outputs."""

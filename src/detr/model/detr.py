@@ -8,6 +8,7 @@ from torch import nn
 
 from detr.config import ModelConfig
 from detr.model.backbone import Backbone, resize_mask
+from detr.model.class_scoring import ClassScoring
 from detr.model.denoising import DenoisingBranch
 from detr.model.encoded import EncodedImage
 from detr.model.fine_level import FineLevel
@@ -31,12 +32,13 @@ class DETR(nn.Module):
                  transformer: Transformer, queries: nn.Module, decoder: nn.Module, class_embed: nn.Module,
                  bbox_embed: nn.Module, *, query_groups: int = 1, aux_loss: bool = True,
                  fine_level: FineLevel | None = None, query_selection: QuerySelection | None = None,
-                 denoising: DenoisingBranch | None = None,
+                 denoising: DenoisingBranch | None = None, scoring: ClassScoring = ClassScoring(),
                  config: ModelConfig | None = None) -> None:
         """query_groups: G groups of queries in training (Group DETR), one at inference;
         fine_level: a finer level after the encoder (its backbone returns two stages);
         query_selection: the encoder tokens' proposals, from which selected queries start;
-        denoising: the training-only branch; config: the settings the builder read, kept for
+        denoising: the training-only branch; scoring: how the class logits become scores, for
+        whatever reads them (loss, post-processing, export, pictures); config: the settings the builder read, kept for
         tools that describe the model (export, pictures), never read here."""
         super().__init__()
         self.backbone = backbone
@@ -54,6 +56,7 @@ class DETR(nn.Module):
         self.denoising = denoising
         self.query_groups = query_groups
         self.aux_loss = aux_loss
+        self.scoring = scoring
         self.config = config
         self.register_load_state_dict_pre_hook(_rename_old_parameters)
 

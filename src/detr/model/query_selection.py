@@ -20,7 +20,7 @@ from torchvision.ops import batched_nms, box_convert
 
 from detr.model.anchor_decoder import inverse_sigmoid
 from detr.model.outputs import TokenProposals
-from detr.postprocess import class_probabilities
+from detr.model.class_scoring import ClassScoring
 
 def cell_proposals(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """mask [B, h, w] True on padding -> (boxes [B, h*w, 4] normalised cxcywh, valid [B, h*w]).
@@ -94,8 +94,10 @@ Selection: TypeAlias = tuple[TokenProposals, torch.Tensor, torch.Tensor]
 class QuerySelection(TokenHeads):
     """The token heads, whose top-scoring tokens give the decoder's anchors."""
 
-    def __init__(self, dim: int, num_classes: int, box_head: nn.Module, distinct_iou: float = 0.0) -> None:
+    def __init__(self, dim: int, num_classes: int, box_head: nn.Module, distinct_iou: float = 0.0,
+                 scoring: ClassScoring = ClassScoring()) -> None:
         super().__init__(dim, num_classes, box_head)
+        self.scoring = scoring  # a token's score: its best class's, as the decoder's queries score
         self.distinct_iou = distinct_iou  # model.distinct_queries
 
     def forward(self, memory: torch.Tensor, feature_masks: list[torch.Tensor], count: int) -> Selection:
@@ -104,7 +106,7 @@ class QuerySelection(TokenHeads):
         features [B, count, D] (RT-DETR's content queries), both detached."""
         proposals, box_logits, tokens = self.predict(memory, feature_masks)
         logits, valid = proposals.logits, proposals.valid
-        scores = class_probabilities(logits.detach()).amax(-1).masked_fill(~valid, -1.0)
+        scores = self.scoring.probabilities(logits.detach()).amax(-1).masked_fill(~valid, -1.0)
         if count > scores.shape[1]:
             raise ValueError(f"{count} queries but the encoder has only {scores.shape[1]} tokens to choose "
                              "from; use larger images or fewer queries")

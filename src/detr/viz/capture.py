@@ -20,7 +20,6 @@ from torchvision.ops import box_convert
 from detr.data.collate import pad_images
 from detr.inference import ImageInput, Predictor, to_uint8_image
 from detr.model.transformer import AttentionMaps
-from detr.postprocess import class_scores
 
 
 @dataclass
@@ -125,7 +124,7 @@ def capture(predictor: Predictor, image: ImageInput, threshold: float = 0.5) -> 
         attention.decoder_cross = [fold_fine_level(weights, out.fine_shape, out.feature_shape)
                                    for weights in attention.decoder_cross]
     logits, boxes = out.logits[0].float().cpu(), out.boxes[0].float().cpu()
-    scores, labels = class_scores(logits)
+    scores, labels = predictor.scoring.best(logits)
     height, width = pixels.shape[-2:]
     scale = torch.tensor([width, height, width, height], dtype=torch.float32)
     return Capture(

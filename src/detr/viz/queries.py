@@ -20,7 +20,6 @@ from tqdm import tqdm
 
 from detr.data.collate import pad_images
 from detr.inference import ImageInput, Predictor, to_uint8_image
-from detr.postprocess import class_scores
 from detr.viz.figure import hide_unused, new_figure, save
 
 SIZE_NAMES = ("small", "medium", "large")
@@ -60,7 +59,7 @@ def collect_query_boxes(predictor: Predictor, images: Iterable[ImageInput], batc
         boxes = out.boxes.float().cpu()
         centres.append(boxes[..., :2].numpy())
         sizes.append(boxes[..., 2:].numpy())
-        scores.append(class_scores(out.logits)[0].cpu().numpy())
+        scores.append(predictor.scoring.best(out.logits)[0].cpu().numpy())
         batch.clear()
 
     for image in tqdm(images, desc="queries", disable=not progress):
