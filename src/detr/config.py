@@ -407,15 +407,11 @@ def fast_cpu() -> ExperimentConfig:
     config.loss.iou_aware_classes = True
     config.train.ema_decay = 0.999
     config.model.class_pairs = 100
-    # DDQ-DETR's distinct queries: without them the decoder listed several boxes for one object
-    # (two confident predictions in ten overlapped, all from anchors at IoU > 0.5). At 10 CPU-minutes
-    # on general (chosen there): `fast` 0.016-0.019 -> 0.028, `fast_fine` 0.016 -> 0.041; reported on
-    # the built-in data (`fast_fine` 0.408 -> 0.495) and dense (0.052 -> 0.068), whose neighbours
-    # overlap more than 0.5 (BENCHMARKS.md, ninth session).
+    # DDQ-DETR's distinct queries: NMS at IoU 0.5 among the encoder's proposals before they become
+    # queries, so that two queries rarely start from anchors on one object.
     config.model.distinct_queries = 0.5
     # Each query starts as one of the encoder's best tokens, so more queries cover more objects
-    # at little cost: on general data at 10 minutes, 12 -> 32 -> 64 queries gave AP 0.010 ->
-    # 0.015 -> 0.019. `detr train` keeps them within the smallest training input's tokens.
+    # at little cost. `detr train` keeps them within the smallest training input's tokens.
     config.model.num_queries = 64
     return config
 
@@ -424,16 +420,12 @@ def fast_fine_cpu() -> ExperimentConfig:
     """The default: `fast` with RT-DETR's top-down fusion, which gives the decoder and query
     selection a stride-8 level beside the encoder's stride 16, and Deformable DETR's decoder, whose
     queries sample a few points around their boxes on both levels; one query group instead of four
-    buys back most of the steps the fine level costs. At 10 CPU-minutes (BENCHMARKS.md, tenth
-    session): general 0.397 (0.108 with the full-attention decoder), dense 0.172, the built-in
-    data 0.721. Without distinct queries the finer level's neighbouring tokens crowded onto one
-    object and it did not beat `fast` on general (sixth session)."""
+    buys back most of the steps the fine level costs. Its results are in BENCHMARKS.md."""
     config = fast_cpu()
     config.model.fine_level = True
     config.model.query_groups = 1
     # Deformable DETR's decoder: each query reads a few points around its box on both levels instead
-    # of attending every token. At 10 CPU-minutes on general (chosen there): AP 0.108 -> 0.397, with
-    # more steps (839 against 791) (BENCHMARKS.md, tenth session).
+    # of attending every token (cheaper steps, and boxes that read around themselves).
     config.model.decoder_attention = "deformable"
     return config
 
