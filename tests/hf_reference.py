@@ -39,7 +39,7 @@ def assert_same_outputs(ours, hf, single=(64, 96), padded=((96, 128), (64, 80)),
         with torch.no_grad():
             a = ours(images, pad)
             b = hf(pixel_values=images, pixel_mask=None if pad is None else (~pad).long())
-        assert a["pred_logits"][0].std(0).max() > 10 * tolerance  # queries differ: a mis-mapped tensor would show
-        logits = (a["pred_logits"] - b.logits).abs().max().item()
-        boxes = (a["pred_boxes"] - b.pred_boxes).abs().max().item()
+        assert a.logits[0].std(0).max() > 10 * tolerance  # queries differ: a mis-mapped tensor would show
+        logits = (a.logits - b.logits).abs().max().item()
+        boxes = (a.boxes - b.pred_boxes).abs().max().item()
         assert logits <= tolerance and boxes <= tolerance, (logits, boxes)

@@ -20,6 +20,7 @@ from detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, val_transforms
 from detr.engine.evaluate import predict_dataset
 from detr.inference import Predictor
 from detr.model import build_model
+from detr.model.outputs import Predictions
 from tests.conftest import tiny_model_config
 from tests.data.tiny_coco import write_coco
 
@@ -56,7 +57,7 @@ class RectangleFinder(nn.Module):
                 cx, cy = (at[0] * across).sum() / width, (at[1] * down).sum() / height
                 boxes[b, c] = torch.tensor([cx / valid_w, cy / valid_h, width / valid_w, height / valid_h])
                 logits[b, c, c] = 10.0
-        return {"pred_logits": logits, "pred_boxes": boxes}
+        return Predictions(logits, boxes)
 
 
 def _data_config(val_scale):

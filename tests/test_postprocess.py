@@ -2,6 +2,8 @@ import pytest
 import torch
 
 from detr.model import build_model
+from detr.model.outputs import Predictions
+from detr.model.class_scoring import ClassScoring
 from detr.postprocess import PostProcess
 from tests.conftest import tiny_model_config
 
@@ -9,12 +11,12 @@ from tests.conftest import tiny_model_config
 def _outputs():
     logits = torch.tensor([[[4.0, 0.0, 0.0], [0.0, 0.0, 5.0], [0.0, 3.0, 0.0]]])
     boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.4], [0.1, 0.1, 0.1, 0.1], [0.25, 0.75, 0.5, 0.5]]])
-    return {"pred_logits": logits, "pred_boxes": boxes}
+    return Predictions(logits, boxes)
 
 
 def test_scores_labels_and_pixel_boxes():
     result = PostProcess()(_outputs(), torch.tensor([[100, 200]]))[0]
-    prob = _outputs()["pred_logits"][0].softmax(-1)[:, :2]
+    prob = _outputs().logits[0].softmax(-1)[:, :2]
     expected_scores, expected_labels = prob.max(-1)
     order = expected_scores.argsort(descending=True)
     torch.testing.assert_close(result["scores"], expected_scores[order])
@@ -34,16 +36,16 @@ def test_threshold_and_top_k():
 
 def _random_outputs(seed: int, batch: int = 2, queries: int = 5, classes: int = 3):
     generator = torch.Generator().manual_seed(seed)
-    return {"pred_logits": 3 * torch.randn(batch, queries, classes + 1, generator=generator),
-            "pred_boxes": torch.rand(batch, queries, 4, generator=generator) * 0.5 + 0.25}
+    return Predictions(3 * torch.randn(batch, queries, classes + 1, generator=generator),
+                       torch.rand(batch, queries, 4, generator=generator) * 0.5 + 0.25)
 
 
 def test_class_pairs_are_the_best_query_class_pairs_found_by_listing_them_all():
     outputs, sizes = _random_outputs(1), torch.tensor([[100, 200], [50, 60]])
     for class_pairs, expected_count in ((7, 7), (3, 5), (100, 15)):  # at least the 5 queries, at most 5 x 3
-        results = PostProcess(class_pairs=class_pairs)(outputs, sizes)
+        results = PostProcess(scoring=ClassScoring(class_pairs))(outputs, sizes)
         for image, result in enumerate(results):
-            logits = outputs["pred_logits"][image]
+            logits = outputs.logits[image]
             probabilities = logits.softmax(-1)[:, :-1]
             pairs = sorted(((float(probabilities[q, c]), q, c) for q in range(5) for c in range(3)), reverse=True)
             pairs = pairs[:expected_count]
@@ -52,7 +54,7 @@ def test_class_pairs_are_the_best_query_class_pairs_found_by_listing_them_all():
             torch.testing.assert_close(result["scores"], torch.tensor([p for p, _, _ in pairs]))
             assert result["labels"].tolist() == [c for _, _, c in pairs]
             for box, (_, query, _) in zip(result["boxes"], pairs):
-                cx, cy, w, h = outputs["pred_boxes"][image, query].tolist()
+                cx, cy, w, h = outputs.boxes[image, query].tolist()
                 torch.testing.assert_close(box, torch.tensor([(cx - w / 2) * width, (cy - h / 2) * height,
                                                               (cx + w / 2) * width, (cy + h / 2) * height]))
 
@@ -62,7 +64,7 @@ def test_class_pairs_keep_the_same_detections_at_a_threshold_of_one_half():
     for seed in range(5):
         outputs = _random_outputs(seed, queries=8)
         plain = PostProcess(threshold=0.5)(outputs, sizes)
-        paired = PostProcess(threshold=0.5, class_pairs=4)(outputs, sizes)
+        paired = PostProcess(threshold=0.5, scoring=ClassScoring(4))(outputs, sizes)
         for a, b in zip(plain, paired):
             compared += len(a["scores"])
             torch.testing.assert_close(a["scores"], b["scores"])

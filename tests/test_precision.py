@@ -22,7 +22,7 @@ def model_forwards_seen():
         device = next(self.parameters()).device.type
         out = original(self, *args, **kwargs)
         seen.append({"autocast": torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None,
-                     "logits": out["pred_logits"].dtype, "weights": {p.dtype for p in self.parameters()}})
+                     "logits": out.logits.dtype, "weights": {p.dtype for p in self.parameters()}})
         return out
 
     with pytest.MonkeyPatch.context() as patch:
@@ -75,7 +75,7 @@ def test_bf16_keeps_each_query_of_the_papers_model_within_its_rounding_of_fp32()
     mask[1, :, 128:] = True  # the second image is narrower: padding on its right
 
     def every_layer(out, key):
-        return torch.stack([a[key] for a in out["aux_outputs"]] + [out[key]]).float()
+        return torch.stack([getattr(layer, key) for layer in [*out.aux, out]]).float()
 
     logit_sizes, box_sizes = [], []
     hooks = [_product_sizes(model.class_embed, logit_sizes), _product_sizes(model.bbox_embed.layers[-1], box_sizes)]
@@ -85,14 +85,14 @@ def test_bf16_keeps_each_query_of_the_papers_model_within_its_rounding_of_fp32()
             hook.remove()
         with autocast(torch.device("cpu"), "bf16"):
             rounded = model(images, mask)
-    assert rounded["pred_logits"].dtype == torch.bfloat16  # autocast ran
+    assert rounded.logits.dtype == torch.bfloat16  # autocast ran
 
-    logits, logits_bf16 = every_layer(exact, "pred_logits"), every_layer(rounded, "pred_logits")
+    logits, logits_bf16 = every_layer(exact, "logits"), every_layer(rounded, "logits")
     assert logits.shape == logit_sizes[0].shape  # [layers, images, queries, classes + 1]
     roundings = (logits_bf16 - logits).abs() / (UNIT_ROUNDOFF * logit_sizes[0])
     assert roundings.max() <= ROUNDINGS_ALLOWED, f"a logit off by {roundings.max():.1f} u R"  # NaN fails too
     # The sigmoid's slope is at most 1/4; the box itself is then rounded to bf16 once more.
-    boxes, boxes_bf16 = every_layer(exact, "pred_boxes"), every_layer(rounded, "pred_boxes")
+    boxes, boxes_bf16 = every_layer(exact, "boxes"), every_layer(rounded, "boxes")
     roundings = ((boxes_bf16 - boxes).abs() - UNIT_ROUNDOFF * boxes) / (UNIT_ROUNDOFF * box_sizes[0] / 4)
     assert roundings.max() <= ROUNDINGS_ALLOWED, f"a box off by {roundings.max():.1f} u R / 4 past its own rounding"
     assert not torch.equal(logits, logits_bf16)

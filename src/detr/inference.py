@@ -94,7 +94,7 @@ class Predictor:
         self.forward = torch.compile(self.model, dynamic=True) if compile else self.model
         self.categories = categories
         self.transforms = val_transforms(data)
-        self.class_pairs = model.config.class_pairs
+        self.scoring = model.scoring  # `detr eval --class-pairs` swaps it
 
     @classmethod
     def from_checkpoint(cls, source: str | Path, device: str | torch.device | None = None,
@@ -133,7 +133,7 @@ class Predictor:
         """Prepared, padded images -> each image's detections (what an ONNX predictor replaces)."""
         with autocast(self.device, self.precision):
             outputs = self.forward(batch.to(self.device), mask.to(self.device))
-        return PostProcess(threshold=threshold, class_pairs=self.class_pairs)(outputs, sizes)
+        return PostProcess(threshold=threshold, scoring=self.scoring)(outputs, sizes)
 
     def predict(self, image: ImageInput, threshold: float = 0.5) -> Detections:
         return self.predict_batch([image], threshold)[0]

@@ -24,6 +24,7 @@ from detr.data.transforms import val_transforms
 from detr.engine.checkpoint import load_checkpoint
 from detr.engine.evaluate import evaluate
 from detr.engine.train import Trainer
+from detr.model.outputs import Predictions
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available() and importlib.util.find_spec("torch.distributed.run")),
@@ -188,7 +189,7 @@ class _GridDetector(torch.nn.Module):
 
     def forward(self, images, mask):
         batch = len(images)
-        return {"pred_logits": self.logits.expand(batch, -1, -1), "pred_boxes": self.boxes.expand(batch, -1, -1)}
+        return Predictions(self.logits.expand(batch, -1, -1), self.boxes.expand(batch, -1, -1))
 
 
 def _val_set(data):

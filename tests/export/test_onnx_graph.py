@@ -47,9 +47,9 @@ def _assert_outputs_match(session, model, images, mask, feed_mask=True):
     logits, boxes = session.run(None, feeds)
     with torch.no_grad():
         expected = model(images, mask if feed_mask else None)
-    assert logits.shape == tuple(expected["pred_logits"].shape)
-    np.testing.assert_allclose(logits, expected["pred_logits"].numpy(), atol=1e-4, rtol=0)
-    np.testing.assert_allclose(boxes, expected["pred_boxes"].numpy(), atol=1e-4, rtol=0)
+    assert logits.shape == tuple(expected.logits.shape)
+    np.testing.assert_allclose(logits, expected.logits.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(boxes, expected.boxes.numpy(), atol=1e-4, rtol=0)
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,8 @@ def test_an_all_false_mask_is_the_same_as_no_mask(paper):
     logits, boxes = session.run(None, {"images": images.numpy(), "mask": np.zeros((2, 64, 80), bool)})
     with torch.no_grad():
         expected = model(images, None)
-    np.testing.assert_allclose(logits, expected["pred_logits"].numpy(), atol=1e-4, rtol=0)
-    np.testing.assert_allclose(boxes, expected["pred_boxes"].numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(logits, expected.logits.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(boxes, expected.boxes.numpy(), atol=1e-4, rtol=0)
 
 
 def test_the_no_mask_signature_takes_images_alone(tmp_path):

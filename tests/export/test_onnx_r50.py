@@ -27,5 +27,5 @@ def test_r50_exports_and_matches_pytorch(tmp_path):
     with torch.no_grad():
         expected = model(images, mask)
     assert logits.shape == (2, 100, 92)
-    np.testing.assert_allclose(logits, expected["pred_logits"].numpy(), atol=1e-4, rtol=0)
-    np.testing.assert_allclose(boxes, expected["pred_boxes"].numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(logits, expected.logits.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(boxes, expected.boxes.numpy(), atol=1e-4, rtol=0)

@@ -1,3 +1,4 @@
+import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
@@ -5,6 +6,7 @@ from torchvision.ops import box_convert, generalized_box_iou
 
 from detr.config import LossConfig
 from detr.loss import SetCriterion
+from detr.model.outputs import DETROutput, DenoisingOutput, TokenProposals
 
 NUM_CLASSES = 3
 
@@ -18,10 +20,9 @@ def _targets():
 
 def _outputs(batch=2, queries=5, aux=0):
     def one():
-        return {"pred_logits": torch.randn(batch, queries, NUM_CLASSES + 1),
-                "pred_boxes": torch.rand(batch, queries, 4) * 0.4 + 0.3}
+        return DETROutput(torch.randn(batch, queries, NUM_CLASSES + 1), torch.rand(batch, queries, 4) * 0.4 + 0.3)
     out = one()
-    out["aux_outputs"] = [one() for _ in range(aux)]
+    out.aux = [one() for _ in range(aux)]
     return out
 
 
@@ -35,13 +36,13 @@ def test_values_match_a_direct_torchvision_computation():
     l1, giou, count = 0.0, 0.0, 3
     for b, (rows, cols) in enumerate(matches):
         target_classes[b, rows] = targets[b]["labels"][cols]
-        pred = outputs["pred_boxes"][b, rows]
+        pred = outputs.boxes[b, rows]
         gt = targets[b]["boxes"][cols]
         l1 += (pred - gt).abs().sum()
         giou += (1 - torch.diag(generalized_box_iou(box_convert(pred, "cxcywh", "xyxy"),
                                                     box_convert(gt, "cxcywh", "xyxy")))).sum()
     weight = torch.tensor([1.0, 1.0, 1.0, 0.1])
-    ce = F.cross_entropy(outputs["pred_logits"].reshape(-1, 4), target_classes.reshape(-1), weight)
+    ce = F.cross_entropy(outputs.logits.reshape(-1, 4), target_classes.reshape(-1), weight)
     torch.testing.assert_close(losses["loss_ce"], ce)
     torch.testing.assert_close(losses["loss_bbox"], l1 / count)
     torch.testing.assert_close(losses["loss_giou"], giou / count)
@@ -53,8 +54,8 @@ def test_aux_outputs_add_their_own_terms():
     outputs = _outputs(aux=2)
     losses = criterion(outputs, _targets())
     assert {"loss_ce_0", "loss_bbox_1", "loss_giou_1"} <= set(losses)
-    final = criterion({k: v for k, v in outputs.items() if k != "aux_outputs"}, _targets())["loss"]
-    aux = [criterion(a, _targets())["loss"] for a in outputs["aux_outputs"]]
+    final = criterion(DETROutput(outputs.logits, outputs.boxes), _targets())["loss"]
+    aux = [criterion(a, _targets())["loss"] for a in outputs.aux]
     torch.testing.assert_close(losses["loss"], final + sum(aux))
 
 
@@ -62,7 +63,7 @@ def test_invariant_to_permuting_queries():
     criterion = SetCriterion(NUM_CLASSES, LossConfig())
     outputs, targets = _outputs(queries=7), _targets()
     perm = torch.randperm(7)
-    permuted = {k: outputs[k][:, perm] for k in ("pred_logits", "pred_boxes")}
+    permuted = DETROutput(outputs.logits[:, perm], outputs.boxes[:, perm])
     a, b = criterion(outputs, targets), criterion(permuted, targets)
     for name in ("loss", "loss_ce", "loss_bbox", "loss_giou"):
         torch.testing.assert_close(a[name], b[name])
@@ -78,7 +79,7 @@ def test_near_perfect_predictions_give_near_zero_box_loss():
         n = len(t["labels"])
         boxes[b, :n] = t["boxes"] + 1e-5
         logits[b, torch.arange(n), t["labels"]] = 20.0
-    losses = criterion({"pred_logits": logits, "pred_boxes": boxes}, targets)
+    losses = criterion(DETROutput(logits, boxes), targets)
     assert losses["loss_bbox"] < 1e-3 and losses["loss_giou"] < 1e-3 and losses["loss_ce"] < 1e-3
     assert losses["class_error"] == 0 and losses["cardinality_error"] == 0
 
@@ -86,7 +87,7 @@ def test_near_perfect_predictions_give_near_zero_box_loss():
 def test_image_without_objects_trains_toward_no_object():
     criterion = SetCriterion(NUM_CLASSES, LossConfig())
     logits = torch.zeros(1, 4, NUM_CLASSES + 1, requires_grad=True)
-    outputs = {"pred_logits": logits, "pred_boxes": torch.rand(1, 4, 4) * 0.4 + 0.3}
+    outputs = DETROutput(logits, torch.rand(1, 4, 4) * 0.4 + 0.3)
     empty = [{"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}]
     losses = criterion(outputs, empty)
     assert losses["loss_bbox"] == 0 and losses["loss_giou"] == 0
@@ -100,7 +101,7 @@ def test_degenerate_predicted_boxes_do_not_crash():
     boxes = torch.rand(2, 5, 4) * 0.4 + 0.3
     boxes[..., 2] = 0.0  # zero width everywhere
     boxes.requires_grad_(True)
-    losses = criterion({"pred_logits": torch.randn(2, 5, 4), "pred_boxes": boxes}, _targets())
+    losses = criterion(DETROutput(torch.randn(2, 5, 4), boxes), _targets())
     assert torch.isfinite(losses["loss"])
     losses["loss"].backward()
     assert torch.isfinite(boxes.grad).all()
@@ -134,9 +135,9 @@ def test_iou_aware_targets_put_the_box_iou_on_the_class_and_the_rest_on_no_objec
     criterion, outputs, indices, labels, boxes = _matched_outputs_and_criterion(iou_aware_classes=True)
     image, query, target = indices
     from torchvision.ops import box_iou
-    iou = box_iou(box_convert(outputs["pred_boxes"][image, query], "cxcywh", "xyxy"),
+    iou = box_iou(box_convert(outputs.boxes[image, query], "cxcywh", "xyxy"),
                   box_convert(boxes[target], "cxcywh", "xyxy")).diagonal()
-    logp = outputs["pred_logits"].log_softmax(-1)
+    logp = outputs.logits.log_softmax(-1)
     weight = torch.tensor([1.0, 1.0, 1.0, 0.1])
     expected = -(logp[..., NUM_CLASSES] * weight[-1]).sum()  # every query: no-object, weight 0.1 ...
     for i, q, t, quality in zip(image, query, target, iou):  # ... except the matched ones
@@ -155,8 +156,8 @@ def test_denoising_queries_are_paired_with_the_targets_they_came_from():
     boxes[2:4, 0] = targets[1]["boxes"][0]
     padding = torch.tensor([[False, False]] * 2 + [[False, True]] * 2)
     logits = torch.randn(4, 2, NUM_CLASSES + 1)
-    dn = {"pred_logits": logits, "pred_boxes": boxes, "padding": padding, "groups": 2}
-    losses = criterion({**_outputs(), "dn_outputs": dn}, targets)
+    losses = criterion(dataclasses.replace(_outputs(), denoising=DenoisingOutput(logits, boxes, [], padding, 2)),
+                       targets)
     assert losses["loss_bbox_dn"] < 1e-5 and losses["loss_giou_dn"] < 1e-5
     logp = logits.log_softmax(-1)
     expected = -(logp[0, 0, 0] + logp[0, 1, 2] + logp[1, 0, 0] + logp[1, 1, 2] + logp[2, 0, 1] + logp[3, 0, 1]) / 6
@@ -165,11 +166,12 @@ def test_denoising_queries_are_paired_with_the_targets_they_came_from():
 
 def test_proposals_on_padding_tokens_do_not_count():
     criterion = SetCriterion(NUM_CLASSES, LossConfig())
-    proposals = {"pred_logits": torch.randn(2, 6, NUM_CLASSES + 1), "pred_boxes": torch.rand(2, 6, 4) * 0.4 + 0.3,
-                 "valid": torch.tensor([[True] * 6, [True] * 4 + [False] * 2])}
-    first = criterion({**_outputs(), "enc_outputs": proposals}, _targets())["loss_ce_enc"]
-    proposals["pred_logits"][1, 4:] = 100.0  # padding tokens' scores change nothing
-    second = criterion({**_outputs(), "enc_outputs": proposals}, _targets())["loss_ce_enc"]
+    boxes = torch.rand(2, 6, 4) * 0.4 + 0.3
+    proposals = TokenProposals(torch.randn(2, 6, NUM_CLASSES + 1), boxes,
+                               torch.tensor([[True] * 6, [True] * 4 + [False] * 2]), torch.zeros_like(boxes))
+    first = criterion(dataclasses.replace(_outputs(), proposals=proposals), _targets())["loss_ce_enc"]
+    proposals.logits[1, 4:] = 100.0  # padding tokens' scores change nothing
+    second = criterion(dataclasses.replace(_outputs(), proposals=proposals), _targets())["loss_ce_enc"]
     assert torch.isfinite(first)
     torch.testing.assert_close(first, second)
 
@@ -186,7 +188,7 @@ def test_class_error_with_iou_aware_targets_judges_the_real_classes():
         n = len(t["labels"])
         boxes[b, :n] = t["boxes"]
         logits[b, torch.arange(n), t["labels"]] = 5.0  # the right real class, below no-object
-    outputs = {"pred_logits": logits, "pred_boxes": boxes}
+    outputs = DETROutput(logits, boxes)
     assert SetCriterion(NUM_CLASSES, LossConfig(iou_aware_classes=True))(outputs, targets)["class_error"] == 0
     assert SetCriterion(NUM_CLASSES, LossConfig())(outputs, targets)["class_error"] == 100
 
@@ -200,10 +202,9 @@ def test_dense_proposals_loss_matches_a_hand_computation():
     large, tiny = [0.5, 0.5, 0.5, 0.5], [0.1, 0.1, 0.05, 0.05]
     boxes[0, 5], boxes[0, 0] = torch.tensor(large) + 0.01, torch.tensor(tiny)
     logits = torch.randn(1, 16, NUM_CLASSES + 1)
-    dense = {"pred_logits": logits, "pred_boxes": boxes, "valid": torch.ones(1, 16, dtype=torch.bool),
-             "cells": cells[None]}
+    dense = TokenProposals(logits, boxes, torch.ones(1, 16, dtype=torch.bool), cells[None])
     targets = [{"labels": torch.tensor([2, 0]), "boxes": torch.tensor([large, tiny])}]
-    losses = SetCriterion(NUM_CLASSES, LossConfig(dense_proposals=True))({**_outputs(batch=1), "enc_outputs": dense},
+    losses = SetCriterion(NUM_CLASSES, LossConfig(dense_proposals=True))(dataclasses.replace(_outputs(batch=1), proposals=dense),
                                                                         targets)
 
     owner = {5: 0, 6: 0, 9: 0, 10: 0, 0: 1}

@@ -3,6 +3,7 @@ metrics, query groups, given normalisers, the multi-process normalisers, query s
 proposals and the denoising layers. Each expected value is written per element here
 (log-softmax entries, |a - b| sums, torchvision's GIoU), not taken from the criterion."""
 
+import dataclasses
 import pytest
 import torch
 from torchvision.ops import box_convert, generalized_box_iou
@@ -10,6 +11,7 @@ from torchvision.ops import box_convert, generalized_box_iou
 import detr.loss.criterion as criterion_module
 from detr.config import LossConfig
 from detr.loss import SetCriterion
+from detr.model.outputs import DETROutput, DenoisingOutput, Predictions, TokenProposals
 
 NUM_CLASSES = 3
 EOS = 0.1
@@ -24,14 +26,18 @@ def _targets():
 
 def _outputs(seed: int, batch: int = 2, queries: int = 5):
     generator = torch.Generator().manual_seed(seed)
-    return {"pred_logits": 2 * torch.randn(batch, queries, NUM_CLASSES + 1, generator=generator),
-            "pred_boxes": torch.rand(batch, queries, 4, generator=generator) * 0.4 + 0.3}
+    return DETROutput(2 * torch.randn(batch, queries, NUM_CLASSES + 1, generator=generator),
+                      torch.rand(batch, queries, 4, generator=generator) * 0.4 + 0.3)
+
+
+def _proposals(outputs: DETROutput, valid: torch.Tensor) -> TokenProposals:
+    return TokenProposals(outputs.logits, outputs.boxes, valid, torch.zeros_like(outputs.boxes))
 
 
 def _reference_terms(outputs, targets, matches, num_boxes, weight_sum, valid=None):
     """(ce, l1, giou) by hand: every query's weighted -log p of its target class (no-object
     at EOS unless matched), |pred - target| summed, 1 - GIoU summed."""
-    logp = outputs["pred_logits"].log_softmax(-1)
+    logp = outputs.logits.log_softmax(-1)
     ce = l1 = giou = torch.zeros(())
     for b, (rows, cols) in enumerate(matches):
         owner = dict(zip(rows.tolist(), cols.tolist()))
@@ -43,7 +49,7 @@ def _reference_terms(outputs, targets, matches, num_boxes, weight_sum, valid=Non
             else:
                 ce = ce - EOS * logp[b, q, NUM_CLASSES]
         for q, t in owner.items():
-            pred, gt = outputs["pred_boxes"][b, q], targets[b]["boxes"][t]
+            pred, gt = outputs.boxes[b, q], targets[b]["boxes"][t]
             l1 = l1 + (pred - gt).abs().sum()
             giou = giou + 1 - generalized_box_iou(box_convert(pred[None], "cxcywh", "xyxy"),
                                                   box_convert(gt[None], "cxcywh", "xyxy"))[0, 0]
@@ -67,10 +73,10 @@ def test_class_error_and_cardinality_error_by_hand():
     target's class; cardinality_error: mean over images of |#queries not arguing no-object - #targets|."""
     criterion = SetCriterion(NUM_CLASSES, LossConfig())
     outputs, targets = _outputs(1, queries=6), _targets()
-    outputs["pred_logits"][0, :, NUM_CLASSES] -= 3.0  # image 0 predicts many objects, image 1 few
-    outputs["pred_logits"][1, :, NUM_CLASSES] += 2.0
+    outputs.logits[0, :, NUM_CLASSES] -= 3.0  # image 0 predicts many objects, image 1 few
+    outputs.logits[1, :, NUM_CLASSES] += 2.0
     losses = criterion(outputs, targets)
-    argmax = outputs["pred_logits"].argmax(-1)
+    argmax = outputs.logits.argmax(-1)
     wrong = matched = 0
     for b, (rows, cols) in enumerate(criterion.matcher(outputs, targets)):
         for q, t in zip(rows.tolist(), cols.tolist()):
@@ -90,10 +96,10 @@ def test_without_targets_the_class_error_is_zero_and_every_query_learns_no_objec
     empty = [{"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}] * 2
     losses = criterion(outputs, empty)
     assert losses["class_error"] == 0
-    logp = outputs["pred_logits"].log_softmax(-1)
+    logp = outputs.logits.log_softmax(-1)
     # All 10 queries at weight EOS: the normaliser is 10 * EOS and the loss the mean -log p(no-object).
     torch.testing.assert_close(losses["loss_ce"], -(EOS * logp[..., NUM_CLASSES]).sum() / (10 * EOS))
-    predicted = (outputs["pred_logits"].argmax(-1) != NUM_CLASSES).sum(1).float()
+    predicted = (outputs.logits.argmax(-1) != NUM_CLASSES).sum(1).float()
     torch.testing.assert_close(losses["cardinality_error"], predicted.mean())
 
 
@@ -117,7 +123,7 @@ def test_query_groups_are_matched_apart_and_averaged():
     single = SetCriterion(NUM_CLASSES, LossConfig())
     expected = {"loss_ce": 0.0, "loss_bbox": 0.0, "loss_giou": 0.0}
     for g in range(2):
-        group = {key: value[:, 4 * g:4 * (g + 1)] for key, value in outputs.items()}
+        group = DETROutput(outputs.logits[:, 4 * g:4 * (g + 1)], outputs.boxes[:, 4 * g:4 * (g + 1)])
         terms = _reference_terms(group, targets, single.matcher(group, targets), 3.0, 3 + 5 * EOS)
         for name, value in zip(expected, terms):
             expected[name] += value / 2
@@ -161,15 +167,14 @@ def test_query_selection_proposals_by_hand():
     """Proposals are matched with padding excluded; their classification term counts valid
     tokens only, normalised by those tokens' class weights; boxes by the batch's box count."""
     criterion = SetCriterion(NUM_CLASSES, LossConfig())
-    proposals = _outputs(6, queries=7)
-    proposals["valid"] = torch.tensor([[True] * 7, [True] * 5 + [False] * 2])
+    proposals = _proposals(_outputs(6, queries=7), torch.tensor([[True] * 7, [True] * 5 + [False] * 2]))
     targets = _targets()
-    losses = criterion({**_outputs(7), "enc_outputs": proposals}, targets)
+    losses = criterion(dataclasses.replace(_outputs(7), proposals=proposals), targets)
     matches = criterion.matcher(proposals, targets)
     for b, (rows, _) in enumerate(matches):
-        assert proposals["valid"][b, rows].all()
+        assert proposals.valid[b, rows].all()
     weight_sum = (12 - 3) * EOS + 3
-    ce, l1, giou = _reference_terms(proposals, targets, matches, 3.0, weight_sum, valid=proposals["valid"])
+    ce, l1, giou = _reference_terms(proposals, targets, matches, 3.0, weight_sum, valid=proposals.valid)
     torch.testing.assert_close(losses["loss_ce_enc"], ce)
     torch.testing.assert_close(losses["loss_bbox_enc"], l1)
     torch.testing.assert_close(losses["loss_giou_enc"], giou)
@@ -186,21 +191,23 @@ def test_denoising_auxiliary_layers_get_their_own_terms():
 
     def layer(seed):
         generator = torch.Generator().manual_seed(seed)
-        return {"pred_logits": torch.randn(4, 2, NUM_CLASSES + 1, generator=generator),
-                "pred_boxes": torch.rand(4, 2, 4, generator=generator) * 0.4 + 0.3}
+        return Predictions(torch.randn(4, 2, NUM_CLASSES + 1, generator=generator),
+                           torch.rand(4, 2, 4, generator=generator) * 0.4 + 0.3)
 
-    alone = {**layer(8), "padding": padding, "groups": 2}
-    dn = {**alone, "aux_outputs": [layer(9)]}
-    with_aux = criterion({**_outputs(10), "dn_outputs": dn}, targets)
-    last_only = criterion({**_outputs(10), "dn_outputs": alone}, targets)
-    aux_alone = criterion({**_outputs(10), "dn_outputs": {**layer(9), "padding": padding, "groups": 2}}, targets)
+    def denoising(last, aux):
+        return dataclasses.replace(_outputs(10), denoising=DenoisingOutput(last.logits, last.boxes, aux, padding, 2))
+
+    dn = DenoisingOutput(layer(8).logits, layer(8).boxes, [layer(9)], padding, 2)
+    with_aux = criterion(denoising(layer(8), [layer(9)]), targets)
+    last_only = criterion(denoising(layer(8), []), targets)
+    aux_alone = criterion(denoising(layer(9), []), targets)
     for name in ("loss_ce", "loss_bbox", "loss_giou"):
         torch.testing.assert_close(with_aux[name + "_dn"], last_only[name + "_dn"])
         torch.testing.assert_close(with_aux[name + "_dn_0"], aux_alone[name + "_dn"])
     torch.testing.assert_close(with_aux["loss"], last_only["loss"] + aux_alone["loss"] - criterion(_outputs(10),
                                                                                                  targets)["loss"])
     # The denoising pairs by hand: group g of image i is entry 2i + g, its query q the target q.
-    logp, boxes = dn["aux_outputs"][0]["pred_logits"].log_softmax(-1), dn["aux_outputs"][0]["pred_boxes"]
+    logp, boxes = dn.aux[0].logits.log_softmax(-1), dn.aux[0].boxes
     pairs = [(0, 0, 0, 0), (0, 1, 0, 1), (1, 0, 0, 0), (1, 1, 0, 1), (2, 0, 1, 0), (3, 0, 1, 0)]
     ce = -sum(logp[e, q, targets[i]["labels"][t]] for e, q, i, t in pairs) / 6
     l1 = sum((boxes[e, q] - targets[i]["boxes"][t]).abs().sum() for e, q, i, t in pairs) / 3 / 2
@@ -218,9 +225,8 @@ def test_matched_indices_are_moved_to_the_outputs_device():
 def test_proposals_of_a_small_map_are_normalised_by_their_own_class_weights():
     """One object on a 4-token map: the class weights sum to 3 x 0.1 + 1 = 1.3, not more."""
     criterion = SetCriterion(NUM_CLASSES, LossConfig())
-    proposals = _outputs(11, batch=1, queries=4)
-    proposals["valid"] = torch.ones(1, 4, dtype=torch.bool)
+    proposals = _proposals(_outputs(11, batch=1, queries=4), torch.ones(1, 4, dtype=torch.bool))
     targets = _targets()[1:]
-    losses = criterion({**_outputs(12, batch=1), "enc_outputs": proposals}, targets)
+    losses = criterion(dataclasses.replace(_outputs(12, batch=1), proposals=proposals), targets)
     ce, _, _ = _reference_terms(proposals, targets, criterion.matcher(proposals, targets), 1.0, 3 * EOS + 1)
     torch.testing.assert_close(losses["loss_ce_enc"], ce)

@@ -5,6 +5,7 @@ import torch
 from torchvision.ops import box_convert, generalized_box_iou
 
 from detr.loss import HungarianMatcher
+from detr.model.outputs import Predictions
 
 
 def _random_boxes(n: int, generator) -> torch.Tensor:
@@ -54,7 +55,7 @@ def test_matches_brute_force_on_random_problems():
             count = int(torch.randint(0, queries + 1, (1,), generator=generator))
             targets.append({"labels": torch.randint(0, 4, (count,), generator=generator),
                             "boxes": _random_boxes(count, generator)})
-        matches = matcher({"pred_logits": logits, "pred_boxes": pred}, targets)
+        matches = matcher(Predictions(logits, pred), targets)
         for b, (rows, cols) in enumerate(matches):
             count = len(targets[b]["labels"])
             assert len(rows) == len(cols) == count
@@ -68,7 +69,7 @@ def test_matches_brute_force_on_random_problems():
 
 def test_zero_targets_give_empty_matches():
     matcher = HungarianMatcher()
-    outputs = {"pred_logits": torch.randn(2, 4, 3), "pred_boxes": torch.rand(2, 4, 4) * 0.5 + 0.25}
+    outputs = Predictions(torch.randn(2, 4, 3), torch.rand(2, 4, 4) * 0.5 + 0.25)
     empty = {"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}
     for rows, cols in matcher(outputs, [empty, empty]):
         assert rows.numel() == 0 and cols.numel() == 0
@@ -76,7 +77,7 @@ def test_zero_targets_give_empty_matches():
 
 def test_more_targets_than_queries_is_a_clear_error():
     matcher = HungarianMatcher()
-    outputs = {"pred_logits": torch.randn(1, 2, 3), "pred_boxes": torch.rand(1, 2, 4)}
+    outputs = Predictions(torch.randn(1, 2, 3), torch.rand(1, 2, 4))
     targets = [{"labels": torch.zeros(3, dtype=torch.int64), "boxes": torch.rand(3, 4) * 0.2 + 0.3}]
     with pytest.raises(ValueError, match="3 target boxes but the model has only 2 queries"):
         matcher(outputs, targets)
@@ -87,8 +88,8 @@ def test_all_layers_in_one_pass_equal_each_layer_alone():
     targets = [{"labels": torch.tensor([0, 2, 1]), "boxes": torch.rand(3, 4, generator=generator) * 0.4 + 0.3},
                {"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)},
                {"labels": torch.tensor([2]), "boxes": torch.rand(1, 4, generator=generator) * 0.4 + 0.3}]
-    layers = [{"pred_logits": torch.randn(3, 6, 4, generator=generator),
-               "pred_boxes": torch.rand(3, 6, 4, generator=generator) * 0.5 + 0.25} for _ in range(4)]
+    layers = [Predictions(torch.randn(3, 6, 4, generator=generator),
+                          torch.rand(3, 6, 4, generator=generator) * 0.5 + 0.25) for _ in range(4)]
     matcher = HungarianMatcher(1.0, 5.0, 2.0)
     together = matcher.match_layers(layers, targets)
     costs = matcher.layer_cost_matrices(layers, targets)

@@ -3,23 +3,25 @@ configured weights, a single non-zero cost, padding tokens, half-precision outpu
 
 import pytest
 import torch
+from torch.utils._pytree import tree_map
 
 from detr.config import LossConfig
 from detr.loss import HungarianMatcher
+from detr.model.outputs import Predictions, TokenProposals
 from tests.loss.test_matcher import _pair_cost, _random_boxes
 
 
 def _problem(seed: int, batch: int = 2, queries: int = 5, classes: int = 4, counts=(3, 2)):
     generator = torch.Generator().manual_seed(seed)
-    outputs = {"pred_logits": torch.randn(batch, queries, classes + 1, generator=generator),
-               "pred_boxes": _random_boxes(batch * queries, generator).view(batch, queries, 4)}
+    outputs = Predictions(torch.randn(batch, queries, classes + 1, generator=generator),
+                          _random_boxes(batch * queries, generator).view(batch, queries, 4))
     targets = [{"labels": torch.randint(0, classes, (n,), generator=generator), "boxes": _random_boxes(n, generator)}
                for n in counts]
     return outputs, targets
 
 
 def _reference_costs(outputs, targets, weights):
-    return [_pair_cost(outputs["pred_logits"][b], outputs["pred_boxes"][b], t["labels"], t["boxes"], weights)
+    return [_pair_cost(outputs.logits[b], outputs.boxes[b], t["labels"], t["boxes"], weights)
             for b, t in enumerate(targets)]
 
 
@@ -85,16 +87,17 @@ def test_padding_tokens_are_never_matched_even_when_they_fit_best():
     outputs, targets = _problem(6, batch=2, queries=4, counts=(2, 1))
     fits = ((0, 0, 0), (0, 1, 1), (1, 3, 0))  # (image, token, target): padding tokens that fit perfectly
     for image, token, target in fits:
-        outputs["pred_boxes"][image, token] = targets[image]["boxes"][target]
-        outputs["pred_logits"][image, token] = 0.0
-        outputs["pred_logits"][image, token, targets[image]["labels"][target]] = 10.0
-    outputs["valid"] = torch.tensor([[False, False, True, True], [True, True, True, False]])
+        outputs.boxes[image, token] = targets[image]["boxes"][target]
+        outputs.logits[image, token] = 0.0
+        outputs.logits[image, token, targets[image]["labels"][target]] = 10.0
+    valid = torch.tensor([[False, False, True, True], [True, True, True, False]])
+    outputs = TokenProposals(outputs.logits, outputs.boxes, valid, torch.zeros_like(outputs.boxes))
     matcher = HungarianMatcher()
     for image, (rows, _) in enumerate(matcher(outputs, targets)):
-        assert outputs["valid"][image, rows].all()
+        assert outputs.valid[image, rows].all()
     references = _reference_costs(outputs, targets, (1.0, 5.0, 2.0))
     for image, (cost, reference) in enumerate(zip(matcher.cost_matrices(outputs, targets), references, strict=True)):
-        valid = outputs["valid"][image]
+        valid = outputs.valid[image]
         torch.testing.assert_close(cost[valid], reference[valid], atol=1e-5, rtol=1e-5)
         assert (cost[~valid] > 1e6).all()
 
@@ -104,9 +107,9 @@ def test_half_precision_outputs_are_costed_in_fp32(dtype):
     """Under autocast the heads emit bf16/fp16; the matcher upcasts before any arithmetic, so
     the costs are those of the same (rounded) values in fp32, to fp32 accuracy."""
     outputs, targets = _problem(7)
-    half = {key: value.to(dtype) for key, value in outputs.items()}
+    half = tree_map(lambda value: value.to(dtype), outputs)
     half_targets = [{"labels": t["labels"], "boxes": t["boxes"].to(dtype)} for t in targets]
-    upcast = {key: value.float() for key, value in half.items()}
+    upcast = tree_map(lambda value: value.float(), half)
     upcast_targets = [{"labels": t["labels"], "boxes": t["boxes"].float()} for t in half_targets]
     costs = HungarianMatcher().cost_matrices(half, half_targets)
     for cost, expected in zip(costs, _reference_costs(upcast, upcast_targets, (1.0, 5.0, 2.0)), strict=True):
@@ -118,8 +121,8 @@ def test_a_nan_prediction_is_matched_last_not_first():
     """A query whose box is NaN costs more than any real one (the loss will show its NaN);
     the solver neither raises nor prefers it."""
     outputs, targets = _problem(8, batch=1, queries=3, counts=(2,))
-    outputs["pred_boxes"][0, 0] = float("nan")
-    outputs["pred_logits"][0, 0] = float("nan")
+    outputs.boxes[0, 0] = float("nan")
+    outputs.logits[0, 0] = float("nan")
     rows, _ = HungarianMatcher()(outputs, targets)[0]
     assert sorted(rows.tolist()) == [1, 2]
     cost = HungarianMatcher().cost_matrices(outputs, targets)[0]
@@ -140,5 +143,5 @@ def test_too_many_targets_names_the_setting_to_raise():
 
 def test_an_empty_batch_has_no_matches():
     """The last shard of an uneven split can be empty; matching it is not an error."""
-    outputs = {"pred_logits": torch.zeros(0, 5, 4), "pred_boxes": torch.zeros(0, 5, 4)}
+    outputs = Predictions(torch.zeros(0, 5, 4), torch.zeros(0, 5, 4))
     assert HungarianMatcher()(outputs, []) == []

@@ -34,15 +34,15 @@ def test_boxes_start_as_the_anchors_and_each_layer_adds_its_correction_in_logit_
     anchors = model.queries.anchor.weight  # inverse-sigmoid cxcywh
     out = model(images)
     # A fresh box head predicts no correction: every layer returns the anchors.
-    for layer in out["aux_outputs"] + [out]:
-        torch.testing.assert_close(layer["pred_boxes"][0], anchors.sigmoid())
+    for layer in out.aux + [out]:
+        torch.testing.assert_close(layer.boxes[0], anchors.sigmoid())
     delta = torch.tensor([0.3, -0.2, 0.1, 0.4])
     with torch.no_grad():
         model.bbox_embed.layers[-1].bias.copy_(delta)
     out = model(images)
-    layers = out["aux_outputs"] + [out]
+    layers = out.aux + [out]
     for k, layer in enumerate(layers, start=1):  # layer k's box is anchor + k corrections
-        torch.testing.assert_close(layer["pred_boxes"][0], (anchors + k * delta).sigmoid(), atol=1e-5, rtol=0)
+        torch.testing.assert_close(layer.boxes[0], (anchors + k * delta).sigmoid(), atol=1e-5, rtol=0)
 
 
 def test_inverse_sigmoid_undoes_sigmoid():
@@ -58,9 +58,9 @@ def test_anchor_model_with_groups_uses_the_first_group_in_eval():
     state["queries.anchor.weight"] = state["queries.anchor.weight"][:6]
     single.load_state_dict(state)
     images = torch.randn(2, 3, 64, 80)
-    torch.testing.assert_close(grouped(images)["pred_boxes"], single(images)["pred_boxes"])
+    torch.testing.assert_close(grouped(images).boxes, single(images).boxes)
     grouped.train()
-    assert grouped(images)["pred_logits"].shape[1] == 18
+    assert grouped(images).logits.shape[1] == 18
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -83,7 +83,7 @@ def _box_head_gradients(model, layer: int) -> list[float]:
     handle.remove()
     for correction in corrections:
         correction.retain_grad()
-    boxes = [*[aux["pred_boxes"] for aux in out["aux_outputs"]], out["pred_boxes"]]
+    boxes = [*[aux.boxes for aux in out.aux], out.boxes]
     boxes[layer].sum().backward()
     return [0.0 if c.grad is None else c.grad.norm().item() for c in corrections]
 
@@ -109,7 +109,7 @@ def test_selected_content_adds_the_chosen_tokens_features_to_the_queries():
     images = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         got = model(images)
-        assert not torch.allclose(got["pred_logits"], plain(images)["pred_logits"])
+        assert not torch.allclose(got.logits, plain(images).logits)
         features, _ = model.backbone(images, None)
         src = model.input_proj(features).flatten(2).transpose(1, 2)
         pos = model.position_encoding(features, None).flatten(2).transpose(1, 2)
@@ -119,5 +119,5 @@ def test_selected_content_adds_the_chosen_tokens_features_to_the_queries():
         content = model.queries.content.weight[None] + selected
         encoded = EncodedImage(memory, pos, None, [mask], tuple(features.shape[-2:]))
         hidden, boxes = model.decoder(model.transformer, model.bbox_embed, DecoderQueries(content, anchors), encoded)
-    torch.testing.assert_close(got["pred_boxes"], boxes[-1], atol=1e-6, rtol=0)
-    torch.testing.assert_close(got["pred_logits"], model.class_embed(hidden[-1]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(got.boxes, boxes[-1], atol=1e-6, rtol=0)
+    torch.testing.assert_close(got.logits, model.class_embed(hidden[-1]), atol=1e-5, rtol=0)

@@ -19,7 +19,7 @@ def test_a_tiny_deformable_decoder_model_trains_every_level():
     mask = torch.zeros(2, 64, 96, dtype=torch.bool)
     mask[1, :, 64:] = True
     out = model(images, mask, targets=TARGETS)
-    assert out["pred_logits"].shape == (2, 6, 4) and out["pred_boxes"].shape == (2, 6, 4)
+    assert out.logits.shape == (2, 6, 4) and out.boxes.shape == (2, 6, 4)
     losses = SetCriterion(3, LossConfig())(out, TARGETS)
     sum(losses.values()).backward()
     for name in ("transformer.decoder_layers.0.cross_attn.sampling_offsets.weight",
@@ -42,7 +42,7 @@ def test_bad_combinations_are_clear_errors(overrides, message):
 def test_a_deformable_decoder_draws_its_sampled_points_as_attention_maps():
     model = build_model(tiny_model_config(queries="anchors", decoder_attention="deformable")).eval()
     out = model(torch.randn(1, 3, 64, 96), need_weights=True)
-    cross = out["attention"].decoder_cross
+    cross = out.attention.decoder_cross
     assert len(cross) == 2 and cross[0].shape == (1, 4, 6, 4 * 6)  # [B, heads, queries, tokens]
     # Each query's weights sum to one over its points; the part of a point past the outer cells' centres
     # reads zeros (grid_sample's zero padding), so a box at the edge sums to less.

@@ -53,11 +53,11 @@ def test_matching_queries_never_see_the_denoising_queries():
     with_dn = model(images, targets=_targets())
     torch.manual_seed(1)
     without = model(images)
-    assert "dn_outputs" in with_dn and "dn_outputs" not in without
+    assert with_dn.denoising is not None and without.denoising is None
     most = max(len(t["labels"]) for t in _targets())  # each image's targets, padded to the most
-    assert with_dn["dn_outputs"]["pred_logits"].shape[1] == most
-    torch.testing.assert_close(with_dn["pred_logits"], without["pred_logits"])
-    torch.testing.assert_close(with_dn["pred_boxes"], without["pred_boxes"])
+    assert with_dn.denoising.logits.shape[1] == most
+    torch.testing.assert_close(with_dn.logits, without.logits)
+    torch.testing.assert_close(with_dn.boxes, without.boxes)
 
 
 def test_a_denoising_query_sees_neither_padding_nor_other_groups_nor_other_images():

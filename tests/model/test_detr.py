@@ -17,11 +17,11 @@ def test_paper_parameter_counts(name, expected):
 def test_output_shapes_and_aux():
     model = build_model(tiny_model_config()).eval()
     out = model(torch.randn(2, 3, 64, 80))
-    assert out["pred_logits"].shape == (2, 6, 4)
-    assert out["pred_boxes"].shape == (2, 6, 4)
-    assert ((out["pred_boxes"] > 0) & (out["pred_boxes"] < 1)).all()
-    assert len(out["aux_outputs"]) == 1
-    assert out["aux_outputs"][0]["pred_boxes"].shape == (2, 6, 4)
+    assert out.logits.shape == (2, 6, 4)
+    assert out.boxes.shape == (2, 6, 4)
+    assert ((out.boxes > 0) & (out.boxes < 1)).all()
+    assert len(out.aux) == 1
+    assert out.aux[0].boxes.shape == (2, 6, 4)
 
 
 @pytest.mark.parametrize("pre_norm", [False, True])
@@ -42,8 +42,8 @@ def test_padded_feature_values_do_not_change_outputs(pre_norm, encoding):
     handle = model.backbone.register_forward_hook(scramble_padding)
     scrambled = model(images, mask)
     handle.remove()
-    torch.testing.assert_close(scrambled["pred_logits"], clean["pred_logits"], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(scrambled["pred_boxes"], clean["pred_boxes"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(scrambled.logits, clean.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(scrambled.boxes, clean.boxes, atol=1e-5, rtol=1e-5)
 
 
 def test_attention_capture_leaves_outputs_identical():
@@ -53,10 +53,10 @@ def test_attention_capture_leaves_outputs_identical():
     mask[1, :, 64:] = True
     plain = model(images, mask)
     captured = model(images, mask, need_weights=True)
-    assert torch.equal(plain["pred_logits"], captured["pred_logits"])
-    assert torch.equal(plain["pred_boxes"], captured["pred_boxes"])
-    maps = captured["attention"]
-    h, w = captured["feature_shape"]
+    assert torch.equal(plain.logits, captured.logits)
+    assert torch.equal(plain.boxes, captured.boxes)
+    maps = captured.attention
+    h, w = captured.feature_shape
     assert len(maps.encoder) == 2 and maps.encoder[0].shape == (2, 4, h * w, h * w)
     assert maps.decoder_cross[-1].shape == (2, 4, 6, h * w)
     padded_keys = torch.nn.functional.interpolate(mask[None].float(), size=(h, w)).bool()[0].flatten(1)

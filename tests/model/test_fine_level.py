@@ -38,21 +38,21 @@ def test_the_decoder_and_query_selection_read_both_levels():
     mask = torch.zeros(2, 64, 96, dtype=torch.bool)
     mask[1, :, 48:] = True
     out = model(images, mask)
-    proposals = out["enc_outputs"]
+    proposals = out.proposals
     # 8x12 stride-8 cells, then 4x6 stride-16 ones.
-    assert proposals["pred_logits"].shape == (2, 96 + 24, 4)
-    widths = proposals["cells"][0, :, 2]
+    assert proposals.logits.shape == (2, 96 + 24, 4)
+    widths = proposals.cells[0, :, 2]
     torch.testing.assert_close(widths[:96], torch.full((96,), 1 / 12))
     torch.testing.assert_close(widths[96:], torch.full((24,), 1 / 6))
-    valid = proposals["valid"]
+    valid = proposals.valid
     assert valid[0].all() and int(valid[1, :96].sum()) == 8 * 6 and int(valid[1, 96:].sum()) == 4 * 3
     # The finer level learns: the loss reaches its projection and the earlier stage's convolutions.
-    (out["pred_boxes"].sum() + proposals["pred_logits"].sum()).backward()
+    (out.boxes.sum() + proposals.logits.sum()).backward()
     assert model.fine_level.project[0].weight.grad.abs().sum() > 0
     assert model.backbone.body.layer2[0].conv1.weight.grad.abs().sum() > 0
     model.eval()
     with torch.no_grad():
-        assert model(images, mask)["pred_boxes"].shape == (2, 6, 4)
+        assert model(images, mask).boxes.shape == (2, 6, 4)
 
 
 def test_off_is_the_paper_model_and_misuse_is_refused():

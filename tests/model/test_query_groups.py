@@ -4,6 +4,7 @@ import torch
 from detr.config import LossConfig
 from detr.loss import SetCriterion
 from detr.model import build_model
+from detr.model.outputs import DETROutput, Predictions
 from detr.weights.formats import load_weights, write_weights
 from tests.conftest import tiny_model_config
 from tests.weights.helpers import tiny_weights
@@ -26,19 +27,19 @@ def test_groups_train_side_by_side_and_only_the_first_runs_at_inference():
     grouped.eval(), single.eval()
     with torch.no_grad():
         a, b = grouped(images, mask), single(images, mask)
-    assert a["pred_logits"].shape == (2, 6, 4) and "query_groups" not in a
-    torch.testing.assert_close(a["pred_boxes"], b["pred_boxes"], atol=1e-6, rtol=0)
+    assert a.logits.shape == (2, 6, 4)
+    torch.testing.assert_close(a.boxes, b.boxes, atol=1e-6, rtol=0)
     # Training mode (frozen BatchNorm, no dropout): three groups, each decoding on its own,
     # so the first equals the single-group model and the others differ from it.
     grouped.train(), single.train()
     with torch.no_grad():
         a, b = grouped(images, mask), single(images, mask)
-    assert a["pred_logits"].shape == (2, 18, 4) and "query_groups" not in a  # the criterion knows the group size
-    assert len(a["aux_outputs"]) == 1 and a["aux_outputs"][0]["pred_boxes"].shape == (2, 18, 4)
-    torch.testing.assert_close(a["pred_logits"][:, :6], b["pred_logits"], atol=1e-5, rtol=0)
-    torch.testing.assert_close(a["aux_outputs"][0]["pred_boxes"][:, :6], b["aux_outputs"][0]["pred_boxes"],
+    assert a.logits.shape == (2, 18, 4)  # the criterion knows the group size
+    assert len(a.aux) == 1 and a.aux[0].boxes.shape == (2, 18, 4)
+    torch.testing.assert_close(a.logits[:, :6], b.logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(a.aux[0].boxes[:, :6], b.aux[0].boxes,
                                atol=1e-6, rtol=0)
-    assert (a["pred_logits"][:, 6:12] - b["pred_logits"]).abs().max() > 1e-3
+    assert (a.logits[:, 6:12] - b.logits).abs().max() > 1e-3
 
 
 def test_the_loss_averages_groups_each_matched_on_its_own():
@@ -47,18 +48,19 @@ def test_the_loss_averages_groups_each_matched_on_its_own():
                {"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.4, 0.5, 0.3]])}]
 
     def layer():
-        return {"pred_logits": torch.randn(2, 10, 4), "pred_boxes": torch.rand(2, 10, 4) * 0.4 + 0.3}
+        return Predictions(torch.randn(2, 10, 4), torch.rand(2, 10, 4) * 0.4 + 0.3)
 
-    outputs = {**layer(), "aux_outputs": [layer()]}  # 10 queries: 2 groups of 5
+    final = layer()
+    outputs = DETROutput(final.logits, final.boxes, [layer()])  # 10 queries: 2 groups of 5
     together = criterion(outputs, targets)
     per_group = []
     for g in range(2):
         part = slice(5 * g, 5 * g + 5)
 
         def chunk(o):
-            return {"pred_logits": o["pred_logits"][:, part], "pred_boxes": o["pred_boxes"][:, part]}
+            return Predictions(o.logits[:, part], o.boxes[:, part])
 
-        per_group.append(criterion({**chunk(outputs), "aux_outputs": [chunk(outputs["aux_outputs"][0])]}, targets))
+        per_group.append(criterion(DETROutput(*vars(chunk(outputs)).values(), [chunk(outputs.aux[0])]), targets))
     for key in ("loss", "loss_ce", "loss_bbox", "loss_giou_0"):
         assert float(together[key]) == pytest.approx((float(per_group[0][key]) + float(per_group[1][key])) / 2,
                                                      rel=1e-6), key

@@ -1,3 +1,4 @@
+import dataclasses
 import pytest
 import torch
 from torch import nn
@@ -40,8 +41,8 @@ def test_the_top_scoring_valid_tokens_give_the_anchors():
     torch.testing.assert_close(anchors[0].sigmoid(), expected, atol=1e-5, rtol=0)
     assert not anchors.requires_grad and not content.requires_grad
     torch.testing.assert_close(content[0], selection.project(memory)[0, [5, 2]])  # the chosen tokens' features
-    assert outputs["pred_logits"].shape == (1, 8, classes + 1)
-    assert outputs["valid"][0, 7].item() is False
+    assert outputs.logits.shape == (1, 8, classes + 1)
+    assert outputs.valid[0, 7].item() is False
 
 
 def test_more_queries_than_tokens_is_a_clear_error():
@@ -126,7 +127,7 @@ def _with_boxes(predict, boxes_by_token):
         box_logits = box_logits.clone()
         for token, box in boxes_by_token.items():
             box_logits[:, token] = torch.logit(box)
-        return dict(proposals, pred_boxes=box_logits.sigmoid()), box_logits, tokens
+        return dataclasses.replace(proposals, boxes=box_logits.sigmoid()), box_logits, tokens
     return wrapped
 
 

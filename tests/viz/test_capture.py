@@ -16,8 +16,8 @@ def test_capture_leaves_outputs_identical_and_agrees_with_predict(predictor, ima
     batch, mask = pad_images([predictor.prepare(to_uint8_image(image))])
     with torch.inference_mode():
         plain = predictor.model(batch, mask)
-    assert torch.equal(plain["pred_logits"][0], cap.logits)
-    assert torch.equal(plain["pred_boxes"][0], cap.boxes)
+    assert torch.equal(plain.logits[0], cap.logits)
+    assert torch.equal(plain.boxes[0], cap.boxes)
     detections = predictor.predict(image, threshold=0.0)
     np.testing.assert_allclose(np.sort(cap.scores)[::-1], detections.scores.numpy(), rtol=1e-6)
     np.testing.assert_allclose(cap.boxes_xyxy[cap.top(6)], detections.boxes.numpy(), rtol=1e-5, atol=1e-4)
@@ -28,10 +28,10 @@ def test_weights_sum_to_one_and_padded_keys_get_zero(predictor):
     batch, mask = pad_images(images)
     with torch.inference_mode():
         out = predictor.model(batch, mask, need_weights=True)
-    h, w = out["feature_shape"]
+    h, w = out.feature_shape
     padded = torch.nn.functional.interpolate(mask[None].float(), size=(h, w)).bool()[0].flatten(1)
     assert padded[1].any() and not padded[0].any()
-    maps = out["attention"]
+    maps = out.attention
     for weights in maps.encoder + maps.decoder_cross + maps.decoder_self:
         torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
     for weights in maps.encoder + maps.decoder_cross:

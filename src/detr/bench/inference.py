@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> None:
             ours_s, ours_peak = median_time(lambda: run_ours(images), args.runs, device,
                                             warmup=2 if args.compile else 1)
             hf_s, hf_peak = median_time(lambda: hf(pixel_values=images), args.runs, device)
-        logits = (ours_out["pred_logits"].float() - hf_out.logits).abs().max().item()
-        boxes = (ours_out["pred_boxes"].float() - hf_out.pred_boxes).abs().max().item()
+        logits = (ours_out.logits.float() - hf_out.logits).abs().max().item()
+        boxes = (ours_out.boxes.float() - hf_out.pred_boxes).abs().max().item()
         print(f"{batch:5d} {ours_s:8.3f} {hf_s:8.3f} {batch / ours_s:10.2f} {batch / hf_s:9.2f} {hf_s / ours_s:8.2f} "
               f"{logits:18.2e} {boxes:15.2e} {_gib(ours_peak):>9} {_gib(hf_peak):>7}")
 

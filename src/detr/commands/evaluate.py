@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from detr.commands.shared_flags import add_common, add_speed, add_split_files, data_root, device, given_split, \
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> None:
     if args.class_pairs is not None:
         if args.class_pairs < 0:
             raise ValueError(f"--class-pairs is 0 or more, not {args.class_pairs}")
-        predictor.class_pairs = args.class_pairs
+        predictor.scoring = dataclasses.replace(predictor.scoring, pairs=args.class_pairs)
     split = given_split(args, "val") or find_split(data_root(args.data), args.split)
     dataset = CocoDetection(split.images, split.annotations, predictor.transforms, predictor.categories)
     if not len(dataset):
@@ -52,6 +53,6 @@ def run(args: argparse.Namespace) -> None:
     results = Path(args.out or Path(args.checkpoint).with_name(f"{args.split}_detections.json"))
     stats, summary, per_class = evaluate(predictor.forward, loader, predictor.device, results,
                                          progress=not args.no_progress, precision=predictor.precision,
-                                         class_pairs=predictor.class_pairs, threshold=args.threshold)
+                                         scoring=predictor.scoring, threshold=args.threshold)
     print_report(summary, per_class)
     print(f"\ndetections (COCO results format): {results}")

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> None:
     loader = eval_loader(trainer.val_set, config.train.batch_size, config.train.num_workers)
     _, summary, per_class = evaluate(predictor.forward, loader, trainer.device, out / "val_detections.json",
                                      progress=not args.no_progress, precision=predictor.precision,
-                                     class_pairs=predictor.class_pairs, threshold=args.threshold)
+                                     scoring=predictor.scoring, threshold=args.threshold)
     print(f"\nCOCO evaluation of {best} on {len(trainer.val_set)} val images:")
     print_report(summary, per_class)
     samples = [trainer.val_set.images_dir / trainer.val_set.images[i]["file_name"]

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> None:
     if predictor is None:
         return
     results = predict_dataset(predictor.model, eval_loader(dataset, 8, 0), predictor.device,
-                              class_pairs=predictor.class_pairs)
+                              scoring=predictor.scoring)
     ground_truth = dataset.ground_truth()
     print(f"recall per overlap bin (COCO matching, 100 detections an image) of {args.checkpoint}:")
     print(format_table([score("DETR", ground_truth, results),

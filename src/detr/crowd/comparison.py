@@ -48,7 +48,7 @@ def train_detr(config: CrowdBenchmarkConfig, train: Split, val: Split, out: Path
     trainer = Trainer(experiment, train, val, out, device, progress=progress)
     trainer.fit()
     results = predict_dataset(trainer.eval_model, eval_loader(trainer.val_set, 8, 0), trainer.device, progress,
-                              class_pairs=experiment.model.class_pairs)
+                              scoring=trainer.model.scoring)
     return trainer, results
 
 

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from detr.data.coco import CocoDetection
 from detr.distributed import gather_to_main
 from detr.engine.box_counts import DEFAULT_THRESHOLD, count_boxes
+from detr.model.class_scoring import ClassScoring
 from detr.postprocess import PostProcess
 from detr.precision import autocast
 
@@ -27,11 +28,11 @@ STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
 
 @torch.no_grad()
 def predict_dataset(model, loader, device, progress: bool = True, precision: str = "fp32",
-                    class_pairs: int = 0) -> list[dict[str, Any]]:
+                    scoring: ClassScoring = ClassScoring()) -> list[dict[str, Any]]:
     """Detections for every image of the loader, as COCO result records (model: a DETR or
-    its torch.compile wrapper; `class_pairs`: its config's model field)."""
+    its torch.compile wrapper; `scoring`: the DETR's class-scoring rule)."""
     dataset: CocoDetection = loader.dataset
-    postprocess = PostProcess(class_pairs=class_pairs)
+    postprocess = PostProcess(scoring=scoring)
     model.eval()
     results = []
     for images, mask, targets in tqdm(loader, desc="eval", disable=not progress, leave=False):
@@ -83,13 +84,13 @@ def format_per_class(per_class: dict[str, float]) -> str:
 
 
 def evaluate(model, loader, device, results_path: str | Path | None = None,
-             progress: bool = True, precision: str = "fp32", class_pairs: int = 0,
+             progress: bool = True, precision: str = "fp32", scoring: ClassScoring = ClassScoring(),
              threshold: float = DEFAULT_THRESHOLD) -> tuple[dict, str, dict] | None:
     """Detect, write the COCO results json, score. Under torchrun each process
     detects its share of the images and rank 0 scores them all (others get None).
     Beside COCO's numbers, the stats and the summary hold what a user sees at
     `threshold`: objects found, duplicate boxes and boxes on nothing (box_counts.py)."""
-    gathered = gather_to_main(predict_dataset(model, loader, device, progress, precision, class_pairs))
+    gathered = gather_to_main(predict_dataset(model, loader, device, progress, precision, scoring))
     if gathered is None:
         return None
     results = [record for part in gathered for record in part]

@@ -69,8 +69,8 @@ class Trainer:
         self.train_set, self.val_set = build_datasets(config.data, train_split, val_split)
         self._check_against_data()
         self.model = self._build_model(init)
-        self.criterion = SetCriterion(config.model.num_classes, config.loss,
-                                      queries_per_group=config.model.num_queries).to(self.device)
+        self.criterion = SetCriterion(config.model.num_classes, config.loss, queries_per_group=config.model.num_queries,
+                                      scoring=self.model.scoring).to(self.device)
         # DDP averages gradients over processes; the criterion's normalisers make
         # that equal to one process on the global batch (world x batch_size).
         # Denoising queries are built from the targets: a batch without objects leaves their
@@ -288,7 +288,7 @@ class Trainer:
     def evaluate(self, results_path: Path | None = None) -> tuple[dict, str, dict] | None:
         self._raise_if_not_finite()
         return evaluate(self.eval_model, self.val_loader, self.device, results_path, self.progress,
-                        self.config.train.precision, self.config.model.class_pairs, threshold=self.threshold)
+                        self.config.train.precision, self.model.scoring, threshold=self.threshold)
 
     def fit(self) -> dict[str, float]:
         """Train until the epoch count or the time budget is reached; returns the last eval metrics."""

@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from detr.model import DETR
-from detr.postprocess import scored_boxes
 
 
 class InferenceGraph(nn.Module):
@@ -18,7 +17,7 @@ class InferenceGraph(nn.Module):
     no-padding signature; image_sizes [B, 2] (original height, width) with `postprocess`.
     Outputs: pred_logits [B, N, K+1] and pred_boxes [B, N, 4] (normalised cxcywh),
     or with `postprocess` scores [B, M], labels [B, M] and xyxy pixel boxes [B, M, 4] (M = N, or
-    the (query, class) pairs that model.class_pairs keeps: see `scored_boxes`).
+    the (query, class) pairs that the model's class-scoring rule keeps: model/class_scoring.py).
     """
 
     def __init__(self, model: DETR, with_mask: bool = True, postprocess: bool = False) -> None:
@@ -38,7 +37,7 @@ class InferenceGraph(nn.Module):
     def forward(self, images: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
         mask = rest[0] if self.with_mask else None
         outputs = self.model(images, mask)
-        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
+        logits, boxes = outputs.logits, outputs.boxes
         if self.postprocess:
-            return scored_boxes(logits, boxes, rest[-1], self.model.config.class_pairs)
+            return self.model.scoring.scored_boxes(logits, boxes, rest[-1])
         return logits, boxes

@@ -17,6 +17,8 @@ from detr.data.transforms import val_transforms
 from detr.export.onnx_file import METADATA_KEY
 from detr.export.optional import optional_module
 from detr.inference import Predictor
+from detr.model.class_scoring import ClassScoring
+from detr.model.outputs import Predictions
 from detr.postprocess import PostProcess
 from detr.weights import WeightsError
 
@@ -48,7 +50,8 @@ class OnnxPredictor(Predictor):
         self.precision = "fp32"
         self.config = ExperimentConfig.from_dict(info["config"])
         self.categories = Categories.from_dict(info["categories"])
-        self.class_pairs = self.config.model.class_pairs
+        # The graph scores the classes itself (exported with the model's rule); this says which rule.
+        self.scoring = ClassScoring(self.config.model.class_pairs)
         self.transforms = val_transforms(self.config.data)
 
     def _run(self, images: torch.Tensor, mask: torch.Tensor, sizes: torch.Tensor | None = None
@@ -62,12 +65,12 @@ class OnnxPredictor(Predictor):
         outputs = self.session.run(None, {name: feeds[name] for name in self.inputs})
         return [torch.from_numpy(o) for o in outputs]
 
-    def forward(self, images: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, mask: torch.Tensor) -> Predictions:
         if "image_sizes" in self.inputs:
             raise ValueError("this ONNX graph was exported with --postprocess: it gives detections, "
                              "not the model's outputs")
         logits, boxes = self._run(images, mask)
-        return {"pred_logits": logits, "pred_boxes": boxes}
+        return Predictions(logits, boxes)
 
     def _detect(self, batch: torch.Tensor, mask: torch.Tensor, sizes: torch.Tensor,
                 threshold: float) -> list[dict[str, torch.Tensor]]:

@@ -11,6 +11,8 @@ from detr.config import LossConfig
 from detr.distributed import world_size
 from detr.loss.dense_assignment import centre_assignment
 from detr.loss.matcher import HungarianMatcher, Match
+from detr.model.class_scoring import ClassScoring
+from detr.model.outputs import DenoisingOutput, DETROutput, Predictions, TokenProposals
 
 
 def _to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -34,14 +36,18 @@ class SetCriterion(nn.Module):
     rest on no-object (soft targets of the same cross-entropy).
     """
 
-    def __init__(self, num_classes: int, config: LossConfig, queries_per_group: int | None = None) -> None:
+    def __init__(self, num_classes: int, config: LossConfig, queries_per_group: int | None = None,
+                 scoring: ClassScoring = ClassScoring()) -> None:
         """queries_per_group: the model's num_queries, when it trains query groups (Group DETR):
-        outputs with G times as many queries hold G groups. None: all queries are one group."""
+        outputs with G times as many queries hold G groups. None: all queries are one group.
+        scoring: the model's class-scoring rule, which the matcher's class cost and the
+        cardinality metric read."""
         super().__init__()
         self.num_classes = num_classes
         self.config = config
         self.queries_per_group = queries_per_group
-        self.matcher = HungarianMatcher.from_config(config)
+        self.scoring = scoring
+        self.matcher = HungarianMatcher.from_config(config, scoring)
         class_weight = torch.ones(num_classes + 1)
         class_weight[-1] = config.eos_coef
         self.register_buffer("class_weight", class_weight)
@@ -85,11 +91,11 @@ class SetCriterion(nn.Module):
         packed = _to_device_async(packed, device)
         return [tuple(part.unbind(0)) for part in packed.split([p.shape[1] for p in per_layer], dim=1)]
 
-    def _layer_losses(self, outputs: dict, indices, target_labels: torch.Tensor, target_boxes: torch.Tensor,
+    def _layer_losses(self, outputs: Predictions, indices, target_labels: torch.Tensor, target_boxes: torch.Tensor,
                       num_boxes, class_weight_sum, valid: torch.Tensor | None = None) -> dict:
         """The weighted-CE, L1 and GIoU terms of one layer's matched pairs `indices`.
         `valid` [B, N]: queries that count in the classification term (default: all)."""
-        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
+        logits, boxes = outputs.logits, outputs.boxes
         image, query, target = indices
         matched_labels = target_labels[target]
         pred = boxes[image, query].float()
@@ -122,8 +128,8 @@ class SetCriterion(nn.Module):
         return {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
 
     @torch.no_grad()
-    def _metrics(self, outputs: dict, indices, target_labels: torch.Tensor, targets: list[dict]) -> dict:
-        logits = outputs["pred_logits"]
+    def _metrics(self, outputs: Predictions, indices, target_labels: torch.Tensor, targets: list[dict]) -> dict:
+        logits = outputs.logits
         image, query, target = indices
         if len(target):
             # IoU-aware targets put most of a loose box's mass on no-object by design: judge the
@@ -134,31 +140,31 @@ class SetCriterion(nn.Module):
             class_error = 100 * (1 - correct)
         else:
             class_error = torch.zeros((), device=logits.device)
-        predicted_objects = (logits.argmax(-1) != self.num_classes).sum(1).float()
+        predicted_objects = self.scoring.predicts_object(logits).sum(1).float()
         target_counts = torch.tensor([float(len(t["labels"])) for t in targets])
         target_counts = _to_device_async(target_counts, logits.device)
         return {"class_error": class_error, "cardinality_error": F.l1_loss(predicted_objects, target_counts)}
 
-    def forward(self, outputs: dict, targets: list[dict], normalisers=None) -> dict[str, torch.Tensor]:
+    def forward(self, outputs: DETROutput, targets: list[dict], normalisers=None) -> dict[str, torch.Tensor]:
         """targets: per image {"labels": int64 [T], "boxes": normalised cxcywh [T, 4]}, on the
         outputs' device. `normalisers`: from `normalisers()` over a whole accumulated step
         (default: over these targets). With query groups (Group DETR), each group of each
         layer is matched on its own and the groups' losses are averaged. Query selection's
-        proposals (`enc_outputs`, suffix `_enc`) are matched on their own too (or, with
+        proposals (`outputs.proposals`, suffix `_enc`) are matched on their own too (or, with
         `dense_proposals`, paired with the objects they lie in), and denoising queries
-        (`dn_outputs`, suffix `_dn`) with the targets they were made from."""
-        logits = outputs["pred_logits"]
+        (`outputs.denoising`, suffix `_dn`) with the targets they were made from."""
+        logits = outputs.logits
         num_queries = self.queries_per_group or logits.shape[1]
         groups, rest = divmod(logits.shape[1], num_queries)
         if rest:
             raise ValueError(f"the outputs' {logits.shape[1]} queries do not split into groups of {num_queries}: "
                              f"give SetCriterion the model's num_queries")
         num_boxes, class_weight_sum = normalisers or self.normalisers(targets, num_queries, logits.device)
-        layers = [("", outputs)] + [(f"_{i}", aux) for i, aux in enumerate(outputs.get("aux_outputs", []))]
+        layers = [("", outputs)] + [(f"_{i}", aux) for i, aux in enumerate(outputs.aux)]
         # One entry per (layer, group), the final layer's first group first.
-        entries = [(suffix, {key: layer[key][:, g * num_queries:(g + 1) * num_queries]
-                             for key in ("pred_logits", "pred_boxes")})
-                   for suffix, layer in layers for g in range(groups)]
+        group = [slice(g * num_queries, (g + 1) * num_queries) for g in range(groups)]
+        entries = [(suffix, Predictions(layer.logits[:, part], layer.boxes[:, part]))
+                   for suffix, layer in layers for part in group]
         matches = self.matcher.match_layers([entry for _, entry in entries], targets)
         indices = self._indices_on_device(matches, targets, logits.device)
         target_labels = torch.cat([t["labels"] for t in targets])
@@ -166,11 +172,11 @@ class SetCriterion(nn.Module):
         terms = [(suffix, 1 / groups, self._layer_losses(entry, entry_indices, target_labels, target_boxes,
                                                           num_boxes, class_weight_sum))
                  for (suffix, entry), entry_indices in zip(entries, indices)]
-        if "enc_outputs" in outputs:
-            terms.append(("_enc", 1.0, self._proposal_losses(outputs["enc_outputs"], targets, target_labels,
+        if outputs.proposals is not None:
+            terms.append(("_enc", 1.0, self._proposal_losses(outputs.proposals, targets, target_labels,
                                                              target_boxes, num_boxes)))
-        if "dn_outputs" in outputs:
-            terms += self._denoising_losses(outputs["dn_outputs"], targets, target_labels, target_boxes, num_boxes)
+        if outputs.denoising is not None:
+            terms += self._denoising_losses(outputs.denoising, targets, target_labels, target_boxes, num_boxes)
         weights = {"loss_ce": self.config.weight_ce, "loss_bbox": self.config.weight_bbox,
                    "loss_giou": self.config.weight_giou}
         result: dict[str, torch.Tensor] = {}
@@ -185,7 +191,7 @@ class SetCriterion(nn.Module):
         result["loss"] = total
         return result
 
-    def _proposal_losses(self, proposals: dict, targets: list[dict], target_labels: torch.Tensor,
+    def _proposal_losses(self, proposals: TokenProposals, targets: list[dict], target_labels: torch.Tensor,
                          target_boxes: torch.Tensor, num_boxes) -> dict:
         """The set loss of query selection's per-token proposals; padding tokens do not count.
         Its classification normaliser is this process's own (valid tokens, weighted). With
@@ -193,25 +199,25 @@ class SetCriterion(nn.Module):
         if self.config.dense_proposals:
             return self._dense_losses(proposals, targets, target_labels, target_boxes)
         indices = self._indices_on_device([self.matcher(proposals, targets)], targets, target_boxes.device)[0]
-        valid = proposals["valid"]
+        valid = proposals.valid
         boxes = float(sum(len(t["labels"]) for t in targets))
         weight_sum = ((valid.sum() - boxes) * self.config.eos_coef + boxes).clamp(min=1)
         return self._layer_losses(proposals, indices, target_labels, target_boxes, num_boxes, weight_sum, valid)
 
-    def _dense_losses(self, dense: dict, targets: list[dict], target_labels: torch.Tensor,
+    def _dense_losses(self, dense: TokenProposals, targets: list[dict], target_labels: torch.Tensor,
                       target_boxes: torch.Tensor) -> dict:
         """Dense proposals' loss, as an NMS detector's (Co-DETR's auxiliary head, FCOS's
         assignment): every token in an object's centre region learns
         it (`centre_assignment`), and the token the matcher picks for each object too, so
         that objects smaller than a cell still teach one. Normalised by this process's
         positive tokens; padding tokens do not count."""
-        valid = dense["valid"]
+        valid = dense.valid
         matches = self.matcher(dense, targets)
         offsets = torch.tensor([0] + [len(t["labels"]) for t in targets]).cumsum(0).tolist()
         images, tokens, owners = [], [], []
         for i, (target, (query, index)) in enumerate(zip(targets, matches)):
             assigned = torch.full((valid.shape[1],), -1, dtype=torch.int64, device=valid.device)
-            token, owner = centre_assignment(dense["cells"][i], valid[i], target["boxes"].float(),
+            token, owner = centre_assignment(dense.cells[i], valid[i], target["boxes"].float(),
                                              self.config.dense_radius)
             assigned[token] = owner
             assigned[query.to(valid.device)] = index.to(valid.device)
@@ -225,18 +231,18 @@ class SetCriterion(nn.Module):
         return self._layer_losses(dense, indices, target_labels, target_boxes, max(positives, 1.0), weight_sum,
                                   valid)
 
-    def _denoising_losses(self, dn: dict, targets: list[dict], target_labels: torch.Tensor,
+    def _denoising_losses(self, dn: DenoisingOutput, targets: list[dict], target_labels: torch.Tensor,
                           target_boxes: torch.Tensor, num_boxes) -> list[tuple[str, float, dict]]:
         """Each denoising query against the target it was made from, on every layer,
         averaged over the groups; queries that only pad the batch do not count."""
-        groups, padding = dn["groups"], dn["padding"]
+        groups, padding = dn.groups, dn.padding
         valid = ~padding
         entry, query = valid.nonzero(as_tuple=True)
         offsets = torch.tensor([0] + [len(t["labels"]) for t in targets], device=padding.device).cumsum(0)
         indices = (entry, query, offsets[entry // groups] + query)
         # Every valid query carries a real class (weight 1).
         weight_sum = (valid.sum() / groups).clamp(min=1e-6)
-        layers = [("_dn", dn)] + [(f"_dn_{i}", aux) for i, aux in enumerate(dn.get("aux_outputs", []))]
+        layers = [("_dn", dn)] + [(f"_dn_{i}", aux) for i, aux in enumerate(dn.aux)]
         return [(suffix, 1 / groups, self._layer_losses(layer, indices, target_labels, target_boxes, num_boxes,
                                                         weight_sum, valid))
                 for suffix, layer in layers]

@@ -3,16 +3,16 @@ heads, predicting a set of boxes. The builders (builders.py) choose the parts.""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from detr.config import ModelConfig
 from detr.model.backbone import Backbone, resize_mask
+from detr.model.class_scoring import ClassScoring
 from detr.model.denoising import DenoisingBranch
 from detr.model.encoded import EncodedImage
 from detr.model.fine_level import FineLevel
+from detr.model.outputs import DenoisingOutput, DETROutput, Predictions
 from detr.model.query_selection import QuerySelection
 from detr.model.transformer import AttentionMaps, Transformer
 
@@ -32,12 +32,13 @@ class DETR(nn.Module):
                  transformer: Transformer, queries: nn.Module, decoder: nn.Module, class_embed: nn.Module,
                  bbox_embed: nn.Module, *, query_groups: int = 1, aux_loss: bool = True,
                  fine_level: FineLevel | None = None, query_selection: QuerySelection | None = None,
-                 denoising: DenoisingBranch | None = None,
+                 denoising: DenoisingBranch | None = None, scoring: ClassScoring = ClassScoring(),
                  config: ModelConfig | None = None) -> None:
         """query_groups: G groups of queries in training (Group DETR), one at inference;
         fine_level: a finer level after the encoder (its backbone returns two stages);
         query_selection: the encoder tokens' proposals, from which selected queries start;
-        denoising: the training-only branch; config: the settings the builder read, kept for
+        denoising: the training-only branch; scoring: how the class logits become scores, for
+        whatever reads them (loss, post-processing, export, pictures); config: the settings the builder read, kept for
         tools that describe the model (export, pictures), never read here."""
         super().__init__()
         self.backbone = backbone
@@ -55,6 +56,7 @@ class DETR(nn.Module):
         self.denoising = denoising
         self.query_groups = query_groups
         self.aux_loss = aux_loss
+        self.scoring = scoring
         self.config = config
         self.register_load_state_dict_pre_hook(_rename_old_parameters)
 
@@ -66,17 +68,12 @@ class DETR(nn.Module):
     def forward(
         self, images: torch.Tensor, mask: torch.Tensor | None = None, need_weights: bool = False,
         targets: list[dict] | None = None,
-    ) -> dict[str, Any]:
-        """images [B, 3, H, W] normalised; mask [B, H, W] True on padding, or None.
+    ) -> DETROutput:
+        """images [B, 3, H, W] normalised; mask [B, H, W] True on padding, or None; targets (as
+        the criterion takes them): what the denoising branch noises, in training.
 
-        Returns pred_logits [B, N, K+1], pred_boxes [B, N, 4] (normalised
-        cxcywh), aux_outputs (one dict per earlier decoder layer) and, with
-        need_weights, `attention` (AttentionMaps) and `feature_shape` (h, w); with the fine
-        level also `fine_shape` (its grid, whose tokens come first among the decoder's keys).
-        In training with G > 1 query groups, N is G x num_queries (the criterion,
-        told num_queries, splits them). In training, selected queries add `enc_outputs`
-        (their proposals) and the denoising branch, given `targets` (as the criterion takes
-        them), `dn_outputs`.
+        In training with G > 1 query groups, the outputs hold G x num_queries queries (the
+        criterion, told num_queries, splits them). See `DETROutput` for the rest.
         """
         maps = AttentionMaps([], [], [])
         encoded = self.encode(images, mask, maps, need_weights)
@@ -87,21 +84,20 @@ class DETR(nn.Module):
         queries = self.queries(encoded, groups, selection)
         hidden, boxes = self.decoder(self.transformer, self.bbox_embed, queries, encoded, maps, need_weights)
         batch = images.shape[0]
-        out = self._heads(hidden.unflatten(1, (batch, groups)).flatten(2, 3),
-                          boxes.unflatten(1, (batch, groups)).flatten(2, 3))  # [layers, B, G x N, ...]
-        if queries.proposals is not None and self.training:
-            out["enc_outputs"] = queries.proposals
+        layers = self._heads(hidden.unflatten(1, (batch, groups)).flatten(2, 3),
+                             boxes.unflatten(1, (batch, groups)).flatten(2, 3))  # [layers, B, G x N, ...]
+        out = DETROutput(layers[-1].logits, layers[-1].boxes, layers[:-1])
+        if self.training:
+            out.proposals = queries.proposals
         if self.denoising is not None and self.training and targets is not None:
             denoised = self.denoising(self.decoder, self.transformer, self.bbox_embed, encoded, targets)
             if denoised is not None:
                 dn_hidden, dn_boxes, dn_queries = denoised
-                out["dn_outputs"] = {**self._heads(dn_hidden, dn_boxes), "padding": dn_queries.padding,
-                                     "groups": dn_queries.groups}
+                dn_layers = self._heads(dn_hidden, dn_boxes)
+                out.denoising = DenoisingOutput(dn_layers[-1].logits, dn_layers[-1].boxes, dn_layers[:-1],
+                                                dn_queries.padding, dn_queries.groups)
         if need_weights:
-            out["attention"] = maps
-            out["feature_shape"] = encoded.shape
-            if encoded.fine_shape is not None:  # the decoder's keys: the fine tokens, then the coarse ones
-                out["fine_shape"] = encoded.fine_shape
+            out.attention, out.feature_shape, out.fine_shape = maps, encoded.shape, encoded.fine_shape
         return out
 
     def encode(self, images: torch.Tensor, mask: torch.Tensor | None, maps: AttentionMaps,
@@ -131,16 +127,12 @@ class DETR(nn.Module):
         return EncodedImage(memory, pos, padding, [fine_mask] + feature_masks, (height, width),
                             tuple(fine_map.shape[-2:]))
 
-    def _heads(self, hidden: torch.Tensor, boxes: torch.Tensor) -> dict[str, Any]:
-        """The class head on every layer's output [layers, B, N, D], with its boxes: the last
-        layer's outputs, and the others' as aux_outputs."""
+    def _heads(self, hidden: torch.Tensor, boxes: torch.Tensor) -> list[Predictions]:
+        """The class head on every layer's output [layers, B, N, D], with its boxes: the layers
+        whose predictions the outputs keep (all with aux_loss, else the last alone), in order."""
         logits = self.class_embed(hidden)
-        out: dict[str, Any] = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
-        if self.aux_loss:
-            out["aux_outputs"] = [
-                {"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])
-            ]
-        return out
+        layers = [Predictions(a, b) for a, b in zip(logits, boxes)]
+        return layers if self.aux_loss else layers[-1:]
 
 
 def _rename_old_parameters(module, state_dict, prefix, *args) -> None:

@@ -15,6 +15,7 @@ from torch import nn
 
 from detr.model.anchor_decoder import inverse_sigmoid
 from detr.model.encoded import EncodedImage
+from detr.model.outputs import TokenProposals
 from detr.model.query_selection import Selection
 
 
@@ -26,7 +27,7 @@ class DecoderQueries:
 
     content: torch.Tensor
     anchors: torch.Tensor | None = None
-    proposals: dict[str, torch.Tensor] | None = None
+    proposals: TokenProposals | None = None
 
 
 def _per_image(table: torch.Tensor, batch: int, groups: int, queries: int) -> torch.Tensor:

@@ -19,7 +19,8 @@ from torch import nn
 from torchvision.ops import batched_nms, box_convert
 
 from detr.model.anchor_decoder import inverse_sigmoid
-from detr.postprocess import class_probabilities
+from detr.model.outputs import TokenProposals
+from detr.model.class_scoring import ClassScoring
 
 def cell_proposals(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """mask [B, h, w] True on padding -> (boxes [B, h*w, 4] normalised cxcywh, valid [B, h*w]).
@@ -51,12 +52,11 @@ class TokenHeads(nn.Module):
         self.box_head = box_head
 
     def predict(self, memory: torch.Tensor, feature_masks: list[torch.Tensor]
-                ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+                ) -> tuple[TokenProposals, torch.Tensor, torch.Tensor]:
         """memory [B, L, D]; feature_masks: [B, h, w] per level (all False without padding),
         their tokens flattened one level after another in `memory`.
 
-        Returns the outputs as the criterion takes them ({"pred_logits", "pred_boxes",
-        "valid", "cells"}: padding tokens' boxes far off, so that they are never matched),
+        Returns the proposals (padding tokens' boxes far off, so that they are never matched),
         the boxes [B, L, 4] in inverse-sigmoid space and the projected tokens [B, L, D].
         """
         cells, valid = (torch.cat(parts, dim=1) for parts in zip(*map(cell_proposals, feature_masks)))
@@ -65,9 +65,9 @@ class TokenHeads(nn.Module):
         box_logits = inverse_sigmoid(cells) + self.box_head(tokens)
         far = torch.tensor([-1.0, -1.0, 1e-3, 1e-3], device=memory.device, dtype=box_logits.dtype)
         boxes = torch.where(valid[..., None], box_logits.sigmoid(), far)
-        return {"pred_logits": logits, "pred_boxes": boxes, "valid": valid, "cells": cells}, box_logits, tokens
+        return TokenProposals(logits, boxes, valid, cells), box_logits, tokens
 
-    def forward(self, memory: torch.Tensor, feature_masks: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, memory: torch.Tensor, feature_masks: list[torch.Tensor]) -> TokenProposals:
         return self.predict(memory, feature_masks)[0]
 
 
@@ -88,14 +88,16 @@ def distinct_top(scores: torch.Tensor, boxes: torch.Tensor, count: int, iou: flo
 
 # The proposals' outputs (as the criterion takes them), the chosen anchors [B, count, 4] in
 # inverse-sigmoid space and the chosen tokens' projected features [B, count, D].
-Selection: TypeAlias = tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]
+Selection: TypeAlias = tuple[TokenProposals, torch.Tensor, torch.Tensor]
 
 
 class QuerySelection(TokenHeads):
     """The token heads, whose top-scoring tokens give the decoder's anchors."""
 
-    def __init__(self, dim: int, num_classes: int, box_head: nn.Module, distinct_iou: float = 0.0) -> None:
+    def __init__(self, dim: int, num_classes: int, box_head: nn.Module, distinct_iou: float = 0.0,
+                 scoring: ClassScoring = ClassScoring()) -> None:
         super().__init__(dim, num_classes, box_head)
+        self.scoring = scoring  # a token's score: its best class's, as the decoder's queries score
         self.distinct_iou = distinct_iou  # model.distinct_queries
 
     def forward(self, memory: torch.Tensor, feature_masks: list[torch.Tensor], count: int) -> Selection:
@@ -103,13 +105,13 @@ class QuerySelection(TokenHeads):
         anchors [B, count, 4] in inverse-sigmoid space and the chosen tokens' projected
         features [B, count, D] (RT-DETR's content queries), both detached."""
         proposals, box_logits, tokens = self.predict(memory, feature_masks)
-        logits, valid = proposals["pred_logits"], proposals["valid"]
-        scores = class_probabilities(logits.detach()).amax(-1).masked_fill(~valid, -1.0)
+        logits, valid = proposals.logits, proposals.valid
+        scores = self.scoring.probabilities(logits.detach()).amax(-1).masked_fill(~valid, -1.0)
         if count > scores.shape[1]:
             raise ValueError(f"{count} queries but the encoder has only {scores.shape[1]} tokens to choose "
                              "from; use larger images or fewer queries")
         if self.distinct_iou:
-            chosen = distinct_top(scores, proposals["pred_boxes"], count, self.distinct_iou)
+            chosen = distinct_top(scores, proposals.boxes, count, self.distinct_iou)
         else:
             chosen = scores.topk(count, dim=1).indices
         anchors = box_logits.gather(1, chosen[..., None].expand(-1, -1, 4)).detach()

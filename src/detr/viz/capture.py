@@ -20,7 +20,6 @@ from torchvision.ops import box_convert
 from detr.data.collate import pad_images
 from detr.inference import ImageInput, Predictor, to_uint8_image
 from detr.model.transformer import AttentionMaps
-from detr.postprocess import class_scores
 
 
 @dataclass
@@ -120,18 +119,18 @@ def capture(predictor: Predictor, image: ImageInput, threshold: float = 0.5) -> 
     prepared = predictor.prepare(pixels)
     batch, mask = pad_images([prepared])
     out = predictor.model(batch.to(predictor.device), mask.to(predictor.device), need_weights=True)
-    attention = _drop_batch(out["attention"])
-    if "fine_shape" in out:
-        attention.decoder_cross = [fold_fine_level(weights, out["fine_shape"], out["feature_shape"])
+    attention = _drop_batch(out.attention)
+    if out.fine_shape is not None:
+        attention.decoder_cross = [fold_fine_level(weights, out.fine_shape, out.feature_shape)
                                    for weights in attention.decoder_cross]
-    logits, boxes = out["pred_logits"][0].float().cpu(), out["pred_boxes"][0].float().cpu()
-    scores, labels = class_scores(logits)
+    logits, boxes = out.logits[0].float().cpu(), out.boxes[0].float().cpu()
+    scores, labels = predictor.scoring.best(logits)
     height, width = pixels.shape[-2:]
     scale = torch.tensor([width, height, width, height], dtype=torch.float32)
     return Capture(
         image=pixels.permute(1, 2, 0).numpy(),
         input_size=tuple(prepared.shape[-2:]),
-        feature_shape=tuple(out["feature_shape"]),
+        feature_shape=tuple(out.feature_shape),
         stride=predictor.model.stride,
         logits=logits,
         boxes=boxes,

@@ -17,6 +17,7 @@ from matplotlib.ticker import MaxNLocator
 from torchvision.ops import box_convert
 
 from detr.data.coco import Categories, CocoDetection, DatasetError
+from detr.model.outputs import Predictions
 from detr.loss import HungarianMatcher
 from detr.viz.capture import Capture
 from detr.viz.figure import colour, draw_box, new_mosaic, save, show_image
@@ -58,7 +59,7 @@ def match_ground_truth(cap: Capture, truth: GroundTruth, matcher: HungarianMatch
     scale = torch.tensor([width, height, width, height], dtype=torch.float32)
     boxes = torch.as_tensor(truth.boxes, dtype=torch.float32).reshape(-1, 4) / scale
     targets = [{"boxes": box_convert(boxes, "xyxy", "cxcywh"), "labels": torch.as_tensor(truth.labels).long()}]
-    outputs = {"pred_logits": cap.logits[None], "pred_boxes": cap.boxes[None]}
+    outputs = Predictions(cap.logits[None], cap.boxes[None])
     cost = matcher.cost_matrices(outputs, targets)[0]
     queries, objects = matcher(outputs, targets)[0]
     return Matching(cost.numpy(), queries.numpy(), objects.numpy(), truth)

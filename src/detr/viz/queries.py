@@ -20,7 +20,6 @@ from tqdm import tqdm
 
 from detr.data.collate import pad_images
 from detr.inference import ImageInput, Predictor, to_uint8_image
-from detr.postprocess import class_scores
 from detr.viz.figure import hide_unused, new_figure, save
 
 SIZE_NAMES = ("small", "medium", "large")
@@ -57,10 +56,10 @@ def collect_query_boxes(predictor: Predictor, images: Iterable[ImageInput], batc
     def flush() -> None:
         pixels, mask = pad_images(batch)
         out = predictor.model(pixels.to(predictor.device), mask.to(predictor.device))
-        boxes = out["pred_boxes"].float().cpu()
+        boxes = out.boxes.float().cpu()
         centres.append(boxes[..., :2].numpy())
         sizes.append(boxes[..., 2:].numpy())
-        scores.append(class_scores(out["pred_logits"])[0].cpu().numpy())
+        scores.append(predictor.scoring.best(out.logits)[0].cpu().numpy())
         batch.clear()
 
     for image in tqdm(images, desc="queries", disable=not progress):
