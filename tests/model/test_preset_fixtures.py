@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.fixtures.make_preset_fixtures import (FOLDER, PRESETS, eval_outputs, load_fixture_model,
-                                                 train_losses)
+from detr.model import build_model
+from tests.fixtures.make_preset_fixtures import (FOLDER, PRESETS, SEED, _compressible_backbone, eval_outputs,
+                                                 load_fixture_model, tiny_config, train_losses)
 
 OUTPUT_TOLERANCE = 1e-6
 LOSS_TOLERANCE = 1e-5
@@ -65,3 +66,16 @@ def test_a_changed_weight_or_learning_rate_is_noticed(tmp_path):
     config.train.lr *= 1.01
     with pytest.raises(AssertionError):
         _assert_losses(train_losses(model, config, data, steps=6), expected["losses"][:6])
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_a_seed_builds_the_initial_weights_it_built_before(name, tmp_path):
+    """The builders create the parts in the order the model did when the fixtures were made, so
+    a seed gives the same initial weights and a run started from a seed learns as it did."""
+    stored, _ = load_fixture_model(name, scratch=tmp_path)
+    torch.manual_seed(SEED)
+    fresh = build_model(tiny_config(name).model)
+    _compressible_backbone(fresh, torch.Generator().manual_seed(SEED))
+    expected = stored.state_dict()
+    differ = [key for key, value in fresh.state_dict().items() if not torch.equal(value, expected[key])]
+    assert not differ

@@ -55,13 +55,15 @@ def build_anchor_detr(config: ModelConfig) -> DETR:
         queries = LearnedAnchors(config.num_queries, config.query_groups, dim)
     decoder = AnchorDecoder(dim, deformable)
     transformer = _transformer(config, deformable_levels=(2 if config.fine_level else 1) if deformable else 0)
-    denoising = (DenoisingBranch(config.num_classes, dim, config.denoising_groups, config.denoising_box_noise,
-                                 config.denoising_label_noise) if config.denoising_groups else None)
     class_head = nn.Linear(dim, config.num_classes + 1)
     box_head = zero_last_layer(MLP(dim, dim, 4, 3))  # boxes start as the anchors; the head learns corrections
     scoring = ClassScoring(config.class_pairs)
     query_selection = (QuerySelection(dim, config.num_classes, zero_last_layer(MLP(dim, dim, 4, 3)),
                                       config.distinct_queries, scoring) if config.queries == "selected" else None)
+    # Created last, as the model created its label embedding before it was composed of parts: a seed
+    # gives the same initial weights as it did then.
+    denoising = (DenoisingBranch(config.num_classes, dim, config.denoising_groups, config.denoising_box_noise,
+                                 config.denoising_label_noise) if config.denoising_groups else None)
     return DETR(backbone, position_encoding, input_proj, transformer, queries, decoder, class_head, box_head,
                 query_groups=config.query_groups, aux_loss=config.aux_loss, fine_level=fine_level,
                 query_selection=query_selection, denoising=denoising, scoring=scoring, config=config)
