@@ -230,3 +230,33 @@ def test_proposals_of_a_small_map_are_normalised_by_their_own_class_weights():
     losses = criterion(dataclasses.replace(_outputs(12, batch=1), proposals=proposals), targets)
     ce, _, _ = _reference_terms(proposals, targets, criterion.matcher(proposals, targets), 1.0, 3 * EOS + 1)
     torch.testing.assert_close(losses["loss_ce_enc"], ce)
+
+
+@pytest.mark.parametrize("iou_aware", [False, True])
+def test_duplicate_weight_weighs_the_no_object_term_of_unmatched_queries_covering_an_object(iou_aware):
+    """One object; query 0 sits on it (matched), query 1 covers it at IoU 0.6 (a would-be
+    duplicate), query 2 at IoU 0.4 (not one), query 3 far away. Only query 1's no-object term
+    weighs duplicate_weight instead of EOS; the normaliser stays the paper's."""
+    box = [0.5, 0.5, 0.4, 0.4]
+    # Widening the box by a factor f gives IoU 1/f: 0.6 and 0.4.
+    boxes = torch.tensor([[box, [0.5, 0.5, 0.4 / 0.6 ** 0.5, 0.4 / 0.6 ** 0.5],
+                           [0.5, 0.5, 0.4 / 0.4 ** 0.5, 0.4 / 0.4 ** 0.5], [0.1, 0.1, 0.05, 0.05]]])
+    logits = 2 * torch.randn(1, 4, NUM_CLASSES + 1, generator=torch.Generator().manual_seed(3))
+    targets = [{"labels": torch.tensor([2]), "boxes": torch.tensor([box])}]
+    config = LossConfig(cost_class=0.0, duplicate_weight=0.7, iou_aware_classes=iou_aware)
+    loss = SetCriterion(NUM_CLASSES, config)(DETROutput(logits, boxes), targets)["loss_ce"]
+
+    logp = logits[0].log_softmax(-1)
+    expected = -logp[0, 2]  # matched, IoU 1 with its object: the whole target on its class
+    expected = expected - 0.7 * logp[1, NUM_CLASSES] - EOS * logp[2, NUM_CLASSES] - EOS * logp[3, NUM_CLASSES]
+    weight_sum = 1 + 3 * EOS
+    torch.testing.assert_close(loss, expected / weight_sum, rtol=1e-5, atol=1e-6)
+
+
+def test_duplicate_weight_leaves_proposals_and_denoising_alone():
+    outputs = _outputs(4)
+    valid = torch.ones(2, 5, dtype=torch.bool)
+    outputs = dataclasses.replace(outputs, proposals=_proposals(_outputs(5), valid))
+    plain = SetCriterion(NUM_CLASSES, LossConfig())(outputs, _targets())
+    hard = SetCriterion(NUM_CLASSES, LossConfig(duplicate_weight=1.0))(outputs, _targets())
+    assert torch.equal(plain["loss_ce_enc"], hard["loss_ce_enc"])

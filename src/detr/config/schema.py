@@ -129,6 +129,10 @@ class LossConfig:
     weight_bbox: float = 5.0
     weight_giou: float = 2.0
     eos_coef: float = 0.1  # weight of the no-object class in the cross-entropy
+    # Hard negatives against duplicates: the no-object weight of an unmatched decoder query whose
+    # box covers an object at IoU >= 0.5, which would draw a second box on that object if it
+    # scored. None: eos_coef, as every unmatched query (the paper).
+    duplicate_weight: float | None = None
     # IoU-aware classification (in the spirit of varifocal loss, RT-DETR): a matched
     # query's target is its box's IoU on its class and the rest on no-object, so
     # scores rank boxes by localisation quality. False: the paper's one-hot target.
@@ -205,6 +209,9 @@ class ExperimentConfig:
         if self.loss.dense_proposals and self.model.queries != "selected":
             raise ValueError("loss.dense_proposals trains query selection's proposals, which this model does not "
                              "have: set model.queries='selected' or loss.dense_proposals=False")
+        if self.loss.duplicate_weight is not None and self.loss.duplicate_weight <= 0:
+            raise ValueError(f"loss.duplicate_weight is a positive no-object weight (or None: eos_coef), "
+                             f"not {self.loss.duplicate_weight}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:

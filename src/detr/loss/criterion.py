@@ -14,6 +14,9 @@ from detr.loss.matcher import HungarianMatcher, Match
 from detr.model.class_scoring import ClassScoring
 from detr.model.outputs import DenoisingOutput, DETROutput, Predictions, TokenProposals
 
+# A second box on an object at this IoU is what the duplicate count (engine/box_counts.py) counts.
+DUPLICATE_IOU = 0.5
+
 
 def _to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Host tensor to `device`; to a GPU through pinned memory, so the host does not wait."""
@@ -92,11 +95,17 @@ class SetCriterion(nn.Module):
         return [tuple(part.unbind(0)) for part in packed.split([p.shape[1] for p in per_layer], dim=1)]
 
     def _layer_losses(self, outputs: Predictions, indices, target_labels: torch.Tensor, target_boxes: torch.Tensor,
-                      num_boxes, class_weight_sum, valid: torch.Tensor | None = None) -> dict:
+                      num_boxes, class_weight_sum, valid: torch.Tensor | None = None,
+                      target_images: torch.Tensor | None = None) -> dict:
         """The weighted-CE, L1 and GIoU terms of one layer's matched pairs `indices`.
-        `valid` [B, N]: queries that count in the classification term (default: all)."""
+        `valid` [B, N]: weights of the queries' classification terms (default: all 1).
+        `target_images` [T]: each target's image, given for the decoder's layers when
+        loss.duplicate_weight re-weights their unmatched queries that cover an object."""
         logits, boxes = outputs.logits, outputs.boxes
         image, query, target = indices
+        if target_images is not None and self.config.duplicate_weight is not None:
+            weights = self._duplicate_weights(boxes, image, query, target_boxes, target_images)
+            valid = weights if valid is None else valid * weights
         matched_labels = target_labels[target]
         pred = boxes[image, query].float()
         matched_boxes = target_boxes[target]
@@ -126,6 +135,20 @@ class SetCriterion(nn.Module):
         loss_bbox = F.l1_loss(pred, matched_boxes, reduction="sum") / num_boxes
         loss_giou = generalized_box_iou_loss(pred_xyxy, matched_xyxy, reduction="sum") / num_boxes
         return {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
+
+    @torch.no_grad()
+    def _duplicate_weights(self, boxes: torch.Tensor, image: torch.Tensor, query: torch.Tensor,
+                           target_boxes: torch.Tensor, target_images: torch.Tensor) -> torch.Tensor:
+        """[B, N]: duplicate_weight / eos_coef on each unmatched query whose box covers an object of
+        its image at IoU >= 0.5 (so that its no-object term weighs duplicate_weight), 1 elsewhere."""
+        batch, count = boxes.shape[:2]
+        iou = box_iou(box_convert(boxes.detach().flatten(0, 1).float(), "cxcywh", "xyxy"),
+                      box_convert(target_boxes, "cxcywh", "xyxy"))
+        own_image = torch.arange(batch, device=boxes.device).repeat_interleave(count)[:, None] == target_images
+        covers = ((iou >= DUPLICATE_IOU) & own_image).any(1).view(batch, count)
+        covers[image, query] = False
+        scale = self.config.duplicate_weight / self.config.eos_coef
+        return torch.where(covers, scale, 1.0)
 
     @torch.no_grad()
     def _metrics(self, outputs: Predictions, indices, target_labels: torch.Tensor, targets: list[dict]) -> dict:
@@ -169,8 +192,9 @@ class SetCriterion(nn.Module):
         indices = self._indices_on_device(matches, targets, logits.device)
         target_labels = torch.cat([t["labels"] for t in targets])
         target_boxes = torch.cat([t["boxes"] for t in targets]).float()
+        target_images = torch.cat([torch.full_like(t["labels"], i) for i, t in enumerate(targets)])
         terms = [(suffix, 1 / groups, self._layer_losses(entry, entry_indices, target_labels, target_boxes,
-                                                          num_boxes, class_weight_sum))
+                                                          num_boxes, class_weight_sum, target_images=target_images))
                  for (suffix, entry), entry_indices in zip(entries, indices)]
         if outputs.proposals is not None:
             terms.append(("_enc", 1.0, self._proposal_losses(outputs.proposals, targets, target_labels,
