@@ -99,13 +99,17 @@ def fast_fine_cpu() -> ExperimentConfig:
     selection a stride-8 level beside the encoder's stride 16, and Deformable DETR's decoder, whose
     queries sample a few points around their boxes on both levels; one query group instead of four
     buys back most of the steps the fine level costs. It needs distinct queries: the finer
-    level's neighbouring tokens would otherwise crowd onto one object. Results: BENCHMARKS.md."""
+    level's neighbouring tokens would otherwise crowd onto one object, and hard negatives keep
+    second boxes on found objects from scoring. Results: BENCHMARKS.md."""
     config = fast_cpu()
     config.model.fine_level = True
     config.model.query_groups = 1
     # Deformable DETR's decoder: each query reads a few points around its box on both levels instead
     # of attending every token, which learns faster and costs fewer steps than full attention.
     config.model.decoder_attention = "deformable"
+    # Hard negatives against duplicates: an unmatched query whose box covers an object learns
+    # no-object at full weight, not eos_coef's 0.1, so a second box on a found object loses its score.
+    config.loss.duplicate_weight = 1.0
     return config
 
 
