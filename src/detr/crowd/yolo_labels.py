@@ -9,18 +9,20 @@ import json
 import os
 from pathlib import Path
 
+import torch
+from torchvision.ops import box_convert
+
 from detr.data.coco_records import Categories, CocoRecords, object_annotations
 
 
 def yolo_label_lines(annotations: list[dict], width: int, height: int, categories: Categories) -> list[str]:
     """One line per object (crowd regions are not objects), at full float precision so
     that the boxes read back are the COCO boxes."""
-    lines = []
-    for ann in object_annotations(annotations):
-        x, y, w, h = ann["bbox"]
-        values = ((x + w / 2) / width, (y + h / 2) / height, w / width, h / height)
-        lines.append(" ".join([str(categories.label(ann["category_id"]))] + [repr(float(v)) for v in values]))
-    return lines
+    objects = object_annotations(annotations)
+    xywh = torch.tensor([ann["bbox"] for ann in objects], dtype=torch.float64).reshape(-1, 4)
+    normalised = box_convert(xywh, "xywh", "cxcywh") / torch.tensor([width, height, width, height], dtype=torch.float64)
+    return [" ".join([str(categories.label(ann["category_id"]))] + [repr(v) for v in box])
+            for ann, box in zip(objects, normalised.tolist())]
 
 
 def write_yolo_split(records: CocoRecords, images_dir: Path, out: Path, categories: Categories) -> Path:

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 from unittest import mock
 
 import torch
+from torchvision.ops import box_convert
 
 from detr.config import CrowdBenchmarkConfig
 from detr.crowd.yolo_labels import write_yolo_dataset
@@ -51,12 +52,10 @@ def yolo_records(image_id: int, xyxy: Sequence[Sequence[float]], scores: Sequenc
                  classes: Sequence[float], category_ids: Sequence[int]) -> list[dict[str, Any]]:
     """One image's detections (absolute xyxy pixels, class indices into the training split's
     categories) as COCO result records: xywh boxes, COCO category ids."""
-    records = []
-    for (x1, y1, x2, y2), score, cls in zip(xyxy, scores, classes):
-        records.append({"image_id": int(image_id), "category_id": category_ids[int(cls)],
-                        "bbox": [round(float(v), 2) for v in (x1, y1, x2 - x1, y2 - y1)],
-                        "score": round(float(score), 5)})
-    return records
+    xywh = box_convert(torch.tensor(xyxy, dtype=torch.float64).reshape(-1, 4), "xyxy", "xywh").tolist()
+    return [{"image_id": int(image_id), "category_id": category_ids[int(cls)],
+             "bbox": [round(v, 2) for v in box], "score": round(float(score), 5)}
+            for box, score, cls in zip(xywh, scores, classes)]
 
 
 def _ultralytics(settings_dir: Path):
