@@ -1,5 +1,7 @@
 import pytest
 import torch
+import torchvision
+from torchvision.models.feature_extraction import create_feature_extractor
 
 from detr.config import BackboneConfig
 from detr.model.backbone import Backbone
@@ -50,3 +52,70 @@ def test_channels_last_layout_gives_the_same_features():
     fast, _ = backbone.use_channels_last()(images)
     assert backbone.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(fast, default, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, last_layer, channels, stride", [
+    ("regnet_x_400mf", "layer3", 160, 16), ("regnet_y_400mf", "layer4", 440, 32), ("regnet_x_800mf", "layer2", 128, 8)])
+def test_regnet_stages_are_torchvisions_trunk_stages(name, last_layer, channels, stride):
+    """The RegNet backbone's map is torchvision's own trunk output at that stage, same weights."""
+    config = BackboneConfig(name=name, last_layer=last_layer, frozen_batchnorm=False)
+    backbone = Backbone(config).eval()
+    reference = getattr(torchvision.models, name)(weights=None).eval()
+    block = f"block{last_layer[-1]}"
+    renamed = {"body.stem." + n[len("stem."):] if n.startswith("stem.") else
+               "body.layer" + n[len("trunk_output.block"):]: t for n, t in reference.state_dict().items()
+               if n.startswith(("stem.", "trunk_output."))}
+    ours = backbone.state_dict()
+    assert set(ours) <= set(renamed)
+    backbone.load_state_dict({n: renamed[n] for n in ours})
+    extractor = create_feature_extractor(reference, {f"trunk_output.{block}": "out"})
+    images = torch.randn(2, 3, 64, 96)
+    features, _ = backbone(images)
+    assert backbone.num_channels == channels and backbone.stride == stride
+    torch.testing.assert_close(features, extractor(images)["out"])
+
+
+def test_regnet_freezes_its_stem_and_layer1_and_refuses_dilation():
+    backbone = Backbone(BackboneConfig(name="regnet_x_400mf", last_layer="layer3"))
+    trainable = {n for n, p in backbone.named_parameters() if p.requires_grad}
+    frozen = {n for n, p in backbone.named_parameters() if not p.requires_grad}
+    assert trainable and all(n.startswith(("body.layer2", "body.layer3")) for n in trainable)
+    assert any(n.startswith("body.stem") for n in frozen) and any(n.startswith("body.layer1") for n in frozen)
+    with pytest.raises(ValueError, match="bottleneck ResNet"):
+        Backbone(BackboneConfig(name="regnet_x_400mf", dilation=True))
+
+
+def test_a_regnet_default_model_learns_and_keeps_its_backbone_through_a_checkpoint(tmp_path):
+    """The default's parts on a RegNet: one training step moves every backbone stage it trains,
+    and the weights written in our layout come back as the same model."""
+    from detr.config import ExperimentConfig
+    from detr.data.coco import Categories
+    from detr.loss.criterion import SetCriterion
+    from detr.model import build_model
+    from detr.weights.base import LoadedWeights
+    from detr.weights.formats import load_weights, write_weights
+    from tests.conftest import tiny_model_config
+
+    config = ExperimentConfig(model=tiny_model_config(
+        queries="selected", fine_level=True, decoder_attention="deformable", denoising_groups=1,
+        backbone=BackboneConfig(name="regnet_x_400mf", last_layer="layer3", frozen_batchnorm=False,
+                                train_stem_and_layer1=True)))
+    model = build_model(config.model).train()
+    assert model.backbone.stage_channels == [64, 160] and model.backbone.num_channels == 160
+    criterion = SetCriterion(3, config.loss, queries_per_group=6, scoring=model.scoring)
+    targets = [{"labels": torch.tensor([0, 2]), "boxes": torch.tensor([[0.3, 0.4, 0.2, 0.3], [0.7, 0.6, 0.3, 0.2]])},
+               {"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.4, 0.4]])}]
+    out = model(torch.randn(2, 3, 64, 96), targets=targets)
+    criterion(out, targets, criterion.normalisers(targets, 6, torch.device("cpu")))["loss"].backward()
+    for stage in ("stem", "layer1", "layer2", "layer3"):
+        grads = [p.grad for n, p in model.backbone.body.named_parameters() if n.startswith(stage)]
+        assert grads and all(g is not None and g.abs().sum() > 0 for g in grads), stage
+
+    weights = LoadedWeights(config, model.state_dict(), Categories((1, 2, 3), ("a", "b", "c")))
+    back = load_weights(write_weights(weights, tmp_path / "ours", "ours"))
+    assert back.config.model.backbone.name == "regnet_x_400mf"
+    reloaded = build_model(back.config.model).eval()
+    reloaded.load_state_dict(back.state)
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(images).logits, model.eval()(images).logits)

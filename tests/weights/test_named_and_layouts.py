@@ -6,6 +6,8 @@ import json
 import pytest
 import torch
 
+from detr.config import BackboneConfig
+
 from detr.weights import named
 from detr.weights.base import WeightsError
 from detr.weights.formats import convert, detect_layout, load_weights, read_weights, write_weights
@@ -125,3 +127,14 @@ def test_writers_refuse_wrong_destinations(tmp_path):
         write_weights(weights, tmp_path, "official")
     with pytest.raises(WeightsError, match="unknown layout"):
         write_weights(weights, tmp_path / "x", "onnx")
+
+
+def test_a_regnet_backbone_stays_in_our_layout(tmp_path):
+    weights = tiny_weights(backbone=BackboneConfig(name="regnet_x_400mf", last_layer="layer3"))
+    for layout in ("hf", "official"):
+        with pytest.raises(WeightsError, match="ResNet backbones only; this model's is regnet_x_400mf"):
+            write_weights(weights, tmp_path / f"out-{layout}", layout)
+    bare = tmp_path / "state.pth"
+    torch.save(weights.state, bare)
+    with pytest.raises(WeightsError, match="RegNet-backbone DETR"):
+        load_weights(bare)

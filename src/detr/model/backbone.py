@@ -1,8 +1,12 @@
-"""ResNet backbone: image batch + padding mask in, one feature map + its mask out
-(or, for the fine level, the maps of the last two stages)."""
+"""The CNN backbone: image batch + padding mask in, one feature map + its mask out
+(or, for the fine level, the maps of the last two stages).
+
+A torchvision ResNet (the paper) or RegNet (the same four stages of strides 4-32 at a
+fraction of the FLOPs, for a CPU budget), both seen as a stem and stages layer1..layer4."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -15,12 +19,18 @@ from torchvision.ops import FrozenBatchNorm2d
 from detr.config import BackboneConfig
 from detr.weights.base import WeightsError
 
-_WEIGHTS = {
+_RESNET_WEIGHTS = {
     "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
     "resnet34": torchvision.models.ResNet34_Weights.IMAGENET1K_V1,
     "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
     "resnet101": torchvision.models.ResNet101_Weights.IMAGENET1K_V1,
 }
+_REGNET_WEIGHTS = {
+    "regnet_x_400mf": torchvision.models.RegNet_X_400MF_Weights.IMAGENET1K_V2,
+    "regnet_y_400mf": torchvision.models.RegNet_Y_400MF_Weights.IMAGENET1K_V2,
+    "regnet_x_800mf": torchvision.models.RegNet_X_800MF_Weights.IMAGENET1K_V2,
+}
+_WEIGHTS = _RESNET_WEIGHTS | _REGNET_WEIGHTS
 _TRAINABLE_STAGES = ("layer2", "layer3", "layer4")
 
 
@@ -33,7 +43,7 @@ def _download_failed(name: str, error: OSError) -> WeightsError:
 
 
 class Backbone(nn.Module):
-    """A torchvision ResNet cut at `last_layer`, stem and layer1 frozen by default.
+    """A torchvision ResNet or RegNet cut at `last_layer`, stem and layer1 frozen by default.
 
     `stages` (a tail of layer2..last_layer) are the maps `forward_levels` returns;
     `forward` returns the last one alone, as the single-scale model needs.
@@ -45,18 +55,14 @@ class Backbone(nn.Module):
             raise ValueError(f"unknown backbone {config.name!r}; choose one of {sorted(_WEIGHTS)}")
         if config.dilation and config.last_layer != "layer4":
             raise ValueError("dilation (DC5) applies to layer4; set last_layer='layer4'")
-        if config.dilation and config.name in ("resnet18", "resnet34"):
+        if config.dilation and config.name not in ("resnet50", "resnet101"):
             raise ValueError(f"dilation (DC5) needs a bottleneck ResNet (resnet50/101), not {config.name}")
         try:
-            resnet = getattr(torchvision.models, config.name)(
-                weights=_WEIGHTS[config.name] if config.pretrained else None,
-                replace_stride_with_dilation=[False, False, config.dilation],
-                norm_layer=FrozenBatchNorm2d if config.frozen_batchnorm else nn.BatchNorm2d,
-            )
+            trunk = _trunk(config)
         except OSError as error:  # urllib's URLError and HTTPError among them: offline, proxy, server
             raise _download_failed(config.name, error) from None
         if not config.train_stem_and_layer1:
-            for name, parameter in resnet.named_parameters():
+            for name, parameter in trunk.named_parameters():
                 if not name.startswith(_TRAINABLE_STAGES):
                     parameter.requires_grad_(False)
         available = _TRAINABLE_STAGES[: _TRAINABLE_STAGES.index(config.last_layer) + 1]
@@ -64,12 +70,12 @@ class Backbone(nn.Module):
             raise ValueError(f"backbone stages {stages} must be a tail of {available}")
         return_layers = {stage: stage for stage in stages}
         return_layers[config.last_layer] = "out"
-        self.body = IntermediateLayerGetter(resnet, return_layers=return_layers)
+        self.body = IntermediateLayerGetter(trunk, return_layers=return_layers)
         self.stages = stages
         self.config_last_layer = config.last_layer
         self.channels_last = False
-        self.stage_channels: list[int] = [_out_channels(resnet, stage) for stage in stages]
-        self.num_channels: int = _out_channels(resnet, config.last_layer)
+        self.stage_channels: list[int] = [_out_channels(trunk, stage) for stage in stages]
+        self.num_channels: int = _out_channels(trunk, config.last_layer)
         self.stride: int = backbone_stride(config)
 
     def use_channels_last(self, enabled: bool = True) -> Backbone:
@@ -116,6 +122,21 @@ def level_mask(mask: torch.Tensor | None, batch: int, size: tuple[int, int], dev
     return resize_mask(mask, size)
 
 
-def _out_channels(resnet: nn.Module, stage: str) -> int:
-    last_block = getattr(resnet, stage)[-1]
-    return (getattr(last_block, "conv3", None) or last_block.conv2).out_channels
+def _trunk(config: BackboneConfig) -> nn.Module:
+    """The torchvision network whose children run in order and include layer1..layer4 (the
+    ResNet itself; a RegNet's stem and trunk stages renamed so), its classifier unused."""
+    weights = _WEIGHTS[config.name] if config.pretrained else None
+    norm = FrozenBatchNorm2d if config.frozen_batchnorm else nn.BatchNorm2d
+    if config.name in _RESNET_WEIGHTS:
+        return getattr(torchvision.models, config.name)(
+            weights=weights, replace_stride_with_dilation=[False, False, config.dilation], norm_layer=norm)
+    regnet = getattr(torchvision.models, config.name)(weights=weights, norm_layer=norm)
+    blocks = regnet.trunk_output
+    return nn.Sequential(OrderedDict(stem=regnet.stem, layer1=blocks.block1, layer2=blocks.block2,
+                                     layer3=blocks.block3, layer4=blocks.block4))
+
+
+def _out_channels(trunk: nn.Module, stage: str) -> int:
+    """A stage's output channels: those of its last convolution (every block ends on one)."""
+    convolutions = [m for m in getattr(trunk, stage)[-1].modules() if isinstance(m, nn.Conv2d)]
+    return convolutions[-1].out_channels

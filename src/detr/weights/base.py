@@ -83,6 +83,9 @@ def _require(state: dict[str, torch.Tensor], name: str, source: str) -> torch.Te
 
 
 def infer_backbone(state: dict[str, torch.Tensor], source: str, dilation: bool = False) -> BackboneConfig:
+    if "backbone.body.stem.0.weight" in state:
+        raise WeightsError(f"{source}: bare weights of a RegNet-backbone DETR, whose layout the tensors do not "
+                           "tell; load the training checkpoint or our layout, which carry the config")
     bottleneck = "backbone.body.layer1.0.conv3.weight" in state
     blocks = layer_count(state, r"backbone\.body\.layer3\.(\d+)\.")
     name = _RESNETS.get((bottleneck, blocks))

@@ -223,6 +223,9 @@ def write_weights(weights: LoadedWeights, destination: str | Path, to: Layout) -
         if model.queries != "learned":
             raise WeightsError(f"the {to} layout holds the paper's DETR only; this model uses anchor-box queries "
                                f"(model.queries={model.queries!r}): keep it in our layout (--to ours)")
+        if not model.backbone.name.startswith("resnet"):
+            raise WeightsError(f"the {to} layout holds ResNet backbones only; this model's is "
+                               f"{model.backbone.name}: keep it in our layout (--to ours)")
         weights = first_query_group(weights)
     return writers[to](destination, weights)
 
