@@ -143,3 +143,25 @@ def test_quick_comparison_without_ultralytics_prints_the_install_line(tmp_path, 
     assert report["yolo_run"] is None and set(report["steps"]) == {"DETR", "FCOS R18-FPN"}
     assert all("duplicate_rate" in row["box_counts"] for row in report["rows"])
     assert not (tmp_path / "yolo_val_detections.json").exists()
+
+
+def test_the_latency_peer_hands_ultralytics_bgr_height_width_channel_arrays():
+    """Ultralytics reads numpy images as OpenCV does (BGR, H x W x 3): the decoded RGB tensors
+    the benchmark holds are turned into that, same pixels, for both of its paths."""
+    seen = []
+
+    class FakeModel:
+        def predict(self, source, **options):
+            seen.append((source, options))
+            return []
+
+    peer = object.__new__(yolo_peer.YoloLatency)
+    peer.size, peer.threshold = 64, 0.5
+    peer._torch_model, peer._onnx_model = FakeModel(), FakeModel()
+    image = torch.randint(0, 256, (3, 5, 7), dtype=torch.uint8)
+    peer.torch([image])
+    peer.onnx([image, image])
+    (first, options), (second, _) = seen
+    assert len(first) == 1 and len(second) == 2 and first[0].shape == (5, 7, 3)
+    assert (first[0][..., 0] == image[2].numpy()).all() and (first[0][..., 2] == image[0].numpy()).all()
+    assert options["imgsz"] == 64 and options["conf"] == 0.5 and options["device"] == "cpu"

@@ -1,24 +1,27 @@
-"""`detr benchmark inference|training ...`: the speed tables against Hugging Face (they print, they
-are not tests; transformers and timm must be installed: pip install -e ".[test]")."""
+"""`detr benchmark inference|training|latency ...` (or `detr bench ...`): speed tables that print and
+are not tests. inference and training: against Hugging Face (transformers and timm must be
+installed: pip install -e ".[test]"); latency: end to end on the CPU against the YOLO peer."""
 
 from __future__ import annotations
 
 import argparse
 
-BENCHMARKS = ("inference", "training")
+BENCHMARKS = ("inference", "training", "latency")
 
 
 def run(args: argparse.Namespace) -> None:
     if args.which == "inference":
         from detr.bench.inference import main
+    elif args.which == "latency":
+        from detr.bench.latency import main
     else:
         from detr.bench.training import main
     main(args.options)
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("benchmark", help="speed and memory against Hugging Face's DETR (prints tables)",
-                                   add_help=False)
+    parser = subparsers.add_parser("benchmark", aliases=["bench"], add_help=False,
+                                   help="speed tables: against Hugging Face's DETR, and latency against a YOLO")
     parser.add_argument("which", choices=BENCHMARKS)
     parser.add_argument("options", nargs=argparse.REMAINDER, help="that benchmark's options (--help lists them)")
     parser.set_defaults(run=run)

@@ -127,3 +127,66 @@ def predict_yolo(model: Any, config: CrowdBenchmarkConfig, val: Split, categorie
     finally:
         torch.set_num_threads(threads)
     return records
+
+
+class YoloLatency:
+    """The YOLO peer as a caller runs it, for the latency benchmark: `torch(images)` is
+    Ultralytics' predict on its PyTorch weights, `onnx(images)` the same on its own ONNX export
+    (dynamic batch, run by onnxruntime), both at `size`, detections at `threshold` or above.
+    `source`: trained weights (.pt), or a yaml for an untrained model of `categories`' count."""
+
+    def __init__(self, source: str, categories: Categories, image_size: int, folder: Path,
+                 threshold: float) -> None:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        ultralytics = _ultralytics(folder / "settings")
+        self.size = yolo_image_size(image_size)
+        self.threshold = threshold
+        (folder / "yolo").mkdir(parents=True, exist_ok=True)
+        if str(source).endswith((".yaml", ".yml")):
+            source = _yaml_with_classes(source, len(categories.ids), folder / "yolo")
+        model = ultralytics.YOLO(source)
+        network = model.model.eval()
+        # Ultralytics writes its export beside `pt_path` (a yaml's in the working directory): keep it in `folder`.
+        network.pt_path = str(folder / "yolo" / f"{Path(source).stem}.pt")
+        self.parameters = sum(p.numel() for p in network.parameters()) / 1e6
+        counter = FlopCounterMode(display=False)
+        with counter, torch.inference_mode():
+            network(torch.zeros(1, 3, self.size, self.size))
+        self.gflops = counter.get_total_flops() / 1e9
+        threads = torch.get_num_threads()
+        try:
+            onnx_path = model.export(format="onnx", imgsz=self.size, dynamic=True, simplify=False, verbose=False)
+        finally:
+            torch.set_num_threads(threads)
+        self._torch_model = model
+        self._onnx_model = ultralytics.YOLO(onnx_path, task="detect")
+
+    def _predict(self, model: Any, images: list[torch.Tensor]) -> list:
+        # Ultralytics takes decoded images as BGR height x width x 3 arrays.
+        arrays = [image.flip(0).permute(1, 2, 0).contiguous().numpy() for image in images]
+        threads = torch.get_num_threads()
+        try:
+            return model.predict(source=arrays, imgsz=self.size, conf=self.threshold, device="cpu",
+                                 verbose=False, save=False)
+        finally:
+            torch.set_num_threads(threads)
+
+    def torch(self, images: list[torch.Tensor]) -> list:
+        return self._predict(self._torch_model, images)
+
+    def onnx(self, images: list[torch.Tensor]) -> list:
+        return self._predict(self._onnx_model, images)
+
+
+def _yaml_with_classes(source: str, classes: int, folder: Path) -> str:
+    """Ultralytics' model yaml (a file, or a name it knows) with `classes` classes, written under
+    the same name (its scale letter is read from the name)."""
+    import yaml
+    from ultralytics.nn.tasks import yaml_model_load
+
+    layout = yaml_model_load(source)
+    layout["nc"] = classes
+    path = folder / Path(source).name
+    path.write_text(yaml.safe_dump(layout, sort_keys=False))
+    return str(path)
