@@ -16,10 +16,11 @@ from typing import TypeAlias
 
 import torch
 from torch import nn
-from torchvision.ops import batched_nms, box_convert
+from torchvision.ops import box_convert
 
 from detr.model.anchor_decoder import inverse_sigmoid
 from detr.model.outputs import TokenProposals
+from detr.model.per_image_nms import per_image_nms
 from detr.model.class_scoring import ClassScoring
 
 def cell_proposals(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,14 +76,11 @@ def distinct_top(scores: torch.Tensor, boxes: torch.Tensor, count: int, iou: flo
     """scores [B, L] (padding below 0), boxes [B, L, 4] normalised cxcywh -> the indices [B, count]
     of the best tokens that class-agnostic NMS at `iou` keeps, best first (DDQ-DETR), then, where
     fewer survive, the best suppressed ones. Padding comes last either way."""
-    batch, length = scores.shape
-    corners = box_convert(boxes.detach().float(), "cxcywh", "xyxy").flatten(0, 1)
-    images = torch.arange(batch, device=scores.device).repeat_interleave(length)
-    kept = torch.zeros(batch * length, dtype=torch.bool, device=scores.device)
-    kept[batched_nms(corners, scores.flatten().float(), images, iou)] = True
+    corners = box_convert(boxes.detach().float(), "cxcywh", "xyxy")
+    kept = per_image_nms(corners, scores.detach().float(), iou)
     # Survivors rank above every suppressed token (scores are probabilities in [0, 1]); in float32,
     # as bf16 near 2 would round neighbouring scores into ties.
-    ranked = scores.float() + 2.0 * (kept.view(batch, length) & (scores >= 0))
+    ranked = scores.float() + 2.0 * (kept & (scores >= 0))
     return ranked.topk(count, dim=1).indices
 
 
