@@ -51,8 +51,12 @@ class MultiHeadAttention(nn.Module):
         k = self._split_heads(F.linear(key, w_k, b_k))
         v = self._split_heads(F.linear(value, w_v, b_v))
         allowed = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
+        # Padding as an additive mask (0 or -inf): the same softmax, and in the ONNX graph one
+        # broadcast Add instead of a select over every score and a NaN clean-up after the softmax.
+        bias = None if allowed is None else torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(
+            ~allowed, float("-inf"))
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0
         )
         weights = None
         if need_weights:
