@@ -9,11 +9,11 @@ Paths: PyTorch (`detr.load`'s Predictor) and onnxruntime (`detr export`, then th
 Predictor over the graph); for the YOLO, Ultralytics' `predict` on its PyTorch weights and on
 its own ONNX export. Each cell is the median of --runs calls on batches of the data's val
 images (decoded beforehand), after a warm-up, at --threshold, in milliseconds per image.
-Also prints each model's parameters and forward GFLOPs at its input size. DETR's latency
-does not depend on its weights (a fixed number of queries and no NMS), so an untrained
-model times like a trained one; a YOLO's NMS cost depends on how many boxes pass
---threshold, so time a trained YOLO (`detr crowd --train` and `benchmarks/convergence.py
---yolo` leave one). Not a test.
+Also prints each model's parameters and forward GFLOPs at its input size. Time trained
+models for the figures you report: DETR's work is fixed (its queries, no NMS on the output)
+except query selection's NMS over the encoder's tokens, whose cost follows the boxes, and a
+YOLO's NMS cost follows how many boxes pass --threshold (`detr crowd --train` and
+`benchmarks/convergence.py --yolo` leave a trained YOLO). Not a test.
 """
 
 from __future__ import annotations
