@@ -110,3 +110,22 @@ def test_clear_errors(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "missing.png"), "--checkpoint", str(tmp_path / "x.pt")]) == 1
     assert main(["train", "--data", str(tmp_path), "--no-progress"]) == 1
     assert "no 'train' split under" in capsys.readouterr().err
+
+
+def test_eval_of_the_exported_graph_gives_the_checkpoints_detections(straight_run, tiny_data, tmp_path, capsys):
+    """`detr eval --onnx`: the graph `detr export` wrote, scored like its checkpoint, same records."""
+    graph = tmp_path / "model.onnx"
+    assert main(["export", str(straight_run / "best.pt"), str(graph)]) == 0
+    records = {}
+    for flag, source in (("--checkpoint", straight_run / "best.pt"), ("--onnx", graph)):
+        results = tmp_path / f"{flag[2:]}.json"
+        assert main(["eval", flag, str(source), "--data", str(tiny_data), "--out", str(results), "--no-progress"]) == 0
+        assert "Average Precision  (AP) @[ IoU=0.50:0.95" in capsys.readouterr().out
+        records[flag] = sorted(json.loads(results.read_text()), key=lambda r: (r["image_id"], -r["score"]))
+    eager, exported = records["--checkpoint"], records["--onnx"]
+    assert eager and len(exported) == len(eager)
+    for a, b in zip(eager, exported):
+        assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
+        assert abs(a["score"] - b["score"]) < 1e-3 and max(abs(x - y) for x, y in zip(a["bbox"], b["bbox"])) < 0.05
+    assert main(["eval", "--onnx", str(graph), "--data", str(tiny_data), "--precision", "bf16"]) == 1
+    assert "--onnx runs in onnxruntime on the CPU in fp32" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""`detr eval`: COCO AP of a checkpoint on a dataset split."""
+"""`detr eval`: COCO AP of a checkpoint (or an exported ONNX graph) on a dataset split."""
 
 from __future__ import annotations
 
@@ -6,19 +6,18 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from detr.commands.shared_flags import add_common, add_speed, add_split_files, data_root, device, given_split, \
-    predictor_options
+from detr.commands.shared_flags import add_common, add_speed, add_split_files, add_weights, chosen_predictor, \
+    data_root, given_split
 from detr.data.coco import CocoDetection, DatasetError
 from detr.data.sources import eval_loader, find_split
 from detr.engine.box_counts import DEFAULT_THRESHOLD
 from detr.engine.evaluate import evaluate, format_per_class
-from detr.inference import Predictor
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("eval", help="COCO AP of a checkpoint on a dataset split")
     add_common(parser)
-    parser.add_argument("--checkpoint", required=True)
+    add_weights(parser)
     parser.add_argument("--split", default="val")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", help="where to write the detections json")
@@ -40,7 +39,7 @@ def print_report(stats_summary: str, per_class: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    predictor = Predictor.from_checkpoint(args.checkpoint, device(args.device), **predictor_options(args))
+    predictor = chosen_predictor(args)
     if args.class_pairs is not None:
         if args.class_pairs < 0:
             raise ValueError(f"--class-pairs is 0 or more, not {args.class_pairs}")
@@ -50,7 +49,7 @@ def run(args: argparse.Namespace) -> None:
     if not len(dataset):
         raise DatasetError(f"{split.annotations} lists no images to evaluate")
     loader = eval_loader(dataset, args.batch_size, args.workers)
-    results = Path(args.out or Path(args.checkpoint).with_name(f"{args.split}_detections.json"))
+    results = Path(args.out or Path(args.checkpoint or args.onnx).with_name(f"{args.split}_detections.json"))
     stats, summary, per_class = evaluate(predictor.forward, loader, predictor.device, results,
                                          progress=not args.no_progress, precision=predictor.precision,
                                          scoring=predictor.scoring, threshold=args.threshold)

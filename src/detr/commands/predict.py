@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from detr.commands.shared_flags import add_speed, device, predictor_options
-from detr.inference import Predictor
-from detr.predictors import load
+from detr.commands.shared_flags import add_speed, add_weights, chosen_predictor
 from detr.predict.formats import FORMATS
 from detr.predict.frames import collect_inputs
 from detr.predict.run import write_predictions
@@ -16,9 +14,7 @@ from detr.predict.run import write_predictions
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("predict", help="detect objects in images, videos or folders of images or frames")
     parser.add_argument("paths", nargs="+", help="images, videos (with PyAV installed) or folders")
-    weights = parser.add_mutually_exclusive_group(required=True)
-    weights.add_argument("--checkpoint", help="a checkpoint, named model, official/HF file or folder, or hub id")
-    weights.add_argument("--onnx", help="a .onnx file written by `detr export` (runs in onnxruntime on the CPU)")
+    add_weights(parser)
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--out", default="predictions",
                         help="folder for the drawn images or frames and the detections")
@@ -33,12 +29,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.onnx:
-        if args.precision not in (None, "fp32") or args.compile or args.device not in (None, "cpu"):
-            raise ValueError("--onnx runs in onnxruntime on the CPU in fp32: drop --precision, --compile, --device")
-        predictor = load(args.onnx)
-    else:
-        predictor = Predictor.from_checkpoint(args.checkpoint, device(args.device), **predictor_options(args))
+    predictor = chosen_predictor(args)
     out = Path(args.out)
     result = write_predictions(predictor, collect_inputs(args.paths), out, args.threshold, args.format,
                                progress=not args.no_progress)

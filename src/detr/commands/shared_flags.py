@@ -60,6 +60,25 @@ def add_speed(parser: argparse.ArgumentParser, train: bool = False):
     add("--compile", action="store_true", help="torch.compile the model")
 
 
+def add_weights(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint or --onnx, one of them (read by `chosen_predictor`)."""
+    weights = parser.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--checkpoint", help="a checkpoint, named model, official/HF file or folder, or hub id")
+    weights.add_argument("--onnx", help="a .onnx file written by `detr export` (runs in onnxruntime on the CPU)")
+
+
+def chosen_predictor(args: argparse.Namespace):
+    """The Predictor of --checkpoint (with --device, --precision, --compile) or of --onnx."""
+    from detr.inference import Predictor
+    from detr.predictors import load
+
+    if args.onnx:
+        if args.precision not in (None, "fp32") or args.compile or args.device not in (None, "cpu"):
+            raise ValueError("--onnx runs in onnxruntime on the CPU in fp32: drop --precision, --compile, --device")
+        return load(args.onnx)
+    return Predictor.from_checkpoint(args.checkpoint, device(args.device), **predictor_options(args))
+
+
 def device(name: str | None) -> torch.device:
     return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 

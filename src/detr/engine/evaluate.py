@@ -29,11 +29,12 @@ STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
 @torch.no_grad()
 def predict_dataset(model, loader, device, progress: bool = True, precision: str = "fp32",
                     scoring: ClassScoring = ClassScoring()) -> list[dict[str, Any]]:
-    """Detections for every image of the loader, as COCO result records (model: a DETR or
-    its torch.compile wrapper; `scoring`: the DETR's class-scoring rule)."""
+    """Detections for every image of the loader, as COCO result records (model: a DETR, its
+    torch.compile wrapper or an ONNX predictor's forward; `scoring`: the DETR's class-scoring rule)."""
     dataset: CocoDetection = loader.dataset
     postprocess = PostProcess(scoring=scoring)
-    model.eval()
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     results = []
     for images, mask, targets in tqdm(loader, desc="eval", disable=not progress, leave=False):
         with autocast(torch.device(device), precision):
