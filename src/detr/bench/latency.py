@@ -48,15 +48,13 @@ def _detr_weights(args: argparse.Namespace, data: Path) -> LoadedWeights:
     if args.checkpoint:
         return load_weights(args.checkpoint)
     from detr.config import preset
-    from detr.data.fit import dataset_stats, fit_queries, fit_to_data
+    from detr.data.fit import dataset_stats, fit_to_data
     from detr.model import build_model
 
     config = preset(args.preset)
     records = validated_split(find_split(data, "train")).records
     config.model.num_classes = len(records.categories.ids)
-    stats = dataset_stats(records)
-    fit_to_data(config, stats, queries=False)
-    fit_queries(config, stats)
+    fit_to_data(config, dataset_stats(records))
     return LoadedWeights(config, build_model(config.model).state_dict(), records.categories)
 
 

@@ -12,7 +12,9 @@ import torch
 from detr.config import TrainConfig
 from detr.data.sources import Split, default_data_dir, explicit_split
 from detr.data.synthetic import write_dataset
+from detr.inference import Predictor
 from detr.precision import PRECISIONS
+from detr.predictors import load
 
 log = logging.getLogger("detr")
 
@@ -67,11 +69,8 @@ def add_weights(parser: argparse.ArgumentParser) -> None:
     weights.add_argument("--onnx", help="a .onnx file written by `detr export` (runs in onnxruntime on the CPU)")
 
 
-def chosen_predictor(args: argparse.Namespace):
+def chosen_predictor(args: argparse.Namespace) -> Predictor:
     """The Predictor of --checkpoint (with --device, --precision, --compile) or of --onnx."""
-    from detr.inference import Predictor
-    from detr.predictors import load
-
     if args.onnx:
         if args.precision not in (None, "fp32") or args.compile or args.device not in (None, "cpu"):
             raise ValueError("--onnx runs in onnxruntime on the CPU in fp32: drop --precision, --compile, --device")

@@ -50,19 +50,20 @@ class MultiHeadAttention(nn.Module):
         q = self._split_heads(F.linear(query, w_q, b_q))
         k = self._split_heads(F.linear(key, w_k, b_k))
         v = self._split_heads(F.linear(value, w_v, b_v))
-        allowed = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
         # Padding as an additive mask (0 or -inf): the same softmax, and in the ONNX graph one
         # broadcast Add instead of a select over every score and a NaN clean-up after the softmax.
-        bias = None if allowed is None else torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(
-            ~allowed, float("-inf"))
+        bias = None
+        if key_padding_mask is not None:
+            padding = key_padding_mask[:, None, None, :]
+            bias = torch.zeros(padding.shape, dtype=q.dtype, device=q.device).masked_fill(padding, float("-inf"))
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0
         )
         weights = None
         if need_weights:
             scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
-            if allowed is not None:
-                scores = scores.masked_fill(~allowed, float("-inf"))
+            if bias is not None:
+                scores = scores + bias
             weights = scores.softmax(dim=-1)
         batch, _, length, _ = out.shape
         out = out.transpose(1, 2).reshape(batch, length, -1)
