@@ -119,3 +119,45 @@ def test_a_regnet_default_model_learns_and_keeps_its_backbone_through_a_checkpoi
     images = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(images).logits, model.eval()(images).logits)
+
+
+def test_narrow_resnet_at_width_64_is_torchvisions_resnet():
+    """The narrow builder at torchvision's width has torchvision's tensors and, with the same
+    weights, computes torchvision's layer3 map: only the channel count changes with width."""
+    from detr.model.backbone import narrow_resnet
+
+    reference = torchvision.models.resnet18(weights=None).eval()
+    ours = narrow_resnet([2, 2, 2, 2], 64, torch.nn.BatchNorm2d).eval()
+    expected = {n: t.shape for n, t in reference.state_dict().items() if not n.startswith("fc.")}
+    assert {n: t.shape for n, t in ours.state_dict().items()} == expected
+    ours.load_state_dict({n: t for n, t in reference.state_dict().items() if n in expected})
+    images = torch.randn(2, 3, 64, 96)
+    reference_map = create_feature_extractor(reference, {"layer3": "out"})(images)["out"]
+    torch.testing.assert_close(create_feature_extractor(ours, {"layer3": "out"})(images)["out"], reference_map)
+
+
+@pytest.mark.parametrize("name, blocks", [("resnet18", [2, 2, 2, 2]), ("resnet34", [3, 4, 6, 3])])
+def test_a_narrow_resnet_halves_every_stage_and_keeps_the_strides(name, blocks):
+    config = BackboneConfig(name=name, width=32, last_layer="layer4", frozen_batchnorm=False,
+                            train_stem_and_layer1=True)
+    backbone = Backbone(config, stages=("layer2", "layer3", "layer4")).eval()
+    assert backbone.stage_channels == [64, 128, 256] and backbone.num_channels == 256 and backbone.stride == 32
+    assert [len(getattr(backbone.body, f"layer{i}")) for i in range(1, 5)] == blocks
+    levels = backbone.forward_levels(torch.randn(2, 3, 64, 96))
+    assert [tuple(m.shape) for m in levels] == [(2, 64, 8, 12), (2, 128, 4, 6), (2, 256, 2, 3)]
+    wide = torchvision.models.get_model(name, weights=None)
+    convolution_weights = lambda m: sum(p.numel() for n, p in m.named_parameters()  # noqa: E731
+                                        if p.dim() == 4)
+    # Every convolution but the stem's has both channel counts halved: a quarter of the weights.
+    assert convolution_weights(backbone) == pytest.approx(convolution_weights(wide) / 4, rel=0.01)
+
+
+def test_a_width_other_than_64_is_refused_where_it_cannot_be_built():
+    with pytest.raises(ValueError, match="only resnet18/34 take a width"):
+        Backbone(BackboneConfig(name="resnet50", width=32))
+    with pytest.raises(ValueError, match="only resnet18/34 take a width"):
+        Backbone(BackboneConfig(name="regnet_x_400mf", width=32))
+    with pytest.raises(ValueError, match="ImageNet weights exist at width 64 only"):
+        Backbone(BackboneConfig(name="resnet18", width=32, pretrained=True))
+    with pytest.raises(ValueError, match="must be positive"):
+        Backbone(BackboneConfig(name="resnet18", width=0))

@@ -138,3 +138,18 @@ def test_a_regnet_backbone_stays_in_our_layout(tmp_path):
     torch.save(weights.state, bare)
     with pytest.raises(WeightsError, match="RegNet-backbone DETR"):
         load_weights(bare)
+
+
+def test_a_narrow_resnet_stays_in_our_layout_and_its_bare_weights_load(tmp_path):
+    weights = tiny_weights(backbone=BackboneConfig(name="resnet18", last_layer="layer3", width=16))
+    for layout in ("hf", "official"):
+        with pytest.raises(WeightsError, match="16 channels wide, not 64"):
+            write_weights(weights, tmp_path / f"out-{layout}", layout)
+    bare = tmp_path / "state.pth"
+    torch.save(weights.state, bare)
+    loaded = load_weights(bare)
+    assert loaded.config.model.backbone.width == 16
+    from detr.model import build_model
+
+    model = build_model(loaded.config.model)
+    model.load_state_dict(loaded.state)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models.resnet import BasicBlock, conv1x1
 from torchvision.ops import FrozenBatchNorm2d
 
 from detr.config import BackboneConfig
@@ -31,6 +32,7 @@ _REGNET_WEIGHTS = {
     "regnet_x_800mf": torchvision.models.RegNet_X_800MF_Weights.IMAGENET1K_V2,
 }
 _WEIGHTS = _RESNET_WEIGHTS | _REGNET_WEIGHTS
+_BASIC_BLOCK_LAYERS = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}
 _TRAINABLE_STAGES = ("layer2", "layer3", "layer4")
 
 
@@ -55,6 +57,13 @@ class Backbone(nn.Module):
             raise ValueError(f"unknown backbone {config.name!r}; choose one of {sorted(_WEIGHTS)}")
         if config.dilation and config.last_layer != "layer4":
             raise ValueError("dilation (DC5) applies to layer4; set last_layer='layer4'")
+        if config.width != 64 and config.name not in _BASIC_BLOCK_LAYERS:
+            raise ValueError(f"only resnet18/34 take a width other than 64, not {config.name}")
+        if config.width != 64 and config.pretrained:
+            raise ValueError(f"ImageNet weights exist at width 64 only; train width {config.width} from scratch "
+                             "(model.backbone.pretrained=False)")
+        if config.width < 1:
+            raise ValueError(f"backbone width must be positive, not {config.width}")
         if config.dilation and config.name not in ("resnet50", "resnet101"):
             raise ValueError(f"dilation (DC5) needs a bottleneck ResNet (resnet50/101), not {config.name}")
         try:
@@ -127,6 +136,8 @@ def _trunk(config: BackboneConfig) -> nn.Module:
     ResNet itself; a RegNet's stem and trunk stages renamed so), its classifier unused."""
     weights = _WEIGHTS[config.name] if config.pretrained else None
     norm = FrozenBatchNorm2d if config.frozen_batchnorm else nn.BatchNorm2d
+    if config.width != 64:
+        return narrow_resnet(_BASIC_BLOCK_LAYERS[config.name], config.width, norm)
     if config.name in _RESNET_WEIGHTS:
         return getattr(torchvision.models, config.name)(
             weights=weights, replace_stride_with_dilation=[False, False, config.dilation], norm_layer=norm)
@@ -134,6 +145,31 @@ def _trunk(config: BackboneConfig) -> nn.Module:
     blocks = regnet.trunk_output
     return nn.Sequential(OrderedDict(stem=regnet.stem, layer1=blocks.block1, layer2=blocks.block2,
                                      layer3=blocks.block3, layer4=blocks.block4))
+
+
+def narrow_resnet(blocks: list[int], width: int, norm: type[nn.Module]) -> nn.Module:
+    """torchvision's BasicBlock ResNet with `width` channels after the stem instead of 64: the
+    same stem, stages and initialisation, each stage doubling the channels of the one before."""
+    stem = [("conv1", nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)), ("bn1", norm(width)),
+            ("relu", nn.ReLU(inplace=True)), ("maxpool", nn.MaxPool2d(kernel_size=3, stride=2, padding=1))]
+    stages, channels = [], width
+    for index, count in enumerate(blocks):
+        out, stride = width * 2**index, 1 if index == 0 else 2
+        downsample = None
+        if stride != 1 or channels != out:
+            downsample = nn.Sequential(conv1x1(channels, out, stride), norm(out))
+        layer = [BasicBlock(channels, out, stride, downsample, norm_layer=norm)]
+        layer += [BasicBlock(out, out, norm_layer=norm) for _ in range(count - 1)]
+        stages.append((f"layer{index + 1}", nn.Sequential(*layer)))
+        channels = out
+    trunk = nn.Sequential(OrderedDict(stem + stages))
+    for module in trunk.modules():  # torchvision ResNet's initialisation
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    return trunk
 
 
 def _out_channels(trunk: nn.Module, stage: str) -> int:

@@ -95,8 +95,9 @@ def infer_backbone(state: dict[str, torch.Tensor], source: str, dilation: bool =
                            f"resnet18/34/50/101, the backbones this DETR builds")
     last_layer = "layer4" if any(n.startswith("backbone.body.layer4.") for n in state) else "layer3"
     frozen = not any(n.endswith("num_batches_tracked") for n in state)
+    width = _require(state, "backbone.body.conv1.weight", source).shape[0]
     return BackboneConfig(name=name, dilation=dilation, frozen_batchnorm=frozen, pretrained=False,
-                          last_layer=last_layer)
+                          last_layer=last_layer, width=width)
 
 
 def infer_model_config(state: dict[str, torch.Tensor], source: str, hints: Hints | None = None) -> ModelConfig:

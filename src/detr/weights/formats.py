@@ -226,6 +226,10 @@ def write_weights(weights: LoadedWeights, destination: str | Path, to: Layout) -
         if not model.backbone.name.startswith("resnet"):
             raise WeightsError(f"the {to} layout holds ResNet backbones only; this model's is "
                                f"{model.backbone.name}: keep it in our layout (--to ours)")
+        if model.backbone.width != 64:
+            raise WeightsError(f"the {to} layout holds torchvision's ResNets only; this model's "
+                               f"{model.backbone.name} is {model.backbone.width} channels wide, not 64: "
+                               "keep it in our layout (--to ours)")
         weights = first_query_group(weights)
     return writers[to](destination, weights)
 
