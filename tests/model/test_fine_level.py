@@ -59,3 +59,25 @@ def test_off_is_the_paper_model_and_misuse_is_refused():
     assert not any(name.startswith("fine_level") for name in build_model(tiny_model_config()).state_dict())
     with pytest.raises(ValueError, match="stage before the last"):
         build_model(_fine_config(backbone=BackboneConfig(name="resnet18", last_layer="layer2")))
+
+
+@pytest.mark.parametrize("convs", [0, 1, 3])
+def test_the_mix_holds_the_asked_convolutions_and_adds_to_the_fused_map(convs):
+    """convs 3x3 convolutions, ReLU between them, each normalised; the fine tokens are the
+    projection plus the upsampled memory plus the mix of that sum (none with 0)."""
+    layer = FineLevel(channels=4, dim=8, convs=convs)
+    kinds = [type(m).__name__ for m in (layer.mix or [])]
+    assert kinds == (["Conv2d", "GroupNorm", "ReLU"] * convs)[:max(3 * convs - 1, 0)]
+    fine_map, memory = torch.randn(1, 4, 4, 6), torch.randn(1, 6, 8)
+    tokens, _, _ = layer(fine_map, memory, (2, 3), None, SinePositionEncoding(8))
+    upsampled = memory.transpose(1, 2).unflatten(2, (2, 3)).repeat_interleave(2, 2).repeat_interleave(2, 3)
+    fused = layer.project(fine_map) + upsampled
+    expected = fused + layer.mix(fused) if convs else fused
+    torch.testing.assert_close(tokens, expected.flatten(2).transpose(1, 2))
+
+
+def test_two_convolutions_keep_the_state_names_and_a_mix_without_fine_level_is_refused():
+    names = {n for n in build_model(_fine_config()).state_dict() if n.startswith("fine_level.mix")}
+    assert names == {f"fine_level.mix.{i}.{p}" for i in (0, 1, 3, 4) for p in ("weight", "bias")}
+    with pytest.raises(ValueError, match="set model.fine_level=True"):
+        build_model(tiny_model_config(fine_level_convs=1))

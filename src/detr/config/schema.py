@@ -88,6 +88,7 @@ class ModelConfig:
     # by convolutions; the decoder and query selection read both levels. A finer level for
     # small objects without attention over its tokens.
     fine_level: bool = False
+    fine_level_convs: int = 2  # 3x3 convolutions in the fine level's residual mix (0: none)
     # How inference reads the outputs: 0 = each query's best class (the paper); N = each
     # image's N best (query, class) pairs (Deformable DETR, DINO; COCO scores 100 an image),
     # so that a query unsure of its class offers its box under the runner-up too. No NMS
@@ -110,6 +111,10 @@ class ModelConfig:
         if not 0.0 <= self.distinct_queries < 1.0:
             raise ValueError(f"model.distinct_queries is an IoU threshold in [0, 1) (0: off), "
                              f"got {self.distinct_queries}")
+        if self.fine_level_convs < 0:
+            raise ValueError(f"model.fine_level_convs is 0 or more, not {self.fine_level_convs}")
+        if self.fine_level_convs != 2 and not self.fine_level:
+            raise ValueError("model.fine_level_convs shapes the fine level: set model.fine_level=True")
         if self.fine_level and self.backbone.last_layer == "layer2":
             raise ValueError("model.fine_level needs a backbone stage before the last; set backbone.last_layer "
                              "to layer3 or layer4")

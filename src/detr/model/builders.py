@@ -76,7 +76,7 @@ def _image_parts(config: ModelConfig) -> tuple[Backbone, nn.Module, FineLevel | 
     stages = backbone_stages(config.backbone.last_layer, 2) if config.fine_level else ()
     backbone = Backbone(config.backbone, stages)
     position_encoding = POSITION_ENCODINGS[config.position_encoding](dim)
-    fine_level = FineLevel(backbone.stage_channels[0], dim) if config.fine_level else None
+    fine_level = FineLevel(backbone.stage_channels[0], dim, config.fine_level_convs) if config.fine_level else None
     return backbone, position_encoding, fine_level, nn.Conv2d(backbone.num_channels, dim, kernel_size=1)
 
 

@@ -21,13 +21,17 @@ from detr.model.multi_scale import group_norm
 
 
 class FineLevel(nn.Module):
-    def __init__(self, channels: int, dim: int) -> None:
+    def __init__(self, channels: int, dim: int, convs: int = 2) -> None:
+        """convs: the 3x3 convolutions of the residual mix, each followed by a GroupNorm and all
+        but the last by a ReLU; 0 adds the projection and the upsampled memory alone."""
         super().__init__()
         self.project = nn.Sequential(nn.Conv2d(channels, dim, kernel_size=1), group_norm(dim))
-        self.mix = nn.Sequential(
-            nn.Conv2d(dim, dim, kernel_size=3, padding=1), group_norm(dim), nn.ReLU(inplace=True),
-            nn.Conv2d(dim, dim, kernel_size=3, padding=1), group_norm(dim),
-        )
+        layers: list[nn.Module] = []
+        for index in range(convs):
+            layers += [nn.Conv2d(dim, dim, kernel_size=3, padding=1), group_norm(dim)]
+            if index < convs - 1:
+                layers.append(nn.ReLU(inplace=True))
+        self.mix = nn.Sequential(*layers) if layers else None
         self.level_embed = nn.Parameter(torch.empty(dim))  # tells the decoder's keys which level
         nn.init.xavier_uniform_(self.project[0].weight, gain=1)
         nn.init.zeros_(self.project[0].bias)
@@ -43,7 +47,8 @@ class FineLevel(nn.Module):
         size = fine_map.shape[-2:]
         coarse = memory.transpose(1, 2).unflatten(2, coarse_shape)
         fused = self.project(fine_map) + F.interpolate(coarse, size=size, mode="nearest")
-        fused = fused + self.mix(fused)  # signed, as the encoder's LayerNorm-ed tokens beside it
+        if self.mix is not None:
+            fused = fused + self.mix(fused)  # signed, as the encoder's LayerNorm-ed tokens beside it
         fine_mask = level_mask(mask, fused.shape[0], size, fused.device)
         pos = position_encoding(fused, fine_mask) + self.level_embed[:, None, None]
         return fused.flatten(2).transpose(1, 2), pos.flatten(2).transpose(1, 2), fine_mask
