@@ -35,14 +35,16 @@ def test_train_command_takes_settings():
     assert args.set == ["model.query_groups=2", "train.epochs=3"]
 
 
-def test_fast_fine_is_fast_with_the_fine_level_one_query_group_the_deformable_decoder_and_hard_negatives():
+def test_fast_fine_is_fast_with_the_fine_level_one_query_group_the_deformable_decoder_hard_negatives_and_half_width():
     """What the README and the preset's docstring say it is, and nothing else."""
     fine, fast = preset("fast_fine"), preset("fast")
     assert fine.model.fine_level and fine.model.query_groups == 1 and not fast.model.fine_level
     assert fine.model.decoder_attention == "deformable" and fast.model.decoder_attention == "full"
     assert fine.loss.duplicate_weight == 1.0 and fast.loss.duplicate_weight is None
+    assert fine.model.backbone.width == 32 and fast.model.backbone.width == 64
     fast.model.fine_level, fast.model.query_groups, fast.model.decoder_attention = True, 1, "deformable"
     fast.loss.duplicate_weight = 1.0
+    fast.model.backbone.width = 32
     assert fine.to_dict() == fast.to_dict()
 
 

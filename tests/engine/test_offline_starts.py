@@ -34,7 +34,7 @@ def test_imagenet_backbone_download_failure(offline, tiny_data, tmp_path, capsys
     refuse, attempts, cache = offline
     refuse.error = error
     code = main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--epochs", "1",
-                 "--no-progress", "--set", "model.backbone.pretrained=True"])
+                 "--no-progress", "--set", "model.backbone.pretrained=True", "model.backbone.width=64"])
     message = capsys.readouterr().err.strip()
     url = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
     assert code == 1 and attempts == [url]
@@ -45,6 +45,15 @@ def test_imagenet_backbone_download_failure(offline, tiny_data, tmp_path, capsys
     suggested = message.split("--set ")[1].split()
     config = apply_settings(ExperimentConfig(), suggested)  # the advice is a valid setting, and it turns it off
     assert config.model.backbone.pretrained is False
+
+
+def test_imagenet_weights_on_the_half_width_default_say_which_width_has_them(offline, tiny_data, tmp_path, capsys):
+    _, attempts, _ = offline
+    code = main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--epochs", "1",
+                 "--no-progress", "--set", "model.backbone.pretrained=True"])
+    message = capsys.readouterr().err.strip()
+    assert code != 0 and attempts == [] and len(message.splitlines()) == 1, message
+    assert "ImageNet weights exist at width 64 only: set model.backbone.width=64" in message
 
 
 @pytest.mark.parametrize("error", FAILURES, ids=["URLError", "HTTPError"])

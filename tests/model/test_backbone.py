@@ -157,7 +157,7 @@ def test_a_width_other_than_64_is_refused_where_it_cannot_be_built():
         Backbone(BackboneConfig(name="resnet50", width=32))
     with pytest.raises(ValueError, match="only resnet18/34 take a width"):
         Backbone(BackboneConfig(name="regnet_x_400mf", width=32))
-    with pytest.raises(ValueError, match="ImageNet weights exist at width 64 only"):
+    with pytest.raises(ValueError, match="ImageNet weights exist at width 64 only: set model.backbone.width=64"):
         Backbone(BackboneConfig(name="resnet18", width=32, pretrained=True))
     with pytest.raises(ValueError, match="must be positive"):
         Backbone(BackboneConfig(name="resnet18", width=0))

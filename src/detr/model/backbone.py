@@ -60,8 +60,8 @@ class Backbone(nn.Module):
         if config.width != 64 and config.name not in _BASIC_BLOCK_LAYERS:
             raise ValueError(f"only resnet18/34 take a width other than 64, not {config.name}")
         if config.width != 64 and config.pretrained:
-            raise ValueError(f"ImageNet weights exist at width 64 only; train width {config.width} from scratch "
-                             "(model.backbone.pretrained=False)")
+            raise ValueError(f"ImageNet weights exist at width 64 only: set model.backbone.width=64 for them, "
+                             f"or train width {config.width} from scratch (model.backbone.pretrained=False)")
         if config.width < 1:
             raise ValueError(f"backbone width must be positive, not {config.width}")
         if config.dilation and config.name not in ("resnet50", "resnet101"):
