@@ -5,7 +5,7 @@ from torch import nn
 
 from torchvision.ops import box_convert, box_iou
 
-from detr.model.query_selection import QuerySelection, cell_proposals, distinct_top
+from detr.model.query_selection import CANDIDATES_PER_QUERY, QuerySelection, cell_proposals, distinct_top
 
 
 def test_cell_proposals_are_centred_on_cells_of_the_unpadded_part():
@@ -62,10 +62,10 @@ def test_checkpoints_with_the_old_unused_learned_anchors_still_load():
         model.load_state_dict({**model.state_dict(), "queries.content.extra": torch.zeros(1)})
 
 
-def _greedy_distinct(scores, boxes, count, iou):
+def _greedy_nms(scores, boxes, iou):
     """Reference for one image, written as the paper's greedy loop: visit tokens best first, keep
-    one unless it overlaps a kept one above `iou`; then the suppressed ones, best first; padding
-    (score < 0) last."""
+    one unless it overlaps a kept one above `iou`. Returns (kept, suppressed, padding (score < 0)),
+    each best first."""
     corners = box_convert(boxes, "cxcywh", "xyxy")
     order = sorted(range(len(scores)), key=lambda i: -scores[i].item())
     kept, suppressed, padding = [], [], []
@@ -76,6 +76,12 @@ def _greedy_distinct(scores, boxes, count, iou):
             kept.append(i)
         else:
             suppressed.append(i)
+    return kept, suppressed, padding
+
+
+def _greedy_distinct(scores, boxes, count, iou):
+    """The survivors, then the suppressed ones, then padding: the first `count`."""
+    kept, suppressed, padding = _greedy_nms(scores, boxes, iou)
     return (kept + suppressed + padding)[:count]
 
 
@@ -97,6 +103,32 @@ def test_distinct_selection_is_greedy_nms_then_the_suppressed(iou):
             real = int((scores[b] >= 0).sum())  # padding ties at -1: its order is arbitrary
             assert chosen[b, :real].tolist() == expected[:real]
             assert (scores[b, chosen[b, real:]] < 0).all()
+
+
+def test_distinct_selection_among_many_tokens_runs_nms_over_the_best_candidates_only():
+    """Over the CANDIDATES_PER_QUERY x count best tokens, the choice is the greedy reference's on
+    those tokens; where the reference over every token has `count` survivors among them, it is the
+    same choice (one image of tight clusters has too few survivors, another of spread boxes enough)."""
+    generator = torch.Generator().manual_seed(1)
+    length, count = 600, 20
+    candidates = CANDIDATES_PER_QUERY * count
+    spreads = torch.tensor([0.002, 0.3])[:, None, None]
+    centres = torch.rand(2, 6, 2, generator=generator) * 0.6 + 0.2
+    boxes = torch.cat([centres[:, torch.randint(6, (length,), generator=generator)]
+                       + spreads * torch.randn(2, length, 2, generator=generator),
+                       0.1 + 0.1 * torch.rand(2, length, 2, generator=generator)], dim=-1)
+    scores = torch.rand(2, length, generator=generator)
+    chosen = distinct_top(scores, boxes, count, 0.5)
+    same_as_full = []
+    for b in range(2):
+        best = scores[b].topk(candidates).indices
+        on_candidates = _greedy_distinct(scores[b, best], boxes[b, best], count, 0.5)
+        assert chosen[b].tolist() == best[on_candidates].tolist()
+        full = _greedy_distinct(scores[b], boxes[b], count, 0.5)
+        survivors = set(_greedy_nms(scores[b], boxes[b], 0.5)[0]) & set(best.tolist())
+        same_as_full.append(chosen[b].tolist() == full)
+        assert same_as_full[-1] == (len(survivors) >= count)
+    assert same_as_full == [False, True]
 
 
 def test_distinct_selection_skips_a_near_twin_that_plain_top_k_takes():
