@@ -1,8 +1,9 @@
 """The CNN backbone: image batch + padding mask in, one feature map + its mask out
 (or, for the fine level, the maps of the last two stages).
 
-A torchvision ResNet (the paper) or RegNet (the same four stages of strides 4-32 at a
-fraction of the FLOPs, for a CPU budget), both seen as a stem and stages layer1..layer4."""
+A torchvision ResNet (the paper; a ResNet-18/34 also narrower, built from torchvision's
+blocks, for a CPU budget) or RegNet (the same four stages of strides 4-32 at a fraction of
+the FLOPs), all seen as a stem and stages layer1..layer4."""
 
 from __future__ import annotations
 
@@ -57,13 +58,13 @@ class Backbone(nn.Module):
             raise ValueError(f"unknown backbone {config.name!r}; choose one of {sorted(_WEIGHTS)}")
         if config.dilation and config.last_layer != "layer4":
             raise ValueError("dilation (DC5) applies to layer4; set last_layer='layer4'")
+        if config.width < 1:
+            raise ValueError(f"backbone width must be positive, not {config.width}")
         if config.width != 64 and config.name not in _BASIC_BLOCK_LAYERS:
             raise ValueError(f"only resnet18/34 take a width other than 64, not {config.name}")
         if config.width != 64 and config.pretrained:
             raise ValueError(f"ImageNet weights exist at width 64 only: set model.backbone.width=64 for them, "
                              f"or train width {config.width} from scratch (model.backbone.pretrained=False)")
-        if config.width < 1:
-            raise ValueError(f"backbone width must be positive, not {config.width}")
         if config.dilation and config.name not in ("resnet50", "resnet101"):
             raise ValueError(f"dilation (DC5) needs a bottleneck ResNet (resnet50/101), not {config.name}")
         try:
