@@ -20,6 +20,7 @@ import torch
 from detr.bench.timing import median_time
 from detr.config import ExperimentConfig, preset
 from detr.export import export_onnx
+from detr.export.runtime import session_options
 from detr.model import build_model
 from detr.weights import LoadedWeights
 from detr.weights.coco_names import numbered_categories
@@ -42,11 +43,9 @@ def main() -> None:
     name = "the small preset" if args.quick else "DETR R50"
     model = build_model(config.model).eval()
     weights = LoadedWeights(config, model.state_dict(), numbered_categories(config.model.num_classes))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = args.threads
     with tempfile.TemporaryDirectory() as folder:
         path = export_onnx(weights, Path(folder) / "model.onnx")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), session_options(ort, args.threads), providers=["CPUExecutionProvider"])
     model.backbone.use_channels_last()
     cpu = torch.device("cpu")
     print(f"{name}, {args.height}x{args.width}, fp32, {args.threads} threads, median of {args.runs} runs\n")

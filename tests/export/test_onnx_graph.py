@@ -7,6 +7,7 @@ import torch
 
 from detr.config import BackboneConfig
 from detr.export import export_onnx
+from detr.export.runtime import session_options
 from detr.model import build_model
 from tests.weights.helpers import tiny_weights
 
@@ -27,9 +28,8 @@ def _model(weights):
 
 
 def _session(path):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()  # not a spinning thread per core
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    # OnnxPredictor's options (denormals as zero among them), so that parity holds as users run it.
+    return ort.InferenceSession(str(path), session_options(ort), providers=["CPUExecutionProvider"])
 
 
 def _padded_batch(batch, height, width):

@@ -120,3 +120,12 @@ def test_postprocess_graph_ranks_class_pairs_as_the_predictor_does(weights, imag
     _assert_same_detections(onnx_predictor.predict_batch(images, threshold=0.0), expected)
     _assert_same_detections(onnx_predictor.predict_batch(images, threshold=0.0),
                             detr.load(export_onnx(paired, tmp_path / "raw.onnx")).predict_batch(images, threshold=0.0))
+
+
+def test_the_session_reads_denormals_as_zero_with_torchs_thread_count(weights, tmp_path):
+    # Padded tokens' softmax exponentials are denormal, and the CPU is slow on them; zero is the
+    # same output (the graph tests compare logits and boxes under these options).
+    predictor = OnnxPredictor(export_onnx(weights, tmp_path / "m.onnx"), threads=3)
+    options = predictor.session.get_session_options()
+    assert options.get_session_config_entry("session.set_denormal_as_zero") == "1"
+    assert options.intra_op_num_threads == 3

@@ -7,6 +7,7 @@ import torch
 
 from detr.config import ExperimentConfig
 from detr.export import export_onnx
+from detr.export.runtime import session_options
 from detr.model import build_model
 from detr.weights import LoadedWeights
 from detr.weights.coco_names import numbered_categories
@@ -20,9 +21,7 @@ def test_r50_exports_and_matches_pytorch(tmp_path):
     path = export_onnx(LoadedWeights(config, model.state_dict(), categories), tmp_path / "r50.onnx")
     images, mask = torch.randn(2, 3, 256, 352), torch.zeros(2, 256, 352, dtype=torch.bool)
     mask[1, 192:] = True
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()  # not a spinning thread per core
-    logits, boxes = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).run(
+    logits, boxes = ort.InferenceSession(str(path), session_options(ort), providers=["CPUExecutionProvider"]).run(
         None, {"images": images.numpy(), "mask": mask.numpy()})
     with torch.no_grad():
         expected = model(images, mask)
