@@ -44,13 +44,16 @@ class AnchorDecoder(nn.Module):
     The layers, their final norm and the box head are the model's own; this
     module adds only the MLP that turns a box into a positional query. `deformable`: the
     layers' cross-attention samples around each box, so they are told the memory's levels.
+    `relation` (Relation-DETR, box_relation.py): each layer's self-attention also reads a bias
+    from its anchors' pairwise geometry; None: the paper's self-attention.
     """
 
-    def __init__(self, dim: int, deformable: bool = False) -> None:
+    def __init__(self, dim: int, deformable: bool = False, relation: nn.Module | None = None) -> None:
         super().__init__()
         self.dim = dim
         self.deformable = deformable
         self.query_pos_head = nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self.relation = relation
 
     def forward(self, transformer: Transformer, box_head: nn.Module, queries: DecoderQueries,
                 encoded: EncodedImage, maps: AttentionMaps | None = None, need_weights: bool = False,
@@ -76,8 +79,10 @@ class AnchorDecoder(nn.Module):
         for layer in transformer.decoder_layers:
             anchor = reference.sigmoid()
             query_pos = self.query_pos_head(box_sine_encoding(anchor, self.dim))
+            bias = None if self.relation is None else self.relation(anchor)
             tgt, self_weights, cross_weights = layer(tgt, memory, pos, query_pos, padding_mask, need_weights,
-                                                     self_padding_mask=query_padding, boxes=anchor, levels=levels)
+                                                     self_padding_mask=query_padding, boxes=anchor, levels=levels,
+                                                     self_bias=bias)
             out = transformer.decoder_norm(tgt)
             correction = box_head(out)
             box_logit = reference + correction

@@ -40,8 +40,10 @@ class MultiHeadAttention(nn.Module):
         value: torch.Tensor,
         key_padding_mask: torch.Tensor | None = None,
         need_weights: bool = False,
+        attn_bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """query [B, Lq, D], key/value [B, Lk, D], key_padding_mask [B, Lk] True on padding.
+        """query [B, Lq, D], key/value [B, Lk, D], key_padding_mask [B, Lk] True on padding,
+        attn_bias [B, heads, Lq, Lk]: added to the scores before the softmax.
 
         Returns the output [B, Lq, D] and, if asked, weights [B, heads, Lq, Lk].
         """
@@ -56,6 +58,8 @@ class MultiHeadAttention(nn.Module):
         if key_padding_mask is not None:
             padding = key_padding_mask[:, None, None, :]
             bias = torch.zeros(padding.shape, dtype=q.dtype, device=q.device).masked_fill(padding, float("-inf"))
+        if attn_bias is not None:
+            bias = attn_bias.to(q.dtype) if bias is None else attn_bias.to(q.dtype) + bias
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0
         )
