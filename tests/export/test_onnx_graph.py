@@ -135,15 +135,6 @@ def test_deformable_decoder_export(tmp_path):
         _assert_outputs_match(session, model, *_padded_batch(*size))
 
 
-def test_box_relation_export(tmp_path):
-    """The relation bias is computed from each query's anchors in the graph, for any query count."""
-    weights = _weights(queries="selected", box_relation=True)
-    session = _session(export_onnx(weights, tmp_path / "relation.onnx"))
-    model = _model(weights)
-    for size in SIZES:
-        _assert_outputs_match(session, model, *_padded_batch(*size))
-
-
 def test_bad_destination_and_old_opset_are_refused(tmp_path):
     weights = _weights()
     with pytest.raises(ValueError, match="name the output like model.onnx"):

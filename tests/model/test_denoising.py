@@ -61,23 +61,19 @@ def test_matching_queries_never_see_the_denoising_queries():
 
 
 def test_a_denoising_query_sees_neither_padding_nor_other_groups_nor_other_images():
+    """In the joint pass (matching queries, then both groups), a denoising query decodes as it does
+    alone: decoded as a set of one on its own image, it gives the same box."""
     model = build_model(tiny_model_config(queries="anchors", denoising_groups=2)).train()
     images = torch.randn(2, 3, 64, 64)
-    features, _ = model.backbone(images)
-    pos = model.position_encoding(features, None).flatten(2).transpose(1, 2)
-    src = model.input_proj(features).flatten(2).transpose(1, 2)
-    memory = model.transformer.encode(src, pos, None, AttentionMaps([], [], []), False)
     torch.manual_seed(3)
-    encoded = EncodedImage(memory, pos, None, [torch.zeros(2, *features.shape[-2:], dtype=torch.bool)],
-                           tuple(features.shape[-2:]))
-    _, first_boxes, _ = model.denoising(model.decoder, model.transformer, model.bbox_embed, encoded, _targets())
+    joint = model(images, targets=_targets()).denoising
     torch.manual_seed(3)
     queries = noised_queries(_targets(), 2, 3, 0.4, 0.2)
-    # Entry 3 is image 1's second group; its query 1 only pads. Decode it alone, with the pad changed.
-    alone_anchors = queries.anchors[3:4].clone()
-    alone_anchors[0, 1] = 3.0
-    alone = EncodedImage(memory[1:2], pos[1:2], None, encoded.feature_masks, encoded.shape)
-    hidden, boxes = model.decoder(model.transformer, model.bbox_embed,
-                                  DecoderQueries(model.denoising.label_embed(queries.labels[3:4]), alone_anchors),
-                                  alone, query_padding=queries.padding[3:4])
-    torch.testing.assert_close(boxes[-1, 0, 0], first_boxes[-1, 3, 0], atol=1e-5, rtol=0)
+    assert queries.padding[3].tolist() == [False, True]  # entry 3: image 1's second group, one pad
+    encoded = model.encode(images, None, AttentionMaps([], [], []), False)
+    alone = EncodedImage(encoded.memory[1:2], encoded.pos[1:2], None, [encoded.feature_masks[0][1:2]], encoded.shape)
+    _, boxes = model.decoder(model.transformer, model.bbox_embed,
+                             DecoderQueries(model.denoising.label_embed(queries.labels[3:4, :1]),
+                                            queries.anchors[3:4, :1]), alone)
+    torch.testing.assert_close(boxes[-1, 0, 0], joint.boxes[3, 0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(boxes[0, 0, 0], joint.aux[0].boxes[3, 0], atol=1e-5, rtol=0)

@@ -83,11 +83,6 @@ class ModelConfig:
     # queries) instead of attending all the tokens; "full" = the paper.
     decoder_attention: Literal["full", "deformable"] = "full"
     deformable_points: int = 4
-    # Relation-DETR's position relation: each decoder layer's self-attention adds, per head, a bias
-    # learned from the pairwise geometry of the queries' anchor boxes (their centres' distance in
-    # box sizes, their size ratios), so that queries on one object can tell each other apart.
-    # Needs anchor queries; False: the paper's self-attention.
-    box_relation: bool = False
     # RT-DETR's cross-scale fusion, top-down: after the encoder (on the last stage alone, as
     # the paper), its output upsampled onto the stage before (stride 8 for layer3) and mixed
     # by convolutions; the decoder and query selection read both levels. A finer level for
@@ -130,9 +125,6 @@ class ModelConfig:
             if self.denoising_groups:
                 raise ValueError("model.denoising_groups needs anchor-box queries: set model.queries to "
                                  "'anchors' or 'selected', or model.denoising_groups=0")
-            if self.box_relation:
-                raise ValueError("model.box_relation reads the queries' anchor boxes, which learned queries do not "
-                                 "have: set model.queries to 'anchors' or 'selected'")
         if self.queries != "selected":
             for name, off in (("selected_content", False), ("distinct_queries", 0.0)):
                 if getattr(self, name) != off:

@@ -44,45 +44,40 @@ class AnchorDecoder(nn.Module):
     The layers, their final norm and the box head are the model's own; this
     module adds only the MLP that turns a box into a positional query. `deformable`: the
     layers' cross-attention samples around each box, so they are told the memory's levels.
-    `relation` (Relation-DETR, box_relation.py): each layer's self-attention also reads a bias
-    from its anchors' pairwise geometry; None: the paper's self-attention.
     """
 
-    def __init__(self, dim: int, deformable: bool = False, relation: nn.Module | None = None) -> None:
+    def __init__(self, dim: int, deformable: bool = False) -> None:
         super().__init__()
         self.dim = dim
         self.deformable = deformable
         self.query_pos_head = nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(), nn.Linear(dim, dim))
-        self.relation = relation
 
     def forward(self, transformer: Transformer, box_head: nn.Module, queries: DecoderQueries,
                 encoded: EncodedImage, maps: AttentionMaps | None = None, need_weights: bool = False,
-                query_padding: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                self_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """queries: content [B x G, N, D] and anchors [B x G, N, 4] in inverse-sigmoid space, G batch
-        entries an image (query or denoising groups; G = 1 without); the encoded image's memory
-        is one an image; query_padding [B x G, N] True on queries that only pad the batch (hidden
-        from the others).
+        entries an image (query groups; G = 1 without); the encoded image's memory is one an
+        image; self_mask [B x G, 1, N, N]: added to every self-attention's scores (-inf: hidden),
+        as JointQueries lays out query sets that must not see each other.
 
         Returns every layer's normalised output [layers, B x G, N, D] and box [layers, B x G, N, 4]
         (sigmoid cxcywh).
         """
         levels = levels_of(encoded.feature_masks) if self.deformable else None
         return self.refine(transformer, box_head, queries.content, queries.anchors, encoded.memory, encoded.pos,
-                           encoded.padding, query_padding, maps, need_weights, levels)
+                           encoded.padding, self_mask, maps, need_weights, levels)
 
     def refine(self, transformer: Transformer, box_head: nn.Module, content: torch.Tensor, anchors: torch.Tensor,
                memory: torch.Tensor, pos: torch.Tensor, padding_mask: torch.Tensor | None,
-               query_padding: torch.Tensor | None, maps: AttentionMaps | None, need_weights: bool,
+               self_mask: torch.Tensor | None, maps: AttentionMaps | None, need_weights: bool,
                levels: Levels | None) -> tuple[torch.Tensor, torch.Tensor]:
         tgt, reference = content, anchors
         outputs, boxes = [], []
         for layer in transformer.decoder_layers:
             anchor = reference.sigmoid()
             query_pos = self.query_pos_head(box_sine_encoding(anchor, self.dim))
-            bias = None if self.relation is None else self.relation(anchor)
             tgt, self_weights, cross_weights = layer(tgt, memory, pos, query_pos, padding_mask, need_weights,
-                                                     self_padding_mask=query_padding, boxes=anchor, levels=levels,
-                                                     self_bias=bias)
+                                                     boxes=anchor, levels=levels, self_bias=self_mask)
             out = transformer.decoder_norm(tgt)
             correction = box_head(out)
             box_logit = reference + correction

@@ -10,7 +10,6 @@ from torch import nn
 from detr.config import ModelConfig
 from detr.model.anchor_decoder import AnchorDecoder
 from detr.model.backbone import Backbone
-from detr.model.box_relation import BoxRelation
 from detr.model.class_scoring import ClassScoring
 from detr.model.denoising import DenoisingBranch
 from detr.model.detr import DETR
@@ -54,7 +53,7 @@ def build_anchor_detr(config: ModelConfig) -> DETR:
         queries = SelectedQueries(config.num_queries, config.query_groups, dim, config.selected_content)
     else:
         queries = LearnedAnchors(config.num_queries, config.query_groups, dim)
-    decoder = AnchorDecoder(dim, deformable, BoxRelation(config.num_heads) if config.box_relation else None)
+    decoder = AnchorDecoder(dim, deformable)
     transformer = _transformer(config, deformable_levels=(2 if config.fine_level else 1) if deformable else 0)
     class_head = nn.Linear(dim, config.num_classes + 1)
     box_head = zero_last_layer(MLP(dim, dim, 4, 3))  # boxes start as the anchors; the head learns corrections

@@ -5,9 +5,9 @@ each with its own noise: box corners shift by up to `box_noise` of the half
 size, and a share of labels flips to a random class. A group's queries start
 from the noised boxes (anchors) and the noised labels' embeddings (content)
 and must reconstruct the originals: no matching is needed, which steadies
-the early training that bipartite matching makes slow. Every group decodes
-as an extra batch entry, so the matching queries and the other groups never
-see it (DN-DETR's attention mask, by construction).
+the early training that bipartite matching makes slow. The groups decode in
+the matching queries' pass, behind DN-DETR's attention mask (joint_queries.py):
+neither the matching queries nor the other groups see them.
 """
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ import torch
 from torch import nn
 from torchvision.ops import box_convert
 
-from detr.model.anchor_decoder import AnchorDecoder, inverse_sigmoid
-from detr.model.encoded import EncodedImage
+from detr.model.anchor_decoder import inverse_sigmoid
 from detr.model.queries import DecoderQueries
-from detr.model.transformer import Transformer
 
 
 @dataclass
@@ -63,8 +61,8 @@ def noised_queries(targets: list[dict], groups: int, num_classes: int, box_noise
 
 
 class DenoisingBranch(nn.Module):
-    """The training-only branch: `groups` groups of noised targets, decoded by the model's anchor
-    decoder with a learned embedding of each noised label as content."""
+    """The training-only branch: `groups` groups of noised targets, which the model's anchor
+    decoder decodes with a learned embedding of each noised label as content."""
 
     def __init__(self, num_classes: int, dim: int, groups: int, box_noise: float, label_noise: float) -> None:
         super().__init__()
@@ -72,15 +70,10 @@ class DenoisingBranch(nn.Module):
         self.box_noise, self.label_noise = box_noise, label_noise
         self.label_embed = nn.Embedding(num_classes, dim)
 
-    def forward(self, decoder: AnchorDecoder, transformer: Transformer, box_head: nn.Module,
-                encoded: EncodedImage, targets: list[dict]
-                ) -> tuple[torch.Tensor, torch.Tensor, DenoisingQueries] | None:
-        """Every layer's output and box, as the decoder returns them, and the queries they
-        came from; None when the batch holds no target."""
+    def forward(self, targets: list[dict]) -> tuple[DecoderQueries, DenoisingQueries] | None:
+        """The decoder's queries (content: the noised labels' embeddings; anchors: the noised
+        boxes) [B x G, T, ...] and what they were made from; None when the batch holds no target."""
         queries = noised_queries(targets, self.groups, self.num_classes, self.box_noise, self.label_noise)
         if queries is None:
             return None
-        hidden, boxes = decoder(transformer, box_head, DecoderQueries(self.label_embed(queries.labels),
-                                                                      queries.anchors),
-                                encoded, query_padding=queries.padding)
-        return hidden, boxes, queries
+        return DecoderQueries(self.label_embed(queries.labels), queries.anchors), queries

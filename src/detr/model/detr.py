@@ -12,6 +12,7 @@ from detr.model.class_scoring import ClassScoring
 from detr.model.denoising import DenoisingBranch
 from detr.model.encoded import EncodedImage
 from detr.model.fine_level import FineLevel
+from detr.model.joint_queries import join_queries
 from detr.model.outputs import DenoisingOutput, DETROutput, Predictions
 from detr.model.query_selection import QuerySelection
 from detr.model.transformer import AttentionMaps, Transformer
@@ -82,20 +83,28 @@ class DETR(nn.Module):
         if self.query_selection is not None:
             selection = self.query_selection(encoded.memory, encoded.feature_masks, self.queries.num_queries)
         queries = self.queries(encoded, groups, selection)
-        hidden, boxes = self.decoder(self.transformer, self.bbox_embed, queries, encoded, maps, need_weights)
+        denoising = None
+        if self.denoising is not None and self.training and targets is not None:
+            denoising = self.denoising(targets)
         batch = images.shape[0]
-        layers = self._heads(hidden.unflatten(1, (batch, groups)).flatten(2, 3),
-                             boxes.unflatten(1, (batch, groups)).flatten(2, 3))  # [layers, B, G x N, ...]
+        if denoising is None:
+            hidden, boxes = self.decoder(self.transformer, self.bbox_embed, queries, encoded, maps, need_weights)
+            # [layers, B x G, N, ...] -> [layers, B, G x N, ...]: an image's groups side by side
+            hidden, boxes = (x.flatten(1, 2).unflatten(1, (batch, -1)) for x in (hidden, boxes))
+        else:  # one decoder pass for both, each set of queries masked from the others
+            dn_queries, made_from = denoising
+            joint = join_queries(queries, groups, dn_queries, made_from.groups, made_from.padding)
+            hidden, boxes = self.decoder(self.transformer, self.bbox_embed, joint.queries, encoded, maps,
+                                         need_weights, self_mask=joint.self_mask)
+            (hidden, dn_hidden), (boxes, dn_boxes) = joint.split(hidden), joint.split(boxes)
+        layers = self._heads(hidden, boxes)  # [layers, B, G x N, ...]
         out = DETROutput(layers[-1].logits, layers[-1].boxes, layers[:-1])
         if self.training:
             out.proposals = queries.proposals
-        if self.denoising is not None and self.training and targets is not None:
-            denoised = self.denoising(self.decoder, self.transformer, self.bbox_embed, encoded, targets)
-            if denoised is not None:
-                dn_hidden, dn_boxes, dn_queries = denoised
-                dn_layers = self._heads(dn_hidden, dn_boxes)
-                out.denoising = DenoisingOutput(dn_layers[-1].logits, dn_layers[-1].boxes, dn_layers[:-1],
-                                                dn_queries.padding, dn_queries.groups)
+        if denoising is not None:
+            dn_layers = self._heads(dn_hidden, dn_boxes)
+            out.denoising = DenoisingOutput(dn_layers[-1].logits, dn_layers[-1].boxes, dn_layers[:-1],
+                                            made_from.padding, made_from.groups)
         if need_weights:
             out.attention, out.feature_shape, out.fine_shape = maps, encoded.shape, encoded.fine_shape
         return out

@@ -86,15 +86,15 @@ class DecoderLayer(nn.Module):
         self.cross_block = _Residual(dim, dropout, pre_norm)
         self.ffn_block = _Residual(dim, dropout, pre_norm)
 
-    def forward(self, tgt, memory, pos, query_pos, padding_mask, need_weights=False, self_padding_mask=None,
+    def forward(self, tgt, memory, pos, query_pos, padding_mask, need_weights=False,
                 boxes: torch.Tensor | None = None, levels: Levels | None = None,
                 self_bias: torch.Tensor | None = None):
         """boxes [B (x G), N, 4] (sigmoid cxcywh of the image) and levels: where deformable
-        cross-attention samples; unused by full attention. self_bias [B (x G), heads, N, N]: added
-        to the self-attention's scores (the queries' box relations), or None."""
+        cross-attention samples; unused by full attention. self_bias [B (x G), heads or 1, N, N]:
+        added to the self-attention's scores (the mask between query sets), or None."""
         x = self.self_block.branch_input(tgt)
         q = k = x + query_pos
-        attended, self_weights = self.self_attn(q, k, x, self_padding_mask, need_weights, self_bias)
+        attended, self_weights = self.self_attn(q, k, x, None, need_weights, self_bias)
         tgt = self.self_block.merge(tgt, attended)
         x = self.cross_block.branch_input(tgt)
         # memory [B, L, D] may serve G batch entries an image (query groups, entry b x G + g). Each
