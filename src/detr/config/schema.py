@@ -73,8 +73,8 @@ class ModelConfig:
     distinct_queries: float = 0.0
     # DN-DETR: in training, this many groups of noised ground-truth boxes and
     # labels decode as extra queries that learn to reconstruct the originals.
-    # Each group rides as an extra batch entry, so neither the matching queries
-    # nor the other groups can see it. Needs anchor queries ("anchors" or "selected").
+    # They decode in the matching queries' pass behind an attention mask, so neither
+    # the matching queries nor the other groups see them. Needs anchor queries.
     denoising_groups: int = 0
     denoising_box_noise: float = 0.4  # corner shifts up to this share of the box's half size
     denoising_label_noise: float = 0.2  # half of these labels are flipped to a random class
