@@ -1,6 +1,7 @@
 """The exported graph against the PyTorch model it came from (onnxruntime on the CPU)."""
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -133,6 +134,18 @@ def test_deformable_decoder_export(tmp_path):
     model = _model(weights)
     for size in SIZES:
         _assert_outputs_match(session, model, *_padded_batch(*size))
+
+
+def test_every_attention_is_one_fused_onnxruntime_node(tmp_path):
+    """Encoder self-attention, decoder self- and cross-attention: one com.microsoft.MultiHeadAttention
+    each, so that no [B, heads, Lq, Lk] score tensor, padding Add or Softmax is left in the graph."""
+    weights = _weights()
+    path = export_onnx(weights, tmp_path / "fused.onnx")
+    nodes = onnx.load(str(path)).graph.node
+    fused = [n for n in nodes if n.op_type == "MultiHeadAttention" and n.domain == "com.microsoft"]
+    config = weights.config.model
+    assert len(fused) == config.encoder_layers + 2 * config.decoder_layers
+    assert not [n for n in nodes if n.op_type == "Softmax"]
 
 
 def test_bad_destination_and_old_opset_are_refused(tmp_path):

@@ -55,7 +55,9 @@ def export_onnx(source: str | Path | LoadedWeights, path: str | Path, postproces
         warnings.simplefilter("ignore", DeprecationWarning)
         # The TorchScript tracer (dynamo=False), not torch 2.14's default dynamo exporter:
         # it needs only torch (no onnxscript), works offline here, and takes dynamic_axes.
+        # The attention exports as onnxruntime's fused operator (model/attention.py).
         torch.onnx.export(graph, args, str(partial), dynamo=False, opset_version=opset,
+                          custom_opsets={"com.microsoft": 1},
                           input_names=graph.input_names, output_names=graph.output_names,
                           dynamic_axes={n: axes[n] for n in graph.input_names + graph.output_names})
     _write_metadata(onnx, partial, {"config": weights.config.to_dict(), "categories": weights.categories.to_dict(),

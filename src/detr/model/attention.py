@@ -7,6 +7,29 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class _FusedForOnnxRuntime(torch.autograd.Function):
+    """Attention over projected q [B, Lq, dim], k and v [B, Lk, dim] with `heads` heads and a key
+    padding mask (True on padding, or None), for the ONNX export only: it exports as onnxruntime's
+    fused com.microsoft.MultiHeadAttention. The graph then holds no [B, heads, Lq, Lk] scores,
+    their padding Add and Softmax, which were the exported encoder's costliest nodes at batch 8."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, padding, heads, dim):
+        split = [x.unflatten(-1, (heads, -1)).transpose(1, 2) for x in (q, k, v)]
+        bias = None if padding is None else torch.zeros(padding.shape, dtype=q.dtype).masked_fill(
+            padding, float("-inf"))[:, None, None]
+        return F.scaled_dot_product_attention(*split, attn_mask=bias).transpose(1, 2).flatten(2)
+
+    @staticmethod
+    def symbolic(g, q, k, v, padding, heads, dim):
+        if padding is None or padding.node().mustBeNone():
+            return g.op("com.microsoft::MultiHeadAttention", q, k, v, num_heads_i=heads)
+        # The op's optional q/k/v bias sits before the mask: zeros. Its mask is 1 on tokens to attend.
+        no_bias = g.op("Constant", value_t=torch.zeros(3 * dim))
+        attend = g.op("Cast", g.op("Not", padding), to_i=6)  # INT32
+        return g.op("com.microsoft::MultiHeadAttention", q, k, v, no_bias, attend, num_heads_i=heads)
+
+
 class MultiHeadAttention(nn.Module):
     """Batch-first multi-head attention with the reference's packed input projection.
 
@@ -22,6 +45,7 @@ class MultiHeadAttention(nn.Module):
         if dim % num_heads:
             raise ValueError(f"hidden_dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
+        self.dim = dim
         self.dropout = dropout
         self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
@@ -49,9 +73,10 @@ class MultiHeadAttention(nn.Module):
         """
         w_q, w_k, w_v = self.in_proj_weight.chunk(3)
         b_q, b_k, b_v = self.in_proj_bias.chunk(3)
-        q = self._split_heads(F.linear(query, w_q, b_q))
-        k = self._split_heads(F.linear(key, w_k, b_k))
-        v = self._split_heads(F.linear(value, w_v, b_v))
+        q, k, v = F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
+        if torch.onnx.is_in_onnx_export() and attn_bias is None and not need_weights:
+            return self.out_proj(_FusedForOnnxRuntime.apply(q, k, v, key_padding_mask, self.num_heads, self.dim)), None
+        q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)
         # Padding as an additive mask (0 or -inf): the same softmax, and in the ONNX graph one
         # broadcast Add instead of a select over every score and a NaN clean-up after the softmax.
         bias = None
