@@ -16,7 +16,7 @@ class _FusedForOnnxRuntime(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, padding, heads, dim):
         split = [x.unflatten(-1, (heads, -1)).transpose(1, 2) for x in (q, k, v)]
-        bias = None if padding is None else torch.zeros(padding.shape, dtype=q.dtype).masked_fill(
+        bias = None if padding is None else torch.zeros(padding.shape, dtype=q.dtype, device=q.device).masked_fill(
             padding, float("-inf"))[:, None, None]
         return F.scaled_dot_product_attention(*split, attn_mask=bias).transpose(1, 2).flatten(2)
 
