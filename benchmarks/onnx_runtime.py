@@ -45,7 +45,8 @@ def main() -> None:
     weights = LoadedWeights(config, model.state_dict(), numbered_categories(config.model.num_classes))
     with tempfile.TemporaryDirectory() as folder:
         path = export_onnx(weights, Path(folder) / "model.onnx")
-        session = ort.InferenceSession(str(path), session_options(ort, args.threads), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), session_options(ort, args.threads),
+                                       providers=["CPUExecutionProvider"])
     model.backbone.use_channels_last()
     cpu = torch.device("cpu")
     print(f"{name}, {args.height}x{args.width}, fp32, {args.threads} threads, median of {args.runs} runs\n")

@@ -7,6 +7,18 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def additive_mask(hidden: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean mask (True: hidden) as scores to add: -inf where hidden, 0 elsewhere. The same
+    softmax as masking, and in the ONNX graph one broadcast Add instead of a select over every
+    score and a NaN clean-up after the softmax."""
+    return torch.zeros(hidden.shape, dtype=dtype, device=hidden.device).masked_fill(hidden, float("-inf"))
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """[B, L, D] -> [B, heads, L, D / heads]."""
+    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
 class _FusedForOnnxRuntime(torch.autograd.Function):
     """Attention over projected q [B, Lq, dim], k and v [B, Lk, dim] with `heads` heads and a key
     padding mask (True on padding, or None), for the ONNX export only: it exports as onnxruntime's
@@ -15,9 +27,8 @@ class _FusedForOnnxRuntime(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, padding, heads, dim):
-        split = [x.unflatten(-1, (heads, -1)).transpose(1, 2) for x in (q, k, v)]
-        bias = None if padding is None else torch.zeros(padding.shape, dtype=q.dtype, device=q.device).masked_fill(
-            padding, float("-inf"))[:, None, None]
+        bias = None if padding is None else additive_mask(padding, q.dtype)[:, None, None]
+        split = [split_heads(x, heads) for x in (q, k, v)]
         return F.scaled_dot_product_attention(*split, attn_mask=bias).transpose(1, 2).flatten(2)
 
     @staticmethod
@@ -53,10 +64,6 @@ class MultiHeadAttention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.zeros_(self.out_proj.bias)
 
-    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        batch, length, dim = x.shape
-        return x.view(batch, length, self.num_heads, dim // self.num_heads).transpose(1, 2)
-
     def forward(
         self,
         query: torch.Tensor,
@@ -76,13 +83,8 @@ class MultiHeadAttention(nn.Module):
         q, k, v = F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
         if torch.onnx.is_in_onnx_export() and attn_bias is None and not need_weights:
             return self.out_proj(_FusedForOnnxRuntime.apply(q, k, v, key_padding_mask, self.num_heads, self.dim)), None
-        q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)
-        # Padding as an additive mask (0 or -inf): the same softmax, and in the ONNX graph one
-        # broadcast Add instead of a select over every score and a NaN clean-up after the softmax.
-        bias = None
-        if key_padding_mask is not None:
-            padding = key_padding_mask[:, None, None, :]
-            bias = torch.zeros(padding.shape, dtype=q.dtype, device=q.device).masked_fill(padding, float("-inf"))
+        q, k, v = (split_heads(x, self.num_heads) for x in (q, k, v))
+        bias = None if key_padding_mask is None else additive_mask(key_padding_mask[:, None, None, :], q.dtype)
         if attn_bias is not None:
             bias = attn_bias.to(q.dtype) if bias is None else attn_bias.to(q.dtype) + bias
         out = F.scaled_dot_product_attention(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from detr.model.attention import additive_mask
 from detr.model.queries import DecoderQueries
 
 
@@ -58,6 +59,6 @@ def join_queries(main: DecoderQueries, groups: int, denoising: DecoderQueries, d
     # A padding query sees itself, so that no row is all -inf; no real query sees it.
     itself = torch.eye(len(query_set), dtype=torch.bool, device=device)
     visible = same_set & (~pads[:, None, :] | itself)
-    self_mask = torch.zeros(visible.shape, dtype=content.dtype, device=device).masked_fill(~visible, float("-inf"))
-    return JointQueries(DecoderQueries(content, anchors, main.proposals), self_mask[:, None], groups, per_group,
+    self_mask = additive_mask(~visible, content.dtype)[:, None]
+    return JointQueries(DecoderQueries(content, anchors, main.proposals), self_mask, groups, per_group,
                         denoising_groups)
