@@ -8,7 +8,7 @@ import torch
 
 from detr.config import preset
 from detr.model import DETR, build_model
-from detr.precision import autocast
+from detr.precision import autocast, native_bf16
 
 
 @contextlib.contextmanager
@@ -60,6 +60,14 @@ def _product_sizes(layer: torch.nn.Linear, sizes: list) -> torch.utils.hooks.Rem
     def hook(module, inputs, output):
         sizes.append((inputs[0].float().square() @ module.weight.square().T + module.bias.square()).sqrt())
     return layer.register_forward_hook(hook)
+
+
+@pytest.mark.parametrize("tiles", [True, False])
+def test_native_bf16_is_a_cpu_with_amx_tiles(tiles, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: tiles)
+    assert native_bf16(torch.device("cpu")) is tiles and native_bf16(torch.device("cuda")) is False
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")  # torch's probe is private: gone means no
+    assert native_bf16(torch.device("cpu")) is False
 
 
 def test_bf16_keeps_each_query_of_the_papers_model_within_its_rounding_of_fp32():

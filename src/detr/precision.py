@@ -18,3 +18,10 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
     losses, matching and post-processing in fp32), or a disabled one for fp32."""
     check_precision(precision)
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` is a CPU with AMX tiles (Intel Xeon from Sapphire Rapids on), whose matrix
+    units multiply bf16 natively; elsewhere on a CPU bf16 is emulated and slower than fp32."""
+    has_tiles = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private; absent: assume none
+    return device.type == "cpu" and bool(has_tiles and has_tiles())

@@ -6,7 +6,8 @@ against the YOLO peer on the same images when Ultralytics is installed.
     detr benchmark latency --quick                   # a seconds-long check that it runs
 
 Paths: PyTorch (`detr.load`'s Predictor) and onnxruntime (`detr export`, then the same
-Predictor over the graph); for the YOLO, Ultralytics' `predict` on its PyTorch weights and on
+Predictor over the graph), and PyTorch in bf16 on a CPU that multiplies it natively (AMX; its
+YOLO column is the YOLO's fp32 PyTorch, Ultralytics' CPU default); for the YOLO, Ultralytics' `predict` on its PyTorch weights and on
 its own ONNX export. Each cell is the median of --runs calls on batches of the data's val
 images (decoded beforehand), after a warm-up, at --threshold, in milliseconds per image.
 Also prints each model's parameters and forward GFLOPs at its input size. Time trained
@@ -31,6 +32,7 @@ from detr.bench.timing import median_time
 from detr.data.coco import load_image
 from detr.data.sources import default_data_dir, find_split, validated_split
 from detr.inference import Predictor, to_uint8_image
+from detr.precision import native_bf16
 from detr.weights import LoadedWeights, load_weights
 
 CPU = torch.device("cpu")
@@ -105,6 +107,9 @@ def main(argv: list[str] | None = None) -> None:
                                args.threshold)
         paths = {"PyTorch": (lambda batch: detr.predict_batch(batch, args.threshold), yolo and yolo.torch),
                  "onnxruntime": (lambda batch: onnx.predict_batch(batch, args.threshold), yolo and yolo.onnx)}
+        if native_bf16(CPU):  # the YOLO's column stays its own default, fp32 PyTorch
+            bf16 = Predictor.from_weights(weights, CPU, precision="bf16")
+            paths["PyTorch bf16"] = (lambda batch: bf16.predict_batch(batch, args.threshold), yolo and yolo.torch)
         first = detr.prepare(images[0])[None]
         params = sum(p.numel() for p in detr.model.parameters()) / 1e6
         print(f"end-to-end latency (decoded images in, detections at score >= {args.threshold} out), ms per "
