@@ -7,9 +7,10 @@ against the YOLO peer on the same images when Ultralytics is installed.
 
 Paths: PyTorch (`detr.load`'s Predictor) and onnxruntime (`detr export`, then the same
 Predictor over the graph), and PyTorch in bf16 on a CPU that multiplies it natively (AMX; its
-YOLO column is the YOLO's fp32 PyTorch, Ultralytics' CPU default); for the YOLO, Ultralytics' `predict` on its PyTorch weights and on
-its own ONNX export. Each cell is the median of --runs calls on batches of the data's val
-images (decoded beforehand), after a warm-up, at --threshold, in milliseconds per image.
+YOLO column is the YOLO's fp32 PyTorch, Ultralytics' CPU default); for the YOLO, Ultralytics'
+`predict` on its PyTorch weights and on its own ONNX export. Each cell is the median of --runs
+calls on batches of the data's val images (decoded beforehand), after a warm-up, at --threshold,
+in milliseconds per image.
 Also prints each model's parameters and forward GFLOPs at its input size. Time trained
 models for the figures you report: DETR's work is fixed (its queries, no NMS on the output)
 except query selection's NMS over the encoder's tokens, whose cost follows the boxes, and a
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         paths = {"PyTorch": (lambda batch: detr.predict_batch(batch, args.threshold), yolo and yolo.torch),
                  "onnxruntime": (lambda batch: onnx.predict_batch(batch, args.threshold), yolo and yolo.onnx)}
         if native_bf16(CPU):  # the YOLO's column stays its own default, fp32 PyTorch
-            bf16 = Predictor.from_weights(weights, CPU, precision="bf16")
+            bf16 = Predictor(detr.model, weights.categories, weights.config.data, CPU, precision="bf16")
             paths["PyTorch bf16"] = (lambda batch: bf16.predict_batch(batch, args.threshold), yolo and yolo.torch)
         first = detr.prepare(images[0])[None]
         params = sum(p.numel() for p in detr.model.parameters()) / 1e6
