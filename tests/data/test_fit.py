@@ -4,7 +4,7 @@ from detr.data.fit import dataset_stats, fit_to_data
 from tests.data.tiny_coco import write_coco
 
 
-def _annotations(tmp_path, sizes, boxes_per_image, box=(10, 10, 8, 6)):
+def _annotations(tmp_path, sizes, boxes_per_image, box=(10, 10, 20, 16)):
     images = [{"id": i, "file_name": f"{i}.png", "width": w, "height": h} for i, (w, h) in enumerate(sizes)]
     annotations = []
     for i, count in enumerate(boxes_per_image):
@@ -17,15 +17,15 @@ def _annotations(tmp_path, sizes, boxes_per_image, box=(10, 10, 8, 6)):
 
 def test_stats_read_sizes_and_counts_from_the_json(tmp_path):
     stats = dataset_stats(_annotations(tmp_path, [(256, 200), (300, 240), (160, 320)], [3, 40, 0]))
-    assert stats.images == 3 and stats.most_objects == 40
+    assert stats.images == 3 and stats.most_objects == 40 and stats.median_objects == 3
     assert stats.median_short_side == 200 and stats.median_long_side == 300
-    assert stats.small_object_side == 6
+    assert stats.small_object_side == 16
 
 
 def test_stats_count_the_boxes_training_sees(tmp_path):
     # 5 boxes with no area are dropped, as training drops them; a box reaching out is clamped.
     stats = dataset_stats(_annotations(tmp_path, [(64, 64), (64, 64)], [5, 3], box=(60, 10, 0, 6)))
-    assert stats.most_objects == 0 and stats.small_object_side == 0.0
+    assert stats.most_objects == 0 and stats.median_objects == 0 and stats.small_object_side == 0.0
     stats = dataset_stats(_annotations(tmp_path, [(64, 64)], [2], box=(60, 10, 20, 6)))
     assert stats.most_objects == 2 and stats.small_object_side == 4  # 20 wide, 4 inside the image
 
@@ -49,6 +49,36 @@ def test_a_dataset_that_fits_the_preset_trains_exactly_as_the_preset_says(tmp_pa
     fine_tuning = preset("small")
     fit_to_data(fine_tuning, dataset_stats(_annotations(tmp_path, [(64, 64)], [30])), queries=False)
     assert fine_tuning.model.num_queries == untouched.model.num_queries  # never shrinks, keeps --init's count
+
+
+def test_small_objects_enlarge_the_input_until_they_span_twelve_pixels(tmp_path):
+    # 208-px images whose objects are 9 px: 12 px needs 208 x 12 / 9 = 277 px, rounded up to 288.
+    config = preset("fast_fine")
+    notes = fit_to_data(config, dataset_stats(_annotations(tmp_path, [(208, 208)] * 3, [2, 2, 2], box=(5, 5, 9, 30))))
+    assert config.data.val_scale == 288 and config.data.train_scales == (256, 288, 320)
+    assert config.data.crop_min == 224 and config.data.crop_max == 288 and config.data.max_size == 496
+    assert "input 288 px" in notes[1] and "small objects 9 px, 12 at the input" in notes[1]
+    # 4-px objects would need 3x: the input grows by 1.5x at most (208 -> 312, down to 304).
+    tiny = preset("fast_fine")
+    fit_to_data(tiny, dataset_stats(_annotations(tmp_path, [(208, 208)] * 3, [2, 2, 2], box=(5, 5, 4, 30))))
+    assert tiny.data.val_scale == 304
+    # Objects that already span 12 px at the preset's input (the paper's 800 px) change nothing.
+    paper, untouched = preset("detr_r50"), preset("detr_r50")
+    fit_to_data(paper, dataset_stats(_annotations(tmp_path, [(208, 208)] * 3, [2, 2, 2], box=(5, 5, 9, 30))),
+                queries=False)
+    assert paper == untouched
+
+
+def test_crowded_data_gets_the_heavier_hard_negative_weight(tmp_path):
+    config = preset("fast_fine")
+    notes = fit_to_data(config, dataset_stats(_annotations(tmp_path, [(192, 192)] * 3, [9, 10, 30])))
+    assert config.loss.duplicate_weight == 3.0 and "hard-negative weight 3 (10 objects" in notes[-1]
+    sparse = preset("fast_fine")  # a median of 9 objects: the preset's weight
+    fit_to_data(sparse, dataset_stats(_annotations(tmp_path, [(192, 192)] * 3, [9, 9, 30])))
+    assert sparse.loss.duplicate_weight == preset("fast_fine").loss.duplicate_weight
+    paper = preset("small")  # a preset without hard negatives keeps the paper's loss in a crowd too
+    fit_to_data(paper, dataset_stats(_annotations(tmp_path, [(128, 128)] * 3, [30, 30, 30])))
+    assert paper.loss.duplicate_weight is None
 
 
 

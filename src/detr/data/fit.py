@@ -2,9 +2,10 @@
 
 A preset is sized for a typical dataset; a user's data may hold more objects
 an image, or larger images of small objects, than the preset expects. These
-rules only ever raise a preset's numbers (more queries, larger inputs), so a
-dataset that fits the preset trains exactly as the preset says; the one
-exception keeps query selection's queries within the tokens it chooses from.
+rules only ever raise a preset's numbers (more queries, larger inputs, a
+heavier hard-negative weight in crowds), so a dataset that fits the preset
+trains exactly as the preset says; the one exception keeps query selection's
+queries within the tokens it chooses from.
 """
 
 from __future__ import annotations
@@ -20,12 +21,21 @@ from detr.model.backbone import backbone_stride
 QUERY_MARGIN = 1.5  # queries per object in the fullest training image, at least
 SCALE_STEP = 16  # input sizes are multiples of this (the small backbones' stride)
 LONG_SIDE_FACTOR = 1.7  # room for aspect ratios up to about 1.7:1 before the long-side cap bites
+# The small objects (10th percentile of the shorter side) should span 1.5 cells of a stride-8
+# level at the input size; below that their boxes come out loose (BENCHMARKS.md, crowds).
+SMALL_OBJECT_INPUT_SIDE = 12
+MAX_SMALL_OBJECT_UPSCALE = 1.5  # the input's area, and so a step's time, grows with its square
+# Crowded data: a median image of this many objects or more. Unmatched queries that cover one of
+# many neighbours learn no-object at this weight, so second boxes in a crowd do not score.
+CROWDED_OBJECTS = 10
+CROWD_DUPLICATE_WEIGHT = 3.0
 
 
 @dataclass(frozen=True)
 class DatasetStats:
     images: int
     most_objects: int  # non-crowd boxes in the fullest image
+    median_objects: float  # non-crowd boxes in the median image
     median_short_side: float
     median_long_side: float
     small_object_side: float  # 10th percentile of the shorter box side, in pixels
@@ -39,10 +49,12 @@ def dataset_stats(records: CocoRecords) -> DatasetStats:
     sides = [min(ann["bbox"][2], ann["bbox"][3]) for anns in targets.values() for ann in anns]
     short = [min(i["height"], i["width"]) for i in images] or [0]
     long = [max(i["height"], i["width"]) for i in images] or [0]
+    counts = [len(targets.get(image_id, [])) for image_id in records.images] or [0]
     sides.sort()
     return DatasetStats(
         images=len(images),
         most_objects=max((len(anns) for anns in targets.values()), default=0),
+        median_objects=statistics.median(counts),
         median_short_side=statistics.median(short),
         median_long_side=statistics.median(long),
         small_object_side=sides[len(sides) // 10] if sides else 0.0,
@@ -57,6 +69,8 @@ def fit_to_data(config: ExperimentConfig, stats: DatasetStats, queries: bool = T
     """Raise the query count and the input scale where the data needs it; returns one phrase
     per decision (for a one-line report). `queries=False` keeps the count (fine-tuning)."""
     notes = [_fit_scale(config, stats)]
+    if (crowd := _fit_duplicate_weight(config, stats)) is not None:
+        notes.append(crowd)
     if queries:
         notes.insert(0, fit_queries(config, stats))
     return notes
@@ -82,14 +96,38 @@ def fit_queries(config: ExperimentConfig, stats: DatasetStats) -> str:
 def _fit_scale(config: ExperimentConfig, stats: DatasetStats) -> str:
     data = config.data
     # Never shrink images below their typical size (small objects vanish), up to the preset's long-side cap.
-    scale = min(_round(stats.median_short_side), data.max_size)
+    typical = min(_round(stats.median_short_side), data.max_size)
+    scale = max(typical, data.val_scale)
+    # Then enlarge them until the small objects span SMALL_OBJECT_INPUT_SIDE pixels, within a bound.
+    small = stats.small_object_side * scale / stats.median_short_side if stats.median_short_side else 0.0
+    if 0 < small < SMALL_OBJECT_INPUT_SIDE:
+        needed = SCALE_STEP * math.ceil(scale * SMALL_OBJECT_INPUT_SIDE / small / SCALE_STEP)
+        bound = SCALE_STEP * math.floor(scale * MAX_SMALL_OBJECT_UPSCALE / SCALE_STEP)
+        scale = min(needed, bound)
     if scale > data.val_scale:
-        ratio = scale / data.val_scale
-        data.val_scale = scale
-        data.train_scales = tuple(sorted({_round(s * ratio) for s in data.train_scales}))
-        data.crop_resize_scales = tuple(sorted({_round(s * ratio) for s in data.crop_resize_scales}))
-        data.crop_min, data.crop_max = _round(data.crop_min * ratio), _round(data.crop_max * ratio)
-        data.max_size = max(data.max_size, _round(scale * LONG_SIDE_FACTOR))
+        _scale_inputs(config, scale)
+        at_input = stats.small_object_side * scale / stats.median_short_side
         return (f"input {scale} px short side (images' median {stats.median_short_side:g} px; "
-                f"small objects {stats.small_object_side:g} px)")
+                f"small objects {stats.small_object_side:g} px, {at_input:.0f} at the input)")
     return f"input {data.val_scale} px short side (images' median {stats.median_short_side:g} px)"
+
+
+def _scale_inputs(config: ExperimentConfig, scale: int) -> None:
+    """Every input size of the preset multiplied alike, so that val_scale becomes `scale`."""
+    data = config.data
+    ratio = scale / data.val_scale
+    data.val_scale = scale
+    data.train_scales = tuple(sorted({_round(s * ratio) for s in data.train_scales}))
+    data.crop_resize_scales = tuple(sorted({_round(s * ratio) for s in data.crop_resize_scales}))
+    data.crop_min, data.crop_max = _round(data.crop_min * ratio), _round(data.crop_max * ratio)
+    data.max_size = max(data.max_size, _round(scale * LONG_SIDE_FACTOR))
+
+
+def _fit_duplicate_weight(config: ExperimentConfig, stats: DatasetStats) -> str | None:
+    """Crowded data gets the heavier hard-negative weight, where the preset trains hard negatives."""
+    loss = config.loss
+    if loss.duplicate_weight is None or stats.median_objects < CROWDED_OBJECTS:
+        return None
+    if loss.duplicate_weight < CROWD_DUPLICATE_WEIGHT:
+        loss.duplicate_weight = CROWD_DUPLICATE_WEIGHT
+    return f"hard-negative weight {loss.duplicate_weight:g} ({stats.median_objects:g} objects in the median image)"
