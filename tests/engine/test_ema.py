@@ -27,6 +27,16 @@ def test_the_average_follows_the_ramped_decay():
     assert not ema.model.weight.requires_grad
 
 
+def test_buffers_are_copied_not_averaged():
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    ema = ModelEMA(model, decay=0.9, warmup_steps=1)
+    model(torch.randn(2, 3, 5, 5) * 3 + 1)  # training mode: moves the running statistics
+    ema.update(model)
+    for (name, live), shadow in zip(model.named_buffers(), ema.model.buffers()):
+        torch.testing.assert_close(shadow, live, msg=name)
+    assert int(ema.model[1].num_batches_tracked) == 1
+
+
 def test_a_budget_shortens_the_average_to_a_tenth_of_its_steps_and_a_resume_keeps_it():
     """600 expected steps: the average spans about 60 (decay 1 - 1/60), not RT-DETR's 2000-step ramp;
     a long budget leaves the configured decay, and the state dict carries what the budget set."""

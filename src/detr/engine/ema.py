@@ -49,12 +49,14 @@ class ModelEMA:
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         decay = self.current_decay()
+        # One multi-tensor kernel per dtype instead of one small kernel per tensor (hundreds a step).
         weights = dict(model.named_parameters())
-        for name, shadow in self.model.named_parameters():
-            shadow.lerp_(weights[name].detach(), 1 - decay)
+        shadows = list(self.model.named_parameters())
+        torch._foreach_lerp_([s for _, s in shadows], [weights[n].detach() for n, _ in shadows], 1 - decay)
         buffers = dict(model.named_buffers())
-        for name, shadow in self.model.named_buffers():
-            shadow.copy_(buffers[name])
+        shadows = list(self.model.named_buffers())
+        if shadows:
+            torch._foreach_copy_([s for _, s in shadows], [buffers[n] for n, _ in shadows])
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "updates": self.updates,
