@@ -1,4 +1,5 @@
-"""Defaults that fit the data: query count and input scale from a training split's annotations.
+"""Defaults that fit the data: query count, input scale and hard-negative weight from a
+training split's annotations.
 
 A preset is sized for a typical dataset; a user's data may hold more objects
 an image, or larger images of small objects, than the preset expects. These
@@ -66,8 +67,9 @@ def _round(size: float) -> int:
 
 
 def fit_to_data(config: ExperimentConfig, stats: DatasetStats, queries: bool = True) -> list[str]:
-    """Raise the query count and the input scale where the data needs it; returns one phrase
-    per decision (for a one-line report). `queries=False` keeps the count (fine-tuning)."""
+    """Raise the query count, the input scale and the hard-negative weight where the data needs
+    them; returns one phrase per decision (for a one-line report). `queries=False` keeps the
+    count (fine-tuning)."""
     notes = [_fit_scale(config, stats)]
     if (crowd := _fit_duplicate_weight(config, stats)) is not None:
         notes.append(crowd)
