@@ -54,7 +54,7 @@ def dataset_stats(records: CocoRecords) -> DatasetStats:
     sides.sort()
     return DatasetStats(
         images=len(images),
-        most_objects=max((len(anns) for anns in targets.values()), default=0),
+        most_objects=max(counts),
         median_objects=statistics.median(counts),
         median_short_side=statistics.median(short),
         median_long_side=statistics.median(long),
@@ -101,17 +101,21 @@ def _fit_scale(config: ExperimentConfig, stats: DatasetStats) -> str:
     typical = min(_round(stats.median_short_side), data.max_size)
     scale = max(typical, data.val_scale)
     # Then enlarge them until the small objects span SMALL_OBJECT_INPUT_SIDE pixels, within a bound.
-    small = stats.small_object_side * scale / stats.median_short_side if stats.median_short_side else 0.0
+    small = _small_object_at(stats, scale)
     if 0 < small < SMALL_OBJECT_INPUT_SIDE:
         needed = SCALE_STEP * math.ceil(scale * SMALL_OBJECT_INPUT_SIDE / small / SCALE_STEP)
         bound = SCALE_STEP * math.floor(scale * MAX_SMALL_OBJECT_UPSCALE / SCALE_STEP)
         scale = min(needed, bound)
     if scale > data.val_scale:
         _scale_inputs(config, scale)
-        at_input = stats.small_object_side * scale / stats.median_short_side
         return (f"input {scale} px short side (images' median {stats.median_short_side:g} px; "
-                f"small objects {stats.small_object_side:g} px, {at_input:.0f} at the input)")
+                f"small objects {stats.small_object_side:g} px, {_small_object_at(stats, scale):.0f} at the input)")
     return f"input {data.val_scale} px short side (images' median {stats.median_short_side:g} px)"
+
+
+def _small_object_at(stats: DatasetStats, scale: int) -> float:
+    """The small objects' shorter side, in pixels, once the images' median short side is `scale`."""
+    return stats.small_object_side * scale / stats.median_short_side if stats.median_short_side else 0.0
 
 
 def _scale_inputs(config: ExperimentConfig, scale: int) -> None:
