@@ -15,6 +15,7 @@ from detr.data.coco import Categories, as_rgb, load_image
 from detr.data.collate import pad_images
 from detr.data.transforms import val_transforms
 from detr.model import DETR, build_model
+from detr.model.batchnorm_folding import folded_copy
 from detr.postprocess import PostProcess
 from detr.precision import autocast, check_precision
 from detr.weights import LoadedWeights, load_weights
@@ -91,7 +92,11 @@ class Predictor:
         self.model = model.to(self.device).eval()
         self.model.backbone.use_channels_last()
         self.precision = check_precision(precision)  # refused now, not at the first image
-        self.forward = torch.compile(self.model, dynamic=True) if compile else self.model
+        # Detection runs a copy with the BatchNorms folded into the convolutions: the same
+        # outputs, faster. `model` (attention maps, the caller's own uses) stays as it was.
+        detector = folded_copy(self.model)
+        detector.backbone.use_channels_last()
+        self.forward = torch.compile(detector, dynamic=True) if compile else detector
         self.categories = categories
         self.transforms = val_transforms(data)
         self.scoring = model.scoring  # `detr eval --class-pairs` swaps it

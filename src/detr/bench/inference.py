@@ -5,8 +5,8 @@
 
 Builds transformers' model offline (random weights, timm ResNet-50), maps its
 weights into ours, and times both on the same input in one process: median
-of --runs after one warm-up, torch.inference_mode, ours with the
-channels-last backbone that Predictor uses, in --precision (HF always in
+of --runs after one warm-up, torch.inference_mode, ours as Predictor runs
+it (BatchNorms folded into the convolutions, channels-last backbone), in --precision (HF always in
 fp32, the reference), optionally through torch.compile. Prints a table with
 the throughput ratio and the largest output differences from HF's fp32
 outputs (random weights amplify the layouts' rounding); on CUDA also each
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from detr.config import preset
     from detr.model import build_model
+    from detr.model.batchnorm_folding import folded_copy
     from detr.weights.huggingface import hf_to_ours
 
     device = torch.device(args.device)
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     config.backbone.pretrained = False
     ours = build_model(config).eval()
     ours.load_state_dict(hf_to_ours({k: v.cpu() for k, v in hf.state_dict().items()}))
-    ours.backbone.use_channels_last()  # as detr.load / Predictor run it
+    ours = folded_copy(ours)  # as detr.load / Predictor run it: BatchNorms folded, channels-last backbone
+    ours.backbone.use_channels_last()
     ours.to(device)
     forward = torch.compile(ours, dynamic=True) if args.compile else ours
 
