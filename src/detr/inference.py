@@ -93,7 +93,8 @@ class Predictor:
         self.model.backbone.use_channels_last()
         self.precision = check_precision(precision)  # refused now, not at the first image
         # Detection runs a copy with the BatchNorms folded into the convolutions: the same
-        # outputs, faster. `model` (attention maps, the caller's own uses) stays as it was.
+        # outputs, faster. `model` (attention maps, the caller's own uses) stays as it was;
+        # weights loaded into it later do not reach the copy: make a new Predictor for them.
         detector = folded_copy(self.model)
         detector.backbone.use_channels_last()
         self.forward = torch.compile(detector, dynamic=True) if compile else detector

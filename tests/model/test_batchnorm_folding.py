@@ -52,3 +52,11 @@ def test_a_batchnorm_that_does_not_follow_a_convolution_is_kept():
     model = nn.Sequential(nn.Linear(4, 4), nn.Unflatten(1, (4, 1, 1)), nn.BatchNorm2d(4)).eval()
     folded = folded_copy(model)
     assert isinstance(folded[2], nn.BatchNorm2d)
+
+
+def test_a_batchnorm_without_running_statistics_is_kept():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False)).eval()
+    folded = folded_copy(model)
+    assert isinstance(folded[1], nn.BatchNorm2d)
+    images = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(folded(images), model(images))

@@ -3,7 +3,7 @@
 In eval mode a BatchNorm is a fixed per-channel scale and shift, so the convolution that feeds
 it can absorb both: the same outputs up to fp32 rounding, one pass over the feature map
 instead of two. ONNX Runtime does this to an exported graph by itself; PyTorch's eager mode
-does not, and the backbone's BatchNorms took about a tenth of the default's CPU inference.
+does not, and the paper's frozen BatchNorms took about 30% of ResNet-50 DETR's CPU inference.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def _pairs(parent: nn.Module) -> list[tuple[str, str]]:
     else:
         candidates = ((name, "bn" + name[len("conv"):]) for name in names if name.startswith("conv"))
     return [(conv, norm) for conv, norm in candidates
-            if isinstance(children.get(conv), nn.Conv2d) and isinstance(children.get(norm), _NORMS)]
+            if isinstance(children.get(conv), nn.Conv2d) and isinstance(children.get(norm), _NORMS)
+            and children[norm].running_mean is not None]  # without running statistics it normalises by the batch
 
 
 def _fold(conv: nn.Conv2d, norm: nn.Module) -> None:
