@@ -69,16 +69,21 @@ def test_small_objects_enlarge_the_input_until_they_span_twelve_pixels(tmp_path)
     assert paper == untouched
 
 
-def test_crowded_data_gets_the_heavier_hard_negative_weight(tmp_path):
-    config = preset("fast_fine")
+def test_crowded_data_gets_the_heavier_hard_negative_and_box_weights(tmp_path):
+    config, base = preset("fast_fine"), preset("fast_fine").loss
     notes = fit_to_data(config, dataset_stats(_annotations(tmp_path, [(192, 192)] * 3, [9, 10, 30])))
-    assert config.loss.duplicate_weight == 3.0 and "hard-negative weight 3 (10 objects" in notes[-1]
-    sparse = preset("fast_fine")  # a median of 9 objects: the preset's weight
+    assert config.loss.duplicate_weight == 3.0 and "hard-negative weight 3, box losses x2" in notes[-1]
+    assert (config.loss.weight_bbox, config.loss.weight_giou) == (2 * base.weight_bbox, 2 * base.weight_giou)
+    assert "10 objects in the median image" in notes[-1]
+    # The matcher's costs and the class weight stay the preset's.
+    assert (config.loss.cost_bbox, config.loss.cost_giou, config.loss.weight_ce) == (
+        base.cost_bbox, base.cost_giou, base.weight_ce)
+    sparse = preset("fast_fine")  # a median of 9 objects: the preset's loss
     fit_to_data(sparse, dataset_stats(_annotations(tmp_path, [(192, 192)] * 3, [9, 9, 30])))
-    assert sparse.loss.duplicate_weight == preset("fast_fine").loss.duplicate_weight
+    assert sparse.loss == base
     paper = preset("small")  # a preset without hard negatives keeps the paper's loss in a crowd too
     fit_to_data(paper, dataset_stats(_annotations(tmp_path, [(128, 128)] * 3, [30, 30, 30])))
-    assert paper.loss.duplicate_weight is None
+    assert paper.loss == preset("small").loss
 
 
 

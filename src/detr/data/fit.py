@@ -1,10 +1,10 @@
-"""Defaults that fit the data: query count, input scale and hard-negative weight from a
-training split's annotations.
+"""Defaults that fit the data: query count, input scale, and the hard-negative and box-loss
+weights from a training split's annotations.
 
 A preset is sized for a typical dataset; a user's data may hold more objects
 an image, or larger images of small objects, than the preset expects. These
 rules only ever raise a preset's numbers (more queries, larger inputs, a
-heavier hard-negative weight in crowds), so a dataset that fits the preset
+heavier hard-negative and box-loss weights in crowds), so a dataset that fits the preset
 trains exactly as the preset says; the one exception keeps query selection's
 queries within the tokens it chooses from.
 """
@@ -30,6 +30,9 @@ MAX_SMALL_OBJECT_UPSCALE = 1.5  # the input's area, and so a step's time, grows 
 # many neighbours learn no-object at this weight, so second boxes in a crowd do not score.
 CROWDED_OBJECTS = 10
 CROWD_DUPLICATE_WEIGHT = 3.0
+# In crowds of small objects the boxes, not the classes, lose AP (AP75): the L1 and GIoU loss
+# weights are multiplied by this, so that a box a pixel off costs as much as a class in doubt.
+CROWD_BOX_WEIGHT_FACTOR = 2.0
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ def fit_to_data(config: ExperimentConfig, stats: DatasetStats, queries: bool = T
     them; returns one phrase per decision (for a one-line report). `queries=False` keeps the
     count (fine-tuning)."""
     notes = [_fit_scale(config, stats)]
-    if (crowd := _fit_duplicate_weight(config, stats)) is not None:
+    if (crowd := _fit_crowd_loss(config, stats)) is not None:
         notes.append(crowd)
     if queries:
         notes.insert(0, fit_queries(config, stats))
@@ -129,11 +132,15 @@ def _scale_inputs(config: ExperimentConfig, scale: int) -> None:
     data.max_size = max(data.max_size, _round(scale * LONG_SIDE_FACTOR))
 
 
-def _fit_duplicate_weight(config: ExperimentConfig, stats: DatasetStats) -> str | None:
-    """Crowded data gets the heavier hard-negative weight, where the preset trains hard negatives."""
+def _fit_crowd_loss(config: ExperimentConfig, stats: DatasetStats) -> str | None:
+    """Crowded data gets the heavier hard-negative weight and box-loss weights, where the preset
+    trains hard negatives (the paper's presets keep the paper's loss)."""
     loss = config.loss
     if loss.duplicate_weight is None or stats.median_objects < CROWDED_OBJECTS:
         return None
     if loss.duplicate_weight < CROWD_DUPLICATE_WEIGHT:
         loss.duplicate_weight = CROWD_DUPLICATE_WEIGHT
-    return f"hard-negative weight {loss.duplicate_weight:g} ({stats.median_objects:g} objects in the median image)"
+    loss.weight_bbox *= CROWD_BOX_WEIGHT_FACTOR
+    loss.weight_giou *= CROWD_BOX_WEIGHT_FACTOR
+    return (f"hard-negative weight {loss.duplicate_weight:g}, box losses x{CROWD_BOX_WEIGHT_FACTOR:g} "
+            f"(L1 {loss.weight_bbox:g}, GIoU {loss.weight_giou:g}; {stats.median_objects:g} objects in the median image)")
