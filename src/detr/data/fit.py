@@ -30,8 +30,8 @@ MAX_SMALL_OBJECT_UPSCALE = 1.5  # the input's area, and so a step's time, grows 
 # many neighbours learn no-object at this weight, so second boxes in a crowd do not score.
 CROWDED_OBJECTS = 10
 CROWD_DUPLICATE_WEIGHT = 3.0
-# In crowds of small objects the boxes, not the classes, lose AP (AP75): the L1 and GIoU loss
-# weights are multiplied by this, so that a box a pixel off costs as much as a class in doubt.
+# In crowds of small objects loose boxes, not classes, lose the AP (AP75, and boxes at IoU
+# 0.3-0.5 on real objects): the L1 and GIoU loss weights are multiplied by this there.
 CROWD_BOX_WEIGHT_FACTOR = 2.0
 
 
