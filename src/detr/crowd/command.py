@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> None:
     print(report(ground_truth_boxes(dataset), args.draws))
     if predictor is None:
         return
-    results = predict_dataset(predictor.model, eval_loader(dataset, 8, 0), predictor.device,
+    results = predict_dataset(predictor.forward, eval_loader(dataset, 8, 0), predictor.device,
                               scoring=predictor.scoring)
     ground_truth = dataset.ground_truth()
     print(f"recall per overlap bin (COCO matching, 100 detections an image) of {args.checkpoint}:")
