@@ -3,7 +3,7 @@ import torch
 
 from detr.config import BackboneConfig
 from detr.model import build_model
-from detr.model.fine_level import FineLevel
+from detr.model.fine_level import FineLevel, conv_mix, separable_mix
 from detr.model.position_encoding import SinePositionEncoding
 from tests.conftest import tiny_model_config
 
@@ -16,7 +16,7 @@ def test_each_fine_cell_starts_from_its_coarse_parent_token():
     # With the stage's projection and the mixing convs silenced, a fine cell is exactly the
     # encoder token of the coarse cell that covers it: the coarse map is read back row-major.
     dim = 8
-    layer = FineLevel(channels=4, dim=dim)
+    layer = FineLevel(channels=4, dim=dim, mix=conv_mix(dim, 2))
     with torch.no_grad():
         for module in list(layer.project) + list(layer.mix):
             for parameter in module.parameters():
@@ -61,13 +61,16 @@ def test_off_is_the_paper_model_and_misuse_is_refused():
         build_model(_fine_config(backbone=BackboneConfig(name="resnet18", last_layer="layer2")))
 
 
+@pytest.mark.parametrize("make_mix, block", [(conv_mix, ["Conv2d"]), (separable_mix, ["Conv2d", "Conv2d"])])
 @pytest.mark.parametrize("convs", [0, 1, 3])
-def test_the_mix_holds_the_asked_convolutions_and_adds_to_the_fused_map(convs):
-    """convs 3x3 convolutions, ReLU between them, each normalised; the fine tokens are the
-    projection plus the upsampled memory plus the mix of that sum (none with 0)."""
-    layer = FineLevel(channels=4, dim=8, convs=convs)
+def test_the_mix_holds_the_asked_convolutions_and_adds_to_the_fused_map(convs, make_mix, block):
+    """convs 3x3 convolutions (separable: depthwise then pointwise), ReLU between them, each
+    normalised; the fine tokens are the projection plus the upsampled memory plus the mix of
+    that sum (none with 0)."""
+    layer = FineLevel(channels=4, dim=8, mix=make_mix(8, convs))
     kinds = [type(m).__name__ for m in (layer.mix or [])]
-    assert kinds == (["Conv2d", "GroupNorm", "ReLU"] * convs)[:max(3 * convs - 1, 0)]
+    one = block + ["GroupNorm", "ReLU"]
+    assert kinds == (one * convs)[:max(len(one) * convs - 1, 0)]
     fine_map, memory = torch.randn(1, 4, 4, 6), torch.randn(1, 6, 8)
     tokens, _, _ = layer(fine_map, memory, (2, 3), None, SinePositionEncoding(8))
     upsampled = memory.transpose(1, 2).unflatten(2, (2, 3)).repeat_interleave(2, 2).repeat_interleave(2, 3)
@@ -81,3 +84,43 @@ def test_two_convolutions_keep_the_state_names_and_a_mix_without_fine_level_is_r
     assert names == {f"fine_level.mix.{i}.{p}" for i in (0, 1, 3, 4) for p in ("weight", "bias")}
     with pytest.raises(ValueError, match="set model.fine_level=True"):
         build_model(tiny_model_config(fine_level_convs=1))
+    with pytest.raises(ValueError, match="set model.fine_level=True"):
+        build_model(tiny_model_config(fine_level_mix="separable"))
+    with pytest.raises(ValueError, match="'conv' or 'separable'"):
+        build_model(_fine_config(fine_level_mix="depthwise"))
+
+
+def test_the_separable_mix_is_a_depthwise_then_a_pointwise_convolution():
+    """Against an independent composition: a 3x3 convolution of each channel alone (its own
+    kernel, the unfold of that channel), then the 1x1 across channels, then the GroupNorm."""
+    torch.manual_seed(0)
+    dim = 8
+    mix = separable_mix(dim, 1)
+    depthwise, pointwise, norm = mix
+    assert depthwise.weight.shape == (dim, 1, 3, 3) and pointwise.weight.shape == (dim, dim, 1, 1)
+    x = torch.randn(2, dim, 5, 7)
+    patches = torch.nn.functional.unfold(x, kernel_size=3, padding=1).view(2, dim, 9, 5 * 7)
+    per_channel = (patches * depthwise.weight.view(1, dim, 9, 1)).sum(2) + depthwise.bias.view(1, dim, 1)
+    mixed = torch.einsum("oc,bcp->bop", pointwise.weight.view(dim, dim), per_channel) + pointwise.bias.view(1, dim, 1)
+    expected = torch.nn.functional.group_norm(mixed.view(2, dim, 5, 7), norm.num_groups, norm.weight, norm.bias,
+                                              norm.eps)
+    torch.testing.assert_close(mix(x), expected, atol=1e-5, rtol=1e-4)
+    model = build_model(_fine_config(fine_level_mix="separable", fine_level_convs=2))
+    separable = sum(p.numel() for p in model.fine_level.mix.parameters())
+    full = sum(p.numel() for p in build_model(_fine_config()).fine_level.mix.parameters())
+    assert separable < full / 3
+
+
+def test_a_checkpoint_from_before_the_mix_setting_loads_its_full_convolutions():
+    """Checkpoints written before `model.fine_level_mix` existed hold full 3x3 convolutions and no
+    such field: read back, their config builds that mix, and their weights load into it."""
+    from detr.config.schema import ExperimentConfig
+
+    config = ExperimentConfig()
+    config.model = _fine_config()
+    written = build_model(config.model).state_dict()
+    stored = config.to_dict()
+    del stored["model"]["fine_level_mix"]
+    read = ExperimentConfig.from_dict(stored)
+    assert read.model.fine_level_mix == "conv"
+    build_model(read.model).load_state_dict(written)  # strict: every tensor in its place

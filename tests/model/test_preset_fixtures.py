@@ -1,5 +1,5 @@
 """Each preset's model computes what it computed when its fixture was made: the eval outputs and
-detections on a fixed batch, and the losses of 50 training steps from the stored weights.
+detections on a fixed batch, and the losses of the first training steps from the stored weights.
 How the fixtures were made: tests/fixtures/make_preset_fixtures.py."""
 
 from __future__ import annotations
@@ -12,7 +12,14 @@ from tests.fixtures.make_preset_fixtures import (FOLDER, PRESETS, SEED, _compres
                                                  load_fixture_model, tiny_config, train_losses)
 
 OUTPUT_TOLERANCE = 1e-6
+# The detections' boxes are pixels: the normalised boxes' tolerance times the images' size (96 px).
+BOX_PIXEL_TOLERANCE = 1e-4
 LOSS_TOLERANCE = 1e-5
+# Steps compared at LOSS_TOLERANCE. The fixtures hold one CPU's rounding, and a CPU of another kind
+# (other vector units, so other oneDNN kernels) rounds otherwise: measured between an Intel Xeon and an
+# AMD EPYC, the losses agreed within 3e-6 for the first 10 steps, then re-matching amplified the
+# difference to 1e-5 by step 12 and 0.1 by step 30. A changed weight or learning rate shows at once.
+COMPARED_STEPS = 10
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +40,8 @@ def _load(name: str, tmp_path):
 
 def _assert_outputs(actual: dict, expected: dict) -> None:
     for key in ("pred_logits", "pred_boxes", "aux_logits", "aux_boxes", "scores", "labels", "boxes"):
-        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=OUTPUT_TOLERANCE, msg=key)
+        tolerance = BOX_PIXEL_TOLERANCE if key == "boxes" else OUTPUT_TOLERANCE
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=tolerance, msg=key)
 
 
 def _assert_losses(actual: torch.Tensor, expected: torch.Tensor) -> None:
@@ -47,11 +55,11 @@ def test_eval_outputs_and_detections_are_unchanged(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", PRESETS)
-def test_fifty_training_steps_lose_what_they_lost(name, tmp_path):
+def test_the_first_training_steps_lose_what_they_lost(name, tmp_path):
     model, config, expected, data = _load(name, tmp_path)
     losses = expected["losses"]
-    assert len(losses) == 50 and not torch.allclose(losses[0], losses[-1])  # the weights did move
-    _assert_losses(train_losses(model, config, data), losses)
+    assert len(losses) == 50 and not torch.allclose(losses[0], losses[-1])  # the stored run did learn
+    _assert_losses(train_losses(model, config, data, steps=COMPARED_STEPS), losses[:COMPARED_STEPS])
 
 
 def test_a_changed_weight_or_learning_rate_is_noticed(tmp_path):

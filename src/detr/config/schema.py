@@ -89,6 +89,9 @@ class ModelConfig:
     # small objects without attention over its tokens.
     fine_level: bool = False
     fine_level_convs: int = 2  # 3x3 convolutions in the fine level's residual mix (0: none)
+    # "conv": full 3x3 convolutions (RT-DETR); "separable": each a depthwise 3x3 then a
+    # pointwise 1x1, about an eighth of the FLOPs.
+    fine_level_mix: Literal["conv", "separable"] = "conv"
     # How inference reads the outputs: 0 = each query's best class (the paper); N = each
     # image's N best (query, class) pairs (Deformable DETR, DINO; COCO scores 100 an image),
     # so that a query unsure of its class offers its box under the runner-up too. No NMS
@@ -113,8 +116,11 @@ class ModelConfig:
                              f"got {self.distinct_queries}")
         if self.fine_level_convs < 0:
             raise ValueError(f"model.fine_level_convs is 0 or more, not {self.fine_level_convs}")
-        if self.fine_level_convs != 2 and not self.fine_level:
-            raise ValueError("model.fine_level_convs shapes the fine level: set model.fine_level=True")
+        if self.fine_level_mix not in ("conv", "separable"):
+            raise ValueError(f"model.fine_level_mix is 'conv' or 'separable', not {self.fine_level_mix!r}")
+        if (self.fine_level_convs != 2 or self.fine_level_mix != "conv") and not self.fine_level:
+            raise ValueError("model.fine_level_convs and model.fine_level_mix shape the fine level: "
+                             "set model.fine_level=True")
         if self.fine_level and self.backbone.last_layer == "layer2":
             raise ValueError("model.fine_level needs a backbone stage before the last; set backbone.last_layer "
                              "to layer3 or layer4")

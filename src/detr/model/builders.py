@@ -13,7 +13,7 @@ from detr.model.backbone import Backbone
 from detr.model.class_scoring import ClassScoring
 from detr.model.denoising import DenoisingBranch
 from detr.model.detr import DETR
-from detr.model.fine_level import FineLevel
+from detr.model.fine_level import FINE_LEVEL_MIXES, FineLevel
 from detr.model.heads import MLP, zero_last_layer
 from detr.model.multi_scale import backbone_stages
 from detr.model.paper_decoder import PaperDecoder
@@ -76,7 +76,10 @@ def _image_parts(config: ModelConfig) -> tuple[Backbone, nn.Module, FineLevel | 
     stages = backbone_stages(config.backbone.last_layer, 2) if config.fine_level else ()
     backbone = Backbone(config.backbone, stages)
     position_encoding = POSITION_ENCODINGS[config.position_encoding](dim)
-    fine_level = FineLevel(backbone.stage_channels[0], dim, config.fine_level_convs) if config.fine_level else None
+    fine_level = None
+    if config.fine_level:
+        mix = FINE_LEVEL_MIXES[config.fine_level_mix](dim, config.fine_level_convs)
+        fine_level = FineLevel(backbone.stage_channels[0], dim, mix)
     return backbone, position_encoding, fine_level, nn.Conv2d(backbone.num_channels, dim, kernel_size=1)
 
 

@@ -20,18 +20,39 @@ from detr.model.backbone import level_mask
 from detr.model.multi_scale import group_norm
 
 
+def conv_mix(dim: int, convs: int) -> nn.Sequential | None:
+    """RT-DETR's mix: `convs` 3x3 convolutions, each followed by a GroupNorm and all but the
+    last by a ReLU; None for 0 (the projection and the upsampled memory alone)."""
+    return _mix([[nn.Conv2d(dim, dim, kernel_size=3, padding=1)] for _ in range(convs)], dim)
+
+
+def separable_mix(dim: int, convs: int) -> nn.Sequential | None:
+    """The same mix with each 3x3 convolution split into a depthwise 3x3 and a pointwise 1x1
+    (MobileNet's separable convolution): the same receptive field at about an eighth of the
+    FLOPs for 128 channels (9 + 128 multiply-adds a channel and pixel instead of 9 x 128)."""
+    return _mix([[nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim), nn.Conv2d(dim, dim, kernel_size=1)]
+                 for _ in range(convs)], dim)
+
+
+FINE_LEVEL_MIXES = {"conv": conv_mix, "separable": separable_mix}
+
+
+def _mix(blocks: list[list[nn.Module]], dim: int) -> nn.Sequential | None:
+    layers: list[nn.Module] = []
+    for index, block in enumerate(blocks):
+        layers += [*block, group_norm(dim)]
+        if index < len(blocks) - 1:
+            layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers) if layers else None
+
+
 class FineLevel(nn.Module):
-    def __init__(self, channels: int, dim: int, convs: int = 2) -> None:
-        """convs: the 3x3 convolutions of the residual mix, each followed by a GroupNorm and all
-        but the last by a ReLU; 0 adds the projection and the upsampled memory alone."""
+    def __init__(self, channels: int, dim: int, mix: nn.Module | None) -> None:
+        """channels: the backbone stage's; mix: the residual block on the fused map (`conv_mix`,
+        `separable_mix`), or None to add the projection and the upsampled memory alone."""
         super().__init__()
         self.project = nn.Sequential(nn.Conv2d(channels, dim, kernel_size=1), group_norm(dim))
-        layers: list[nn.Module] = []
-        for index in range(convs):
-            layers += [nn.Conv2d(dim, dim, kernel_size=3, padding=1), group_norm(dim)]
-            if index < convs - 1:
-                layers.append(nn.ReLU(inplace=True))
-        self.mix = nn.Sequential(*layers) if layers else None
+        self.mix = mix
         self.level_embed = nn.Parameter(torch.empty(dim))  # tells the decoder's keys which level
         nn.init.xavier_uniform_(self.project[0].weight, gain=1)
         nn.init.zeros_(self.project[0].bias)
