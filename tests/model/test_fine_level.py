@@ -1,3 +1,5 @@
+from functools import partial
+
 import pytest
 import torch
 
@@ -16,7 +18,7 @@ def test_each_fine_cell_starts_from_its_coarse_parent_token():
     # With the stage's projection and the mixing convs silenced, a fine cell is exactly the
     # encoder token of the coarse cell that covers it: the coarse map is read back row-major.
     dim = 8
-    layer = FineLevel(channels=4, dim=dim, mix=conv_mix(dim, 2))
+    layer = FineLevel(channels=4, dim=dim, make_mix=partial(conv_mix, convs=2))
     with torch.no_grad():
         for module in list(layer.project) + list(layer.mix):
             for parameter in module.parameters():
@@ -67,7 +69,7 @@ def test_the_mix_holds_the_asked_convolutions_and_adds_to_the_fused_map(convs, m
     """convs 3x3 convolutions (separable: depthwise then pointwise), ReLU between them, each
     normalised; the fine tokens are the projection plus the upsampled memory plus the mix of
     that sum (none with 0)."""
-    layer = FineLevel(channels=4, dim=8, mix=make_mix(8, convs))
+    layer = FineLevel(channels=4, dim=8, make_mix=partial(make_mix, convs=convs))
     kinds = [type(m).__name__ for m in (layer.mix or [])]
     one = block + ["GroupNorm", "ReLU"]
     assert kinds == (one * convs)[:max(len(one) * convs - 1, 0)]

@@ -5,6 +5,8 @@ A new decoder, query source or training branch is a new part and one line here.
 
 from __future__ import annotations
 
+from functools import partial
+
 from torch import nn
 
 from detr.config import ModelConfig
@@ -78,8 +80,8 @@ def _image_parts(config: ModelConfig) -> tuple[Backbone, nn.Module, FineLevel | 
     position_encoding = POSITION_ENCODINGS[config.position_encoding](dim)
     fine_level = None
     if config.fine_level:
-        mix = FINE_LEVEL_MIXES[config.fine_level_mix](dim, config.fine_level_convs)
-        fine_level = FineLevel(backbone.stage_channels[0], dim, mix)
+        make_mix = partial(FINE_LEVEL_MIXES[config.fine_level_mix], convs=config.fine_level_convs)
+        fine_level = FineLevel(backbone.stage_channels[0], dim, make_mix)
     return backbone, position_encoding, fine_level, nn.Conv2d(backbone.num_channels, dim, kernel_size=1)
 
 

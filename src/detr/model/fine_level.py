@@ -12,6 +12,8 @@ fine token still carries what the encoder learned about the whole image.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,12 +49,14 @@ def _mix(blocks: list[list[nn.Module]], dim: int) -> nn.Sequential | None:
 
 
 class FineLevel(nn.Module):
-    def __init__(self, channels: int, dim: int, mix: nn.Module | None) -> None:
-        """channels: the backbone stage's; mix: the residual block on the fused map (`conv_mix`,
-        `separable_mix`), or None to add the projection and the upsampled memory alone."""
+    def __init__(self, channels: int, dim: int, make_mix: Callable[[int], nn.Module | None]) -> None:
+        """channels: the backbone stage's; make_mix(dim): the residual block on the fused map
+        (`conv_mix`, `separable_mix` with their convolution count), or None to add the projection
+        and the upsampled memory alone. Made here, after the projection, so that a seed gives the
+        weights it gave before the mix was a choice."""
         super().__init__()
         self.project = nn.Sequential(nn.Conv2d(channels, dim, kernel_size=1), group_norm(dim))
-        self.mix = mix
+        self.mix = make_mix(dim)
         self.level_embed = nn.Parameter(torch.empty(dim))  # tells the decoder's keys which level
         nn.init.xavier_uniform_(self.project[0].weight, gain=1)
         nn.init.zeros_(self.project[0].bias)
