@@ -80,6 +80,14 @@ def to_uint8_image(image: ImageInput) -> torch.Tensor:
     return image.expand(3, -1, -1) if image.shape[0] == 1 else image
 
 
+def detection_copy(model: DETR) -> DETR:
+    """The copy that detection runs: the BatchNorms folded into the convolutions (the same
+    outputs, faster) and the backbone in channels-last layout; `model` is left as it was."""
+    detector = folded_copy(model)
+    detector.backbone.use_channels_last()
+    return detector
+
+
 class Predictor:
     """A model with its categories and its evaluation-time preprocessing."""
 
@@ -92,11 +100,9 @@ class Predictor:
         self.model = model.to(self.device).eval()
         self.model.backbone.use_channels_last()
         self.precision = check_precision(precision)  # refused now, not at the first image
-        # Detection runs a copy with the BatchNorms folded into the convolutions: the same
-        # outputs, faster. `model` (attention maps, the caller's own uses) stays as it was;
-        # weights loaded into it later do not reach the copy: make a new Predictor for them.
-        detector = folded_copy(self.model)
-        detector.backbone.use_channels_last()
+        # `model` (attention maps, the caller's own uses) stays as it was; weights loaded into it
+        # later do not reach the detection copy: make a new Predictor for them.
+        detector = detection_copy(self.model)
         self.forward = torch.compile(detector, dynamic=True) if compile else detector
         self.categories = categories
         self.transforms = val_transforms(data)

@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     import transformers
 
     from detr.config import preset
+    from detr.inference import detection_copy
     from detr.model import build_model
-    from detr.model.batchnorm_folding import folded_copy
     from detr.weights.huggingface import hf_to_ours
 
     device = torch.device(args.device)
@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     config.backbone.pretrained = False
     ours = build_model(config).eval()
     ours.load_state_dict(hf_to_ours({k: v.cpu() for k, v in hf.state_dict().items()}))
-    ours = folded_copy(ours)  # as detr.load / Predictor run it: BatchNorms folded, channels-last backbone
-    ours.backbone.use_channels_last()
+    ours = detection_copy(ours)  # as detr.load / Predictor run it
     ours.to(device)
     forward = torch.compile(ours, dynamic=True) if args.compile else ours
 
