@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from detr.config import BackboneConfig, DataConfig, ExperimentConfig, ModelConfig
+from detr.engine import local_processes
 from detr.engine.checkpoint import save_atomic
 from detr.model import build_model
 from tests.skip_policy import register
@@ -14,6 +15,14 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _one_training_process(monkeypatch):
+    """`detr train` runs in the test's process, as if the machine had one core: the default preset
+    starts one process per core (train.processes), fresh ones without the test's monkeypatches.
+    tests/engine/test_local_processes.py gives the launcher its cores back."""
+    monkeypatch.setattr(local_processes, "available_cores", lambda: 1)
 
 
 def tiny_model_config(**overrides) -> ModelConfig:

@@ -12,7 +12,7 @@ def test_epoch_order_is_seeded_per_epoch_and_resumable():
     sampler.set_epoch(0)
     first = list(sampler)
     sampler.set_epoch(1)
-    assert list(sampler) != first and sorted(i for _, i in list(sampler)) == list(range(10))
+    assert list(sampler) != first and sorted(i for _, i, _ in list(sampler)) == list(range(10))
     sampler.set_epoch(0, start=4)
     assert list(sampler) == first[4:] and len(sampler) == 6
 
@@ -22,11 +22,23 @@ def test_shards_interleave_into_the_single_process_order():
     shards = [EpochSampler(10, seed=3, rank=r, world=3) for r in range(3)]
     for sampler in [single, *shards]:
         sampler.set_epoch(2)
-    order = [i for _, i in single]
-    parts = [[i for _, i in s] for s in shards]
+    order = [i for _, i, _ in single]
+    parts = [[i for _, i, _ in s] for s in shards]
     assert [len(p) for p in parts] == [4, 4, 4]  # 10 padded to 12 by wrapping round
     interleaved = [parts[r][k] for k in range(4) for r in range(3)]
     assert interleaved == order + order[:2]
+
+
+def test_the_items_trained_side_by_side_share_a_slot_and_one_process_has_none():
+    """The k-th item of every process's share has slot k, also after a resume part-way; a single
+    process has no slot, so its augmentation is drawn as before there were processes."""
+    shards = [EpochSampler(10, seed=3, rank=r, world=2) for r in range(2)]
+    for sampler in shards:
+        sampler.set_epoch(1, start=2)
+    assert [[slot for _, _, slot in s] for s in shards] == [[2, 3, 4], [2, 3, 4]]
+    single = EpochSampler(10, seed=3)
+    single.set_epoch(1)
+    assert {slot for _, _, slot in single} == {None}
 
 
 def test_eval_shards_cover_each_image_once():

@@ -5,7 +5,7 @@ from torchvision.ops import box_convert
 
 from detr.config import DataConfig
 from detr.data.collate import collate, pad_images
-from detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, train_transforms, val_transforms
+from detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, shared_size_draw, train_transforms, val_transforms
 
 
 def _sample(height=60, width=80):
@@ -64,6 +64,44 @@ def test_crop_probability_zero_never_crops_and_one_half_is_the_papers_choice():
     assert 5 < cropped < 35
     with pytest.raises(ValueError, match="crop_probability"):
         train_transforms(DataConfig(crop_probability=1.5))
+
+
+def test_a_shared_size_draw_gives_images_of_other_shapes_one_short_side_and_leaves_the_rest_their_own():
+    """Under one shared seed, images of different shapes, each with its own random stream, come out
+    with the same short side (whether cropped or not); their other draws (flip, crop) stay their own,
+    so the same image under two item seeds still differs. Without a shared seed nothing changes:
+    the pipeline draws exactly what it draws outside the context."""
+    config = DataConfig(train_scales=(48, 64, 80, 96), max_size=400, crop_resize_scales=(60,), crop_min=30,
+                        crop_max=50)
+    transform = train_transforms(config)
+
+    def short_side(seed, shape, item_seed):
+        torch.manual_seed(item_seed)
+        with shared_size_draw(seed):
+            return min(transform(*_sample(*shape))[0].shape[-2:])
+
+    for seed in range(12):
+        assert len({short_side(seed, shape, item) for shape, item in [((60, 80), 1), ((90, 70), 2), ((50, 120), 3)]}) == 1
+    assert len({short_side(seed, (60, 80), 1) for seed in range(12)}) > 1  # the seed draws the size
+
+    torch.manual_seed(5)
+    sample = _sample()
+    outputs = []
+    for item_seed in range(10):
+        torch.manual_seed(item_seed)
+        with shared_size_draw(3):
+            outputs.append(transform(*sample)[0])
+    assert len({min(o.shape[-2:]) for o in outputs}) == 1
+    assert any(o.shape != outputs[0].shape or not torch.equal(o, outputs[0]) for o in outputs[1:])
+
+    torch.manual_seed(7)
+    sample = _sample()
+    torch.manual_seed(8)
+    outside = transform(*sample)[0]
+    torch.manual_seed(8)
+    with shared_size_draw(None):
+        inside = transform(*sample)[0]
+    assert torch.equal(outside, inside)
 
 
 def test_collate_pads_and_masks():

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 from detr import distributed
 from detr.cli import main
-from detr.engine import checkpoint, train
+from detr.engine import checkpoint, local_processes, train
 
 _env = os.environ.get
 
@@ -81,6 +81,9 @@ def _rank0_clock() -> None:
 
 
 if __name__ == "__main__":
+    # The hooks live in this process, so it trains alone: the default preset would start one
+    # process per core (train.processes), fresh ones without the hooks.
+    local_processes.available_cores = lambda: 1
     if _env("DETR_TEST_PAUSE_AFTER_STEP"):
         _pause_after(int(_env("DETR_TEST_PAUSE_AFTER_STEP")))
     if _env("DETR_TEST_KILL_IN_SAVE"):

@@ -16,6 +16,7 @@ from detr.data.sources import eval_loader, training_splits
 from detr.distributed import is_main, leave_process_group
 from detr.engine.box_counts import DEFAULT_THRESHOLD
 from detr.engine.evaluate import evaluate
+from detr.engine.local_processes import process_count, run_in_processes
 from detr.engine.train import Trainer
 from detr.inference import Predictor
 from detr.predict.run import write_predictions
@@ -47,6 +48,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_train_flag(parser, "--eval-every", "eval_every", type=int, help="evaluate every N epochs")
     add_train_flag(parser, "--accumulate", "accumulate_steps", type=int,
                    help="micro-batches per optimiser step (gradient accumulation)")
+    add_train_flag(parser, "--processes", "processes", type=int,
+                   help="data-parallel processes on this CPU, each with its share of the cores and "
+                        "--batch-size images (at most one per core; 1: a single process)")
     parser.add_argument("--set", nargs="+", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override any config field, e.g. model.query_groups=1 data.val_scale=160")
     add_split_files(parser, "train")
@@ -73,6 +77,11 @@ def run(args: argparse.Namespace) -> None:
     # before any weights are fetched, model built or run folder written.
     train_split, val_split = training_splits(*train_val_splits(args))
     config = _apply_overrides(preset(args.preset), args)
+    apply_settings(config, [item for item in args.set if item.partition("=")[0].strip() == "train.processes"])
+    processes = process_count(config.train.processes, device(args.device))
+    if processes > 1:  # each process runs this command again, as one of the group
+        run_in_processes(run, args, processes)
+        return
     init = None
     if args.init:
         # The architecture comes from the weights; data and recipe from the preset.
@@ -89,10 +98,10 @@ def run(args: argparse.Namespace) -> None:
     apply_settings(config, args.set)  # the user's settings win over the fit, and reach the model of --init
     if not args.init and "model.num_queries" not in {item.partition("=")[0].strip() for item in args.set}:
         fitted.insert(0, fit_queries(config, stats))  # after --set: query selection's queries fit its inputs' tokens
-    log.info("fitted to the data (--set overrides): %s", "; ".join(fitted))
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     trainer = Trainer(config, train_split, val_split, out,
                       device(args.device), progress=not args.no_progress, init=init, threshold=args.threshold)
+    log.info("fitted to the data (--set overrides): %s", "; ".join(fitted))  # after the Trainer: rank 0 alone
     if args.resume:
         trainer.resume(args.resume)
     log.info("training %s on %s (%d train / %d val images) -> %s", args.preset, train_split.annotations,

@@ -203,6 +203,10 @@ class TrainConfig:
     # Micro-batches per optimiser step: the step equals one batch of
     # batch_size x accumulate_steps (x processes), live BatchNorm statistics aside.
     accumulate_steps: int = 1
+    # `detr train` on a CPU: data-parallel processes on this machine, each pinned to its share of
+    # the cores with batch_size images, their gradients averaged; capped at one per core.
+    # 1: a single process with all the cores.
+    processes: int = 1
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast on CUDA; losses and matching stay fp32
     compile: bool = False  # torch.compile the model (CUDA; recompiles for new image sizes)
     # Evaluate and export an exponential moving average of the weights (decay

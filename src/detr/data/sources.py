@@ -13,7 +13,7 @@ from detr.config import DataConfig
 from detr.data.coco import CocoDetection, check_image_files
 from detr.data.coco_records import Categories, CocoRecords, DatasetError, read_coco
 from detr.data.collate import collate
-from detr.data.transforms import train_transforms, val_transforms
+from detr.data.transforms import shared_size_draw, train_transforms, val_transforms
 
 
 @dataclass(frozen=True)
@@ -112,14 +112,19 @@ def default_data_dir() -> Path:
     return cache / "synth"
 
 
+_SIZE_DRAW = 7  # tells the size draw's seed apart from the item seed of an index equal to the slot
+
+
 class EpochSampler(Sampler[tuple[int, int]]):
     """A seeded shuffle per epoch that can start part-way, so resuming continues exactly.
 
-    Yields (epoch, index) pairs: the epoch travels with each index to the
+    Yields (epoch, index, slot): the epoch travels with each index to the
     workers, which seed the item's augmentation from it. With `world` > 1,
     process `rank` takes every world-th index of the shuffle (padded by
     wrapping round to equal length), so that the processes' batches of one
-    step together are the single-process batch of world x the size.
+    step together are the single-process batch of world x the size; `slot`,
+    the item's position in its process's share, is then the same for the
+    items that the processes train on side by side (None with one process).
     """
 
     def __init__(self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1) -> None:
@@ -141,14 +146,18 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return padded[self.rank::self.world][self.start:]
 
     def __iter__(self):
-        return iter([(self.epoch, i) for i in self.order()])
+        order = self.order()
+        slots = range(self.start, self.start + len(order)) if self.world > 1 else [None] * len(order)
+        return iter([(self.epoch, i, slot) for i, slot in zip(order, slots)])
 
     def __len__(self) -> int:
         return -(-self.size // self.world) - self.start
 
 
 class SeededAugmentation(torch.utils.data.Dataset):
-    """Draws each item's augmentation from a seed of (run seed, epoch, index).
+    """Draws each item's augmentation from a seed of (run seed, epoch, index), and with a
+    slot (several processes: EpochSampler) its training size from (run seed, epoch, slot), so
+    that the processes' batches of a step are about the same size.
 
     The global RNG is untouched, so augmentation is the same with any number
     of workers and after a resume.
@@ -160,9 +169,11 @@ class SeededAugmentation(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]):
-        epoch, index = key
-        with torch.random.fork_rng(devices=[]):
+    def __getitem__(self, key: tuple[int, int, int | None]):
+        epoch, index, slot = key
+        # Integers only: Python salts the hash of strings per process, and the processes must agree.
+        size_seed = None if slot is None else hash((self.seed, epoch, slot, _SIZE_DRAW)) & 0x7FFF_FFFF
+        with torch.random.fork_rng(devices=[]), shared_size_draw(size_seed):
             torch.manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF)
             return self.dataset[index]
 

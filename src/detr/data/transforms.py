@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
 from torchvision import tv_tensors
 from torchvision.ops import box_convert
@@ -34,6 +37,34 @@ class RandomSizeCrop(v2.Transform):
         return TF.crop(inpt, **params)
 
 
+_shared_size_seed: ContextVar[int | None] = ContextVar("shared_size_seed", default=None)
+
+
+@contextmanager
+def shared_size_draw(seed: int | None):
+    """Inside, every SharedShortestSize draws its size from `seed` instead of the item's own random
+    stream (None: the item's own). Data-parallel processes give the k-th items of a step one seed,
+    so the step's batches come out about the same size: a step waits for the slowest process, and
+    with sizes drawn per image the two processes of a 2-core CPU ran a step 1.25x slower."""
+    token = _shared_size_seed.set(seed)
+    try:
+        yield
+    finally:
+        _shared_size_seed.reset(token)
+
+
+class SharedShortestSize(v2.RandomShortestSize):
+    """RandomShortestSize whose draw can be shared between images (`shared_size_draw`)."""
+
+    def make_params(self, flat_inputs: list) -> dict:
+        seed = _shared_size_seed.get()
+        if seed is None:
+            return super().make_params(flat_inputs)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return super().make_params(flat_inputs)
+
+
 class ToNormalizedCxcywh(v2.Transform):
     """Final step: boxes become a plain tensor of cxcywh in [0, 1] of the (transformed) image."""
 
@@ -56,11 +87,11 @@ def _finish() -> list:
 
 
 def train_transforms(config: DataConfig) -> v2.Compose:
-    resize = v2.RandomShortestSize(list(config.train_scales), max_size=config.max_size)
+    resize = SharedShortestSize(list(config.train_scales), max_size=config.max_size)
     crop_then_resize = v2.Compose([
         v2.RandomShortestSize(list(config.crop_resize_scales)),
         RandomSizeCrop(config.crop_min, config.crop_max),
-        v2.RandomShortestSize(list(config.train_scales), max_size=config.max_size),
+        SharedShortestSize(list(config.train_scales), max_size=config.max_size),
     ])
     steps = [v2.RandomHorizontalFlip()] if config.horizontal_flip else []
     if not 0 <= config.crop_probability <= 1:

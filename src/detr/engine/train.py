@@ -9,6 +9,7 @@ import logging
 import math
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,10 @@ class Trainer:
         # Denoising queries are built from the targets: a batch without objects leaves their
         # embeddings without a gradient, which DDP must be told to expect.
         targets_built = config.model.denoising_groups > 0
+        if world_size() > 1:
+            # DDP warns that a depthwise convolution's weight gradient [C, 1, k, k] has other strides
+            # than its bucket: only the stride of the size-1 dimension differs, not the memory layout.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         self.net = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.index
                                             is not None else None, find_unused_parameters=targets_built)
                     if world_size() > 1 else self.model)
