@@ -39,7 +39,7 @@ def process_count(requested: int, device: torch.device) -> int:
         return 1
     if device.type != "cpu":
         log.info("one process: train.processes=%d starts CPU processes; for several GPUs use torchrun "
-                 "(README, \"Several GPUs or machines\")", requested)
+                 "(README, \"Several cores, GPUs or machines\")", requested)
         return 1
     cores = available_cores()
     if cores < requested:

@@ -77,6 +77,9 @@ class Trainer:
         # Denoising queries are built from the targets: a batch without objects leaves their
         # embeddings without a gradient, which DDP must be told to expect.
         targets_built = config.model.denoising_groups > 0
+        if config.train.processes > 1 and world_size() == 1:
+            log.info("one process: train.processes=%d is how many `detr train` starts (engine/local_processes.py)",
+                     config.train.processes)
         if world_size() > 1:
             # DDP warns that a depthwise convolution's weight gradient [C, 1, k, k] has other strides
             # than its bucket: only the stride of the size-1 dimension differs, not the memory layout.
