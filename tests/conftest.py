@@ -17,12 +17,15 @@ def _seed():
     torch.manual_seed(0)
 
 
-@pytest.fixture(autouse=True)
-def _one_training_process(monkeypatch):
+@pytest.fixture(autouse=True, scope="session")
+def _one_training_process():
     """`detr train` runs in the test's process, as if the machine had one core: the default preset
     starts one process per core (train.processes), fresh ones without the test's monkeypatches.
-    tests/engine/test_local_processes.py gives the launcher its cores back."""
-    monkeypatch.setattr(local_processes, "available_cores", lambda: 1)
+    Session-wide, so that module fixtures that train see it too; tests/engine/test_local_processes.py
+    gives the launcher its cores back."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(local_processes, "available_cores", lambda: 1)
+        yield
 
 
 def tiny_model_config(**overrides) -> ModelConfig:
