@@ -59,6 +59,8 @@ def _process(local_rank: int, world: int, port: int, function: Callable[[Any], A
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(local_rank),
                       LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # a spawned process starts unconfigured
+    if local_rank != 0:
+        log.setLevel(logging.WARNING)  # rank 0 tells the story, from its first line
     function(argument)
 
 
