@@ -48,6 +48,14 @@ def physical_cores(logical: list[int]) -> list[list[int]]:
     return list(groups.values())
 
 
+def usable_cores() -> list[list[int]]:
+    """The physical cores this process may run on (its affinity, which a container or taskset
+    narrows; all of the machine's where the OS has no affinity), each a list of its logical CPUs."""
+    if hasattr(os, "sched_getaffinity"):
+        return physical_cores(sorted(os.sched_getaffinity(0)))
+    return physical_cores(list(range(os.cpu_count() or 1)))
+
+
 def core_share(cores: list[list[int]], local_rank: int, local_world: int) -> list[list[int]]:
     """The physical cores (each a list of its logical CPUs) of local process `local_rank` of
     `local_world`: an equal contiguous slice, the remainder unused, so that no two processes of one
@@ -63,13 +71,12 @@ def _take_core_share(local_rank: int, local_world: int) -> None:
     global _before_share
     if local_world <= 1:
         return
-    pinning = hasattr(os, "sched_setaffinity")
-    logical = sorted(os.sched_getaffinity(0)) if pinning else list(range(os.cpu_count() or 1))
-    share = core_share(physical_cores(logical), local_rank, local_world)
+    cores = usable_cores()
+    share = core_share(cores, local_rank, local_world)
     if not share:
         return
-    _before_share = set(logical), torch.get_num_threads()
-    if pinning:
+    _before_share = {cpu for core in cores for cpu in core}, torch.get_num_threads()
+    if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, [cpu for core in share for cpu in core])
     torch.set_num_threads(len(share))
 

@@ -1,6 +1,5 @@
 """Two CPU processes (gloo) against one: same loss and gradients, one checkpoint that resumes."""
 
-import socket
 import subprocess
 import sys
 
@@ -12,6 +11,7 @@ from torch.nn.parallel import DistributedDataParallel
 from detr.config import LossConfig
 from detr.data.collate import pad_images
 from detr.engine.checkpoint import load_checkpoint
+from detr.engine.local_processes import free_port
 from detr.loss import SetCriterion
 from detr.model import build_model
 from tests.conftest import tiny_model_config
@@ -69,15 +69,10 @@ def test_two_processes_equal_one_on_the_global_batch(tmp_path):
         torch.testing.assert_close(ddp["grads"][name], grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _torchrun(*args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "detr.cli", *args]
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "detr.cli", *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result

@@ -4,7 +4,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from detr.data.synthetic import SynthConfig, write_dataset
 from detr.data.transforms import val_transforms
 from detr.engine.checkpoint import load_checkpoint
 from detr.engine.evaluate import evaluate
+from detr.engine.local_processes import free_port
 from detr.engine.train import Trainer
 from detr.model.outputs import Predictions
 
@@ -51,18 +51,13 @@ def data(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("synth"), SynthConfig(train_images=12, val_images=5))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _torchrun(args: list[str], **hooks) -> subprocess.CompletedProcess:
     """2 processes of `detr train` with the test hooks of tests/engine/hooked_cli.py; fails on a hang."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]), "OMP_NUM_THREADS": "1",
            **{f"DETR_TEST_{k}": str(v) for k, v in hooks.items()}}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-               "127.0.0.1", "--master_port", str(_free_port()), "-m", "tests.engine.hooked_cli", "train", *args]
+               "127.0.0.1", "--master_port", str(free_port()), "-m", "tests.engine.hooked_cli", "train", *args]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, start_new_session=True)
     try:
@@ -79,7 +74,7 @@ def _two_processes(args: list[str], logs: Path, **hooks) -> list[subprocess.Comp
     joins them, by its environment variables, but each left to end by itself: under torchrun the first
     to fail has the others torn down, so their own exit codes and last words would go unseen."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]), "OMP_NUM_THREADS": "1",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2",
            **{f"DETR_TEST_{k}": str(v) for k, v in hooks.items()}}
     command = [sys.executable, "-m", "tests.engine.hooked_cli", "train", *args]
     logs.mkdir(parents=True, exist_ok=True)

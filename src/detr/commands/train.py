@@ -10,7 +10,7 @@ from pathlib import Path
 from detr.commands.evaluate import print_report
 from detr.commands.shared_flags import add_common, add_speed, add_split_files, add_train_flag, device, \
     train_overrides, train_val_splits
-from detr.config import DEFAULT_PRESET, PRESETS, ExperimentConfig, apply_settings, preset
+from detr.config import DEFAULT_PRESET, PRESETS, ExperimentConfig, apply_settings, preset, setting_name
 from detr.data.fit import dataset_stats, fit_queries, fit_to_data
 from detr.data.sources import eval_loader, training_splits
 from detr.distributed import is_main, leave_process_group
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> None:
     # before any weights are fetched, model built or run folder written.
     train_split, val_split = training_splits(*train_val_splits(args))
     config = _apply_overrides(preset(args.preset), args)
-    apply_settings(config, [item for item in args.set if item.partition("=")[0].strip() == "train.processes"])
+    apply_settings(config, [item for item in args.set if setting_name(item) == "train.processes"])
     processes = process_count(config.train.processes, device(args.device))
     if processes > 1:  # each process runs this command again, as one of the group
         run_in_processes(run, args, processes)
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> None:
     stats = dataset_stats(train_split.records)
     fitted = fit_to_data(config, stats, queries=False)
     apply_settings(config, args.set)  # the user's settings win over the fit, and reach the model of --init
-    if not args.init and "model.num_queries" not in {item.partition("=")[0].strip() for item in args.set}:
+    if not args.init and "model.num_queries" not in {setting_name(item) for item in args.set}:
         fitted.insert(0, fit_queries(config, stats))  # after --set: query selection's queries fit its inputs' tokens
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     trainer = Trainer(config, train_split, val_split, out,

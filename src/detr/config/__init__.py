@@ -16,7 +16,7 @@ from detr.config.commands import (
     crowd_quick,
 )
 from detr.config.older_versions import REMOVED_FIELDS
-from detr.config.overrides import apply_settings, build_dataclass
+from detr.config.overrides import apply_settings, build_dataclass, setting_name
 from detr.config.presets import DEFAULT_PRESET, PRESETS, preset
 from detr.config.schema import (
     BackboneConfig,
@@ -30,5 +30,5 @@ from detr.config.schema import (
 __all__ = [
     "DEFAULT_PRESET", "PRESETS", "REMOVED_FIELDS", "BackboneConfig", "CrowdBenchmarkConfig", "DataConfig",
     "DenseSynthConfig", "ExperimentConfig", "GeneralSynthConfig", "LossConfig", "ModelConfig", "SynthConfig",
-    "TrainConfig", "apply_settings", "build_dataclass", "crowd_quick", "preset",
+    "TrainConfig", "apply_settings", "build_dataclass", "crowd_quick", "preset", "setting_name",
 ]

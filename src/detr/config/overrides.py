@@ -10,6 +10,11 @@ from typing import Any
 from detr.config.older_versions import REMOVED_FIELDS, translate_older_fields
 
 
+def setting_name(item: str) -> str:
+    """The dotted field name of a `section.field=value` setting."""
+    return item.partition("=")[0].strip()
+
+
 def apply_settings(config: Any, settings: list[str]) -> Any:
     """Override fields by dotted name, e.g. ["model.query_groups=1", "data.train_scales=(96, 128)"].
 

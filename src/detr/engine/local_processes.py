@@ -16,18 +16,15 @@ from typing import Any, Callable
 import torch
 import torch.multiprocessing as mp
 
-from detr.distributed import physical_cores
+from detr.distributed import usable_cores
 from detr.engine.train import TrainingError
 
 log = logging.getLogger("detr")
 
 
 def available_cores() -> int:
-    """The physical cores this process may run on (its affinity, which a container or taskset
-    narrows; two threads of one core count once)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(physical_cores(sorted(os.sched_getaffinity(0))))
-    return os.cpu_count() or 1
+    """How many physical cores this process may run on (two threads of one core count once)."""
+    return len(usable_cores())
 
 
 def process_count(requested: int, device: torch.device) -> int:
@@ -48,7 +45,8 @@ def process_count(requested: int, device: torch.device) -> int:
     return min(requested, cores)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, for a process group's rendezvous."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -68,10 +66,10 @@ def run_in_processes(function: Callable[[Any], Any], argument: Any, count: int) 
     """`function(argument)` in `count` new processes joined as one gloo group on this machine;
     returns when all have ended. A process's error is raised here as a TrainingError (the others
     are stopped), with its own message."""
-    log.info("training in %d processes on this CPU, %d core%s each", count, available_cores() // count,
-             "" if available_cores() // count == 1 else "s")
+    each = available_cores() // count
+    log.info("training in %d processes on this CPU, %d core%s each", count, each, "" if each == 1 else "s")
     try:
-        mp.start_processes(_process, args=(count, _free_port(), function, argument), nprocs=count,
+        mp.start_processes(_process, args=(count, free_port(), function, argument), nprocs=count,
                            start_method="spawn")
     except mp.ProcessRaisedException as error:
         raise TrainingError(_last_words(str(error))) from None
