@@ -35,20 +35,22 @@ def test_train_command_takes_settings():
     assert args.set == ["model.query_groups=2", "train.epochs=3"]
 
 
-def test_fast_fine_is_fast_with_the_separable_fine_level_one_query_group_the_deformable_decoder_hard_negatives_half_width_and_2_processes_of_batch_2():
+def test_fast_fine_is_fast_with_the_separable_fine_level_one_query_group_the_deformable_decoder_hard_negatives_budget_sizes_and_2_processes_of_batch_2():
     """What the README and the preset's docstring say it is, and nothing else."""
     fine, fast = preset("fast_fine"), preset("fast")
     assert fine.model.fine_level and fine.model.query_groups == 1 and not fast.model.fine_level
     assert fine.model.fine_level_mix == "separable" and fast.model.fine_level_mix == "conv"
     assert fine.model.decoder_attention == "deformable" and fast.model.decoder_attention == "full"
     assert fine.loss.duplicate_weight == 1.0 and fast.loss.duplicate_weight is None
-    assert fine.model.backbone.width == 32 and fast.model.backbone.width == 64
+    assert fine.model.backbone.width == 24 and fast.model.backbone.width == 64
+    assert (fine.model.hidden_dim, fine.model.feedforward_dim, fine.model.encoder_layers) == (96, 384, 1)
     assert fine.train.batch_size == 2 and fast.train.batch_size == 4
     assert fine.train.processes == 2 and fast.train.processes == 1
     fast.model.fine_level, fast.model.query_groups, fast.model.decoder_attention = True, 1, "deformable"
     fast.model.fine_level_mix = "separable"
     fast.loss.duplicate_weight = 1.0
-    fast.model.backbone.width = 32
+    fast.model.backbone.width = 24
+    fast.model.hidden_dim, fast.model.feedforward_dim, fast.model.encoder_layers = 96, 384, 1
     fast.train.batch_size = 2
     fast.train.processes = 2
     assert fine.to_dict() == fast.to_dict()

@@ -100,18 +100,23 @@ def fast_fine_cpu() -> ExperimentConfig:
     queries sample a few points around their boxes on both levels; one query group instead of four
     buys back most of the steps the fine level costs. It needs distinct queries: the finer
     level's neighbouring tokens would otherwise crowd onto one object, and hard negatives keep
-    second boxes on found objects from scoring. Its ResNet-18 is half as wide (32 channels after
-    the stem): a quarter of the backbone's FLOPs, about 1.4x the steps in a budget, and from
-    scratch it learned more in 10 minutes on general and the built-in set, as much on dense.
-    Batches of 2: a step costs about half a step of 4, so a budget holds twice the updates
-    for about as many images, and at these budgets AP follows the updates; on a CPU of two or more
-    cores, two processes train on a batch of 2 each. Results: BENCHMARKS.md."""
+    second boxes on found objects from scoring. Sized for the budget: a ResNet-18 24 channels
+    wide after the stem (torchvision's: 64), a transformer 96 wide with one encoder layer: 1.5x
+    the images in a budget of a 32-wide ResNet with a 128-wide, 3-encoder-layer transformer,
+    and the same or more AP in 10 minutes on general, dense and the built-in set (a 16-wide
+    ResNet with a 64-wide transformer made 1.9x the steps and lost 0.06 AP). Batches of 2: a
+    step costs about half a step of 4, so a budget holds twice the updates for about as many
+    images, and at these budgets AP follows the updates; on a CPU of two or more cores, two
+    processes train on a batch of 2 each. Results: BENCHMARKS.md."""
     config = fast_cpu()
-    config.model.backbone.width = 32
+    config.model.backbone.width = 24
+    config.model.hidden_dim = 96
+    config.model.feedforward_dim = 384
+    config.model.encoder_layers = 1
     config.model.fine_level = True
     # Its mix in separable convolutions: a training step about a fifth cheaper than with full 3x3
-    # ones (128 channels at stride 8 cost more than the half-width ResNet's last stage), and more AP
-    # in 10 minutes on all three synthetic sets (BENCHMARKS.md).
+    # ones (the transformer's width at stride 8 cost more than the narrow ResNet's last stage), and
+    # more AP in 10 minutes on all three synthetic sets (BENCHMARKS.md).
     config.model.fine_level_mix = "separable"
     config.model.query_groups = 1
     # Deformable DETR's decoder: each query reads a few points around its box on both levels instead

@@ -24,14 +24,18 @@ from detr.weights import WeightsError
 
 
 def session_options(ort, threads: int | None = None):
-    """onnxruntime's options for a DETR graph: `threads` (default PyTorch's count) and denormals
-    read and written as zero. The padding mask sends the scores of padded tokens to -inf, and
-    the softmax's exponentials of scores far below the maximum are denormal numbers, on which
-    the CPU is many times slower: at one padded token in three the encoder's Softmax took 3.4x
-    as long. Zero in their place changes no output above 1e-38."""
+    """onnxruntime's options for a DETR graph: `threads` (default PyTorch's count), denormals
+    read and written as zero, and threads that sleep between calls.
+
+    The padding mask sends the scores of padded tokens to -inf, and the softmax's exponentials
+    of scores far below the maximum are denormal numbers, on which the CPU is many times slower:
+    at one padded token in three the encoder's Softmax took 3.4x as long. Zero in their place
+    changes no output above 1e-38. Spinning threads held the cores that PyTorch's resize,
+    padding and post-processing of the next call needed: a call of one image took 1.3x as long."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
