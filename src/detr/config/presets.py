@@ -103,11 +103,11 @@ def fast_fine_cpu() -> ExperimentConfig:
     second boxes on found objects from scoring. Sized for the budget: a ResNet-18 24 channels
     wide after the stem (torchvision's: 64), a transformer 96 wide with one encoder layer: 1.5x
     the images in a budget of a 32-wide ResNet with a 128-wide, 3-encoder-layer transformer,
-    and the same or more AP in 10 minutes on general, dense and the built-in set (a 16-wide
-    ResNet with a 64-wide transformer made 1.9x the steps and lost 0.06 AP). Batches of 2: a
-    step costs about half a step of 4, so a budget holds twice the updates for about as many
-    images, and at these budgets AP follows the updates; on a CPU of two or more cores, two
-    processes train on a batch of 2 each. Results: BENCHMARKS.md."""
+    and the same AP in 10 minutes on general (two seeds), more on dense and the built-in set
+    (a 16-wide ResNet with a 64-wide transformer made 1.9x the steps and lost 0.06 AP).
+    Batches of 2: a step costs about half a step of 4, so a budget holds twice the updates for
+    about as many images, and at these budgets AP follows the updates; on a CPU of two or more
+    cores, two processes train on a batch of 2 each. Results: BENCHMARKS.md."""
     config = fast_cpu()
     config.model.backbone.width = 24
     config.model.hidden_dim = 96
