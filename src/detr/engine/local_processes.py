@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 import torch.multiprocessing as mp
 
-from detr.distributed import usable_cores
+from detr.distributed import core_share, usable_cores
 from detr.engine.train import TrainingError
 
 log = logging.getLogger("detr")
@@ -66,7 +66,7 @@ def run_in_processes(function: Callable[[Any], Any], argument: Any, count: int) 
     """`function(argument)` in `count` new processes joined as one gloo group on this machine;
     returns when all have ended. A process's error is raised here as a TrainingError (the others
     are stopped), with its own message."""
-    each = available_cores() // count
+    each = len(core_share(usable_cores(), 0, count))  # the share each process pins itself to
     log.info("training in %d processes on this CPU, %d core%s each", count, each, "" if each == 1 else "s")
     try:
         mp.start_processes(_process, args=(count, free_port(), function, argument), nprocs=count,
