@@ -69,7 +69,6 @@ def test_two_processes_equal_one_on_the_global_batch(tmp_path):
         torch.testing.assert_close(ddp["grads"][name], grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
-
 def _torchrun(*args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "detr.cli", *args]

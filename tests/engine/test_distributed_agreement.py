@@ -51,7 +51,6 @@ def data(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("synth"), SynthConfig(train_images=12, val_images=5))
 
 
-
 def _torchrun(args: list[str], **hooks) -> subprocess.CompletedProcess:
     """2 processes of `detr train` with the test hooks of tests/engine/hooked_cli.py; fails on a hang."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]), "OMP_NUM_THREADS": "1",
