@@ -83,7 +83,8 @@ class MultiScaleDeformableAttention(nn.Module):
                              f"in {self.levels} levels")
         value = self.value_proj(value)
         if padding_mask is not None:
-            value = value.masked_fill(padding_mask[..., None], 0.0)
+            # A product, not masked_fill: onnxruntime's Where over a broadcast mask took 3x as long.
+            value = value * (~padding_mask)[..., None].to(value.dtype)
         value = value.view(batch, value.shape[1], self.heads, -1)
         locations, weights = self.sampling(query, reference, shapes)
         return self.output_proj(sample_levels(value, shapes, locations, weights))
@@ -98,13 +99,16 @@ class MultiScaleDeformableAttention(nn.Module):
         weights = weights.softmax(-1).view(batch, queries, self.heads, self.levels, self.points)
         if reference.shape[-1] == 2:  # offsets are in cells of each level
             cells = torch.tensor([[w, h] for h, w in shapes], dtype=query.dtype, device=query.device)
-            locations = reference[:, :, None, :, None, :] + offsets / cells[None, None, None, :, None, :]
+            start, step = reference[:, :, None, :, None, :], 1 / cells[None, None, None, :, None, :]
         elif reference.shape[-1] == 4:  # offsets are in shares of the box's half size
-            centre, size = reference[:, :, None, :, None, :2], reference[:, :, None, :, None, 2:]
-            locations = centre + offsets / self.points * size * 0.5
+            start = reference[:, :, None, :, None, :2]
+            step = reference[:, :, None, :, None, 2:] * (0.5 / self.points)
         else:
             raise ValueError(f"reference points end in 2 (x, y) or 4 (cx, cy, w, h), not {reference.shape[-1]}")
-        return locations, weights
+        # Expanded first, so that the exported graph multiplies and adds tensors of one shape:
+        # onnxruntime broadcast over heads and points 7x slower than over nothing.
+        shape = offsets.shape
+        return start.expand(shape) + offsets * step.expand(shape), weights
 
 
 def attention_over_tokens(shapes: list[tuple[int, int]], locations: torch.Tensor, weights: torch.Tensor
