@@ -96,6 +96,7 @@ class Trainer:
         self._unchecked: dict[str, Any] | None = None  # the last step's loss, not yet checked for finiteness
         self.epoch, self.batches_done, self.step = 0, 0, 0
         self.best_ap, self.elapsed = -1.0, 0.0
+        self.images: int | None = 0  # trained on, all processes together; None: resumed from a run that did not count
         self.last_metrics: dict[str, float] = {}
 
     # -- set-up ------------------------------------------------------------
@@ -162,6 +163,7 @@ class Trainer:
             "step": self.step,
             "best_ap": self.best_ap,
             "elapsed": self.elapsed,
+            "images": self.images,
             "metrics": self.last_metrics,
             "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
                     "python_pos": random.getstate()[2]},
@@ -195,6 +197,7 @@ class Trainer:
             self.ema.load_state_dict(payload["ema"])
         self.epoch, self.batches_done, self.step = payload["epoch"], payload["batches_done"], payload["step"]
         self.best_ap, self.elapsed = payload["best_ap"], payload["elapsed"]
+        self.images = payload.get("images")
         self.last_metrics = payload["metrics"]
         torch.set_rng_state(payload["rng"]["torch"])
         random.setstate((3, tuple(payload["rng"]["python"]), payload["rng"]["python_pos"]))
@@ -322,10 +325,20 @@ class Trainer:
                 if out_of_time:
                     log.info("time budget of %.1f minutes reached", budget)
                     break
+            log.info(self.throughput())
         finally:
             if writer is not None:
                 writer.close()
         return self.last_metrics
+
+    def throughput(self) -> str:
+        """Images trained on per second of the run's clock (its evaluations included: they spend
+        the budget too), the figure that `detr benchmark budget` compares with a YOLO's."""
+        minutes = self.elapsed / 60
+        if self.images is None:
+            return f"trained {self.step} steps in {minutes:.1f} minutes (resumed from a run that did not count images)"
+        rate = self.images / self.elapsed if self.elapsed > 0 else 0.0
+        return f"trained on {self.images} images in {minutes:.1f} minutes: {rate:.1f} images a second"
 
     def _run_epoch(self, writer: SummaryWriter | None, started: float, budget: float | None) -> bool:
         """Train to the end of the epoch, or until the time budget runs out (returns True then)."""
@@ -348,13 +361,15 @@ class Trainer:
             if self.ema is not None and self.step == STEPS_BEFORE_ESTIMATE and self.scheduler.expected_steps:
                 log.info(self.ema.fit_to_budget(self.scheduler.expected_steps))
             self.batches_done += len(group)
+            if self.images is not None:
+                self.images += sum(len(targets) for _, _, targets in group) * world_size()
             group = []
             bar.update()
             if self.step % 20 == 0:  # reading the losses waits for the device: only when logging
                 values = {k: float(v) for k, v in losses.items()}
                 bar.set_postfix(loss=f"{values['loss']:.3f}")
                 record = {"step": self.step, "epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"],
-                          "minutes": (time.monotonic() - started) / 60, **values}
+                          "minutes": (time.monotonic() - started) / 60, "images": self.images, **values}
                 self._log(record, writer)
             if budget is not None and minutes > budget:
                 bar.close()
