@@ -28,6 +28,7 @@ def test_train_writes_checkpoints_logs_and_pictures(straight_run, capsys):
     assert len(list((straight_run / "predictions").glob("*.png"))) == 2
     payload = load_checkpoint(straight_run / "last.pt")
     assert payload["epoch"] == 2 and payload["categories"]["names"] == ["circle", "square", "triangle", "cross"]
+    assert payload["images"] == 2 * 12  # two epochs of tiny_data's 12 train images
     evals = [json.loads(line) for line in (straight_run / "metrics.jsonl").read_text().splitlines()
              if "val_AP" in line]
     assert [e["epoch"] for e in evals] == [1, 2]
@@ -41,7 +42,7 @@ def test_resume_continues_the_same_run(straight_run, tiny_data, tmp_path):
     assert main(["train", "--data", str(tiny_data), "--out", str(out), "--resume", str(out / "last.pt"),
                  *TINY]) == 0
     resumed, straight = load_checkpoint(out / "last.pt"), load_checkpoint(straight_run / "last.pt")
-    assert resumed["step"] == straight["step"]
+    assert resumed["step"] == straight["step"] and resumed["images"] == straight["images"]
     for name, tensor in straight["model"].items():
         assert torch.equal(resumed["model"][name], tensor), name
 

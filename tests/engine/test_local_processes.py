@@ -76,4 +76,6 @@ def test_two_processes_train_evaluate_once_and_save_one_run(tmp_path, monkeypatc
                  "model.decoder_layers=1", "model.num_queries=8"]) == 0
     captured = capfd.readouterr()
     assert captured.out.count("COCO evaluation of") == 1, captured.err[-3000:]
-    assert load_checkpoint(out / "last.pt")["step"] == 1
+    state = load_checkpoint(out / "last.pt")
+    assert state["step"] == 1 and state["images"] == 4  # both processes' batches count
+    assert "trained on 4 images in" in captured.err + captured.out

@@ -39,7 +39,7 @@ from detr.weights import LoadedWeights, load_weights
 CPU = torch.device("cpu")
 
 
-def _images(data: Path, count: int) -> list[torch.Tensor]:
+def val_images(data: Path, count: int) -> list[torch.Tensor]:
     """The first `count` val images of `data`, decoded to uint8 [3, H, W] (what a caller has in hand)."""
     split = validated_split(find_split(data, "val"))
     names = [record["file_name"] for record in list(split.records.images.values())[:count]]
@@ -61,14 +61,14 @@ def _detr_weights(args: argparse.Namespace, data: Path) -> LoadedWeights:
     return LoadedWeights(config, build_model(config.model).state_dict(), records.categories)
 
 
-def _gflops(forward: Callable[[], object]) -> float:
+def forward_gflops(forward: Callable[[], object]) -> float:
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
         forward()
     return counter.get_total_flops() / 1e9
 
 
-def _ms_per_image(call: Callable[[], object], batch: int, runs: int) -> float:
+def ms_per_image(call: Callable[[], object], batch: int, runs: int) -> float:
     seconds, _ = median_time(call, runs, CPU, warmup=2)
     return 1000 * seconds / batch
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         args.batches, args.runs = [1, 2], 3
     torch.set_num_threads(args.threads)
     data = args.data or default_data_dir()
-    images = _images(data, max(args.batches))
+    images = val_images(data, max(args.batches))
     weights = _detr_weights(args, data)
     detr = Predictor.from_weights(weights, CPU)
 
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
               f"image, median of {args.runs} calls; {platform.processor() or platform.machine()}, "
               f"{args.threads} threads, torch {torch.__version__}")
         print(f"DETR: {args.checkpoint or args.preset + ' (untrained)'}, {params:.2f} M parameters, "
-              f"{_gflops(lambda: detr.model(first)):.2f} GFLOPs at {tuple(first.shape[-2:])}")
+              f"{forward_gflops(lambda: detr.model(first)):.2f} GFLOPs at {tuple(first.shape[-2:])}")
         if yolo:
             print(f"YOLO: {args.yolo}, {yolo.parameters:.2f} M parameters, {yolo.gflops:.2f} GFLOPs at "
                   f"{yolo.size}x{yolo.size}")
@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> None:
         for name, (ours, theirs) in paths.items():
             for batch in args.batches:
                 chosen = images[:batch]
-                detr_ms[name, batch] = _ms_per_image(lambda: ours(chosen), batch, args.runs)
-                peer = _ms_per_image(lambda: theirs(chosen), batch, args.runs) if theirs else None
+                detr_ms[name, batch] = ms_per_image(lambda: ours(chosen), batch, args.runs)
+                peer = ms_per_image(lambda: theirs(chosen), batch, args.runs) if theirs else None
                 cells = f"{peer:.1f} | {detr_ms[name, batch] / peer:.2f}" if peer else "- | -"
                 print(f"| {name} | {batch} | {detr_ms[name, batch]:.1f} | {cells} |")
         print("\nDETR, PyTorch / onnxruntime (above 1: the exported graph is faster): " + ", ".join(

@@ -11,9 +11,11 @@ plots are off and nothing is downloaded (no weights, no fonts).
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any, Sequence
 from unittest import mock
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = ("YOLO peer left out: `pip install ultralytics` adds it to this benchmark (AGPL-3.0, "
                 "used by `detr crowd --train` only, never a dependency of detr)")
 STRIDE = 32  # YOLOv8's largest stride: its input sides are multiples of it
+RUN_FILE = "yolo_run.json"
 
 
 def yolo_installed() -> bool:
@@ -89,6 +92,10 @@ def train_yolo(config: CrowdBenchmarkConfig, train: Split, val: Split, image_siz
     batches = []
     model.add_callback("on_train_start", lambda trainer: torch.set_num_threads(threads))
     model.add_callback("on_train_batch_start", lambda trainer: batches.append(1))  # its end is skipped at the stop
+    # Its training's clock: from its first epoch to the end of its last, the validation after it left out.
+    clock: dict[str, float] = {}
+    model.add_callback("on_train_start", lambda trainer: clock.update(start=time.monotonic()))
+    model.add_callback("on_train_epoch_end", lambda trainer: clock.update(end=time.monotonic()))
     try:
         # Plots are off, so no font is needed: skip the font check's download attempt.
         with mock.patch("ultralytics.data.utils.check_font", lambda *args, **kwargs: None):
@@ -102,8 +109,24 @@ def train_yolo(config: CrowdBenchmarkConfig, train: Split, val: Split, image_siz
     trainer = model.trainer
     # Its EMA is updated once per optimizer step: one per 64 images (nbs) after the warm-up, more often during it.
     run = {"steps": trainer.ema.updates, "batches": len(batches), "batch_size": trainer.batch_size,
-           "epochs": trainer.epoch + 1, "weights": str(trainer.last)}
+           "epochs": trainer.epoch + 1, "weights": str(trainer.last), "image_size": yolo_image_size(image_size),
+           "images": len(batches) * trainer.batch_size, "seconds": round(clock["end"] - clock["start"], 1)}
+    (out / RUN_FILE).write_text(json.dumps(run, indent=1) + "\n")
     return ultralytics.YOLO(str(trainer.last)), run
+
+
+def read_yolo_run(folder: Path) -> dict[str, Any]:
+    """What `train_yolo` wrote into `folder`: its weights, the images it trained on (Ultralytics'
+    mosaics, one per image of a batch) and the seconds it took."""
+    path = Path(folder) / RUN_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} holds no {RUN_FILE}: not a folder of the YOLO peer's training "
+                                "(`detr benchmark budget --yolo-minutes M` trains one)")
+    run = json.loads(path.read_text())
+    missing = [key for key in ("weights", "images", "seconds", "image_size") if key not in run]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)}")
+    return run
 
 
 def predict_yolo(model: Any, config: CrowdBenchmarkConfig, val: Split, categories: Categories, image_size: int,
@@ -171,6 +194,11 @@ class YoloLatency:
                                  verbose=False, save=False)
         finally:
             torch.set_num_threads(threads)
+
+    @property
+    def model(self) -> Any:
+        """Ultralytics' model on the PyTorch weights (for `predict_yolo`)."""
+        return self._torch_model
 
     def torch(self, images: list[torch.Tensor]) -> list:
         return self._predict(self._torch_model, images)
