@@ -11,6 +11,7 @@ from detr.crowd.recall import apply_nms, best_f1_score_threshold, matched_annota
 from detr.crowd.table import format_table, markdown_table, score
 from detr.data.coco import CocoDetection
 from detr.data.sources import find_split
+from detr.engine.local_processes import process_count
 from tests.crowd.test_recall import _ground_truth
 from tests.data.tiny_coco import write_coco
 
@@ -94,6 +95,10 @@ def test_quick_comparison_end_to_end(tmp_path, capsys):
     report = json.loads((tmp_path / "crowd.json").read_text())
     assert [r["name"] for r in report["rows"]][-2:] == ["DETR", "DETR+NMS@0.45"]
     assert report["steps"]["DETR"] > 0 and report["steps"]["FCOS R18-FPN"] > 0
+    # DETR trains as `detr train` would: in train.processes processes (at most one per core), each a batch a step
+    train = report["detr_config"]["train"]
+    processes = process_count(train["processes"], torch.device("cpu"))
+    assert report["detr_images"] == report["steps"]["DETR"] * processes * train["batch_size"]
     assert (tmp_path / "side_by_side.png").stat().st_size > 10_000
     assert find_split(tmp_path / "data", "train")  # the quick data lives in the output folder
 

@@ -19,6 +19,7 @@ from torchvision.models.resnet import BasicBlock, conv1x1
 from torchvision.ops import FrozenBatchNorm2d
 
 from detr.config import BackboneConfig
+from detr.model.padding import ZeroPaddingBeforeConvolutions
 from detr.weights.base import WeightsError
 
 _RESNET_WEIGHTS = {
@@ -81,6 +82,7 @@ class Backbone(nn.Module):
         return_layers = {stage: stage for stage in stages}
         return_layers[config.last_layer] = "out"
         self.body = IntermediateLayerGetter(trunk, return_layers=return_layers)
+        self.padding_hooks = ZeroPaddingBeforeConvolutions(self.body)  # for forward_levels' padded batches
         self.stages = stages
         self.config_last_layer = config.last_layer
         self.channels_last = False
@@ -107,11 +109,13 @@ class Backbone(nn.Module):
             return features, None
         return features, resize_mask(mask, features.shape[-2:])
 
-    def forward_levels(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """The maps of `stages`, finest first."""
+    def forward_levels(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The maps of `stages`, finest first; with the images' padding mask [B, H, W] (True on
+        padding), each image's maps in a padded batch are those of the image alone (padding.py)."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        features = self.body(images)
+        with self.padding_hooks.active(mask):
+            features = self.body(images)
         return [features["out" if stage == self.config_last_layer else stage] for stage in self.stages]
 
 
@@ -123,13 +127,6 @@ def backbone_stride(config: BackboneConfig) -> int:
 def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Nearest-neighbour resize of a [B, H, W] padding mask, as the reference does."""
     return F.interpolate(mask[None].float(), size=tuple(size)).to(torch.bool)[0]
-
-
-def level_mask(mask: torch.Tensor | None, batch: int, size: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """A feature level's [B, h, w] padding mask: the image's mask resized, or all False without one."""
-    if mask is None:
-        return torch.zeros(batch, *size, dtype=torch.bool, device=device)
-    return resize_mask(mask, size)
 
 
 def _trunk(config: BackboneConfig) -> nn.Module:

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from detr.config import ModelConfig
-from detr.model.backbone import Backbone, resize_mask
+from detr.model.backbone import Backbone
+from detr.model.padding import padding_of
 from detr.model.class_scoring import ClassScoring
 from detr.model.denoising import DenoisingBranch
 from detr.model.encoded import EncodedImage
@@ -117,8 +118,10 @@ class DETR(nn.Module):
         if self.fine_level is None:
             features, feature_mask = self.backbone(images, mask)
         else:
-            fine_map, features = self.backbone.forward_levels(images)
-            feature_mask = None if mask is None else resize_mask(mask, features.shape[-2:])
+            fine_map, features = self.backbone.forward_levels(images, mask)
+            # The cells each image alone has (not the paper's nearest resize of the mask): padded
+            # batches give each image's own outputs (padding.py).
+            feature_mask = None if mask is None else padding_of(mask, len(images), features.shape[-2:], images.device)
         pos = self.position_encoding(features, feature_mask).flatten(2).transpose(1, 2)
         src = self.input_proj(features)
         height, width = src.shape[-2:]

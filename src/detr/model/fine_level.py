@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detr.model.backbone import level_mask
 from detr.model.multi_scale import group_norm
+from detr.model.padding import image_cells, padding_of, run_masked
 
 
 def conv_mix(dim: int, convs: int) -> nn.Sequential | None:
@@ -71,9 +71,12 @@ class FineLevel(nn.Module):
         [B, H*W, D] and their padding mask [B, H, W]."""
         size = fine_map.shape[-2:]
         coarse = memory.transpose(1, 2).unflatten(2, coarse_shape)
-        fused = self.project(fine_map) + F.interpolate(coarse, size=size, mode="nearest")
+        # In a padded batch, the padding is zeroed before each convolution and left out of each
+        # GroupNorm's statistics, so that each image's tokens are its own (padding.py).
+        keep = None if mask is None else image_cells(mask, size).to(fine_map.dtype)
+        fused = run_masked(self.project, fine_map, keep) + F.interpolate(coarse, size=size, mode="nearest")
         if self.mix is not None:
-            fused = fused + self.mix(fused)  # signed, as the encoder's LayerNorm-ed tokens beside it
-        fine_mask = level_mask(mask, fused.shape[0], size, fused.device)
+            fused = fused + run_masked(self.mix, fused, keep)  # signed, as the encoder's LayerNorm-ed tokens
+        fine_mask = padding_of(mask, fused.shape[0], size, fused.device)
         pos = position_encoding(fused, fine_mask) + self.level_embed[:, None, None]
         return fused.flatten(2).transpose(1, 2), pos.flatten(2).transpose(1, 2), fine_mask
