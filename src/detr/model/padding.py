@@ -80,6 +80,7 @@ class ZeroPaddingBeforeConvolutions:
 
     def __init__(self, network: nn.Module) -> None:
         self.mask: torch.Tensor | None = None
+        self._cells: dict[tuple, torch.Tensor] = {}  # per map size and dtype, while a mask is active
         for module in network.modules():
             if isinstance(module, (nn.Conv2d, nn.MaxPool2d)):
                 module.register_forward_pre_hook(self._zero_padding)
@@ -88,7 +89,10 @@ class ZeroPaddingBeforeConvolutions:
         if self.mask is None:
             return None
         x = inputs[0]
-        return (x * image_cells(self.mask, x.shape[-2:]).to(x.dtype),)
+        key = (*x.shape[-2:], x.dtype)
+        if key not in self._cells:  # a ResNet's stages convolve maps of a few sizes many times
+            self._cells[key] = image_cells(self.mask, x.shape[-2:]).to(x.dtype)
+        return (x * self._cells[key],)
 
     @contextmanager
     def active(self, mask: torch.Tensor | None) -> Iterator[None]:
@@ -98,4 +102,4 @@ class ZeroPaddingBeforeConvolutions:
         try:
             yield
         finally:
-            self.mask = None
+            self.mask, self._cells = None, {}

@@ -1,0 +1,82 @@
+"""A padded batch computes, for each image, what that image computes alone (model/padding.py)."""
+
+import copy
+
+import torch
+from torch import nn
+
+from detr.data.collate import pad_images
+from detr.model import build_model
+from detr.model.padding import image_cells, masked_group_norm
+from tests.fixtures.make_preset_fixtures import tiny_config
+
+
+def _with_live_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Eval mode with BatchNorm statistics and GroupNorm affines far from their defaults, so that
+    a padded cell that leaked into an image's features would show."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.5, generator=generator)
+                module.running_var.uniform_(0.5, 2.0, generator=generator)
+                module.bias.normal_(0, 0.5, generator=generator)
+            if isinstance(module, nn.GroupNorm):
+                module.bias.normal_(0, 0.5, generator=generator)
+    return model.eval()
+
+
+def _images() -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return [torch.randn(3, 75, 98, generator=generator), torch.randn(3, 112, 66, generator=generator),
+            torch.randn(3, 64, 64, generator=generator)]
+
+
+def _assert_each_image_alone(model: nn.Module) -> None:
+    images = _images()
+    batch, mask = pad_images(images)
+    assert mask.any(dim=(1, 2)).all()  # every image is padded in the batch
+    with torch.no_grad():
+        together = model(batch, mask)
+        for index, image in enumerate(images):
+            alone = model(*pad_images([image]))
+            torch.testing.assert_close(together.logits[index], alone.logits[0], rtol=0, atol=2e-5)
+            torch.testing.assert_close(together.boxes[index], alone.boxes[0], rtol=0, atol=2e-6)
+
+
+def test_the_default_gives_each_image_of_a_padded_batch_its_own_outputs():
+    torch.manual_seed(0)
+    _assert_each_image_alone(_with_live_statistics(build_model(tiny_config("fast_fine").model)))
+
+
+def test_a_copy_of_the_model_zeroes_its_own_padding():
+    """The EMA weights are a deep copy: its convolutions' hooks must read the copy's mask."""
+    torch.manual_seed(0)
+    model = _with_live_statistics(build_model(tiny_config("fast_fine").model))
+    _assert_each_image_alone(copy.deepcopy(model))
+
+
+def test_image_cells_are_the_maps_of_the_image_alone():
+    """ResNet's stride-2 convolutions turn n rows into ceil(n / 2): an image of 192 rows has 96,
+    48, 24 and 12 at strides 2 to 16, whatever the batch pads it to."""
+    mask = torch.ones(1, 268, 200, dtype=torch.bool)
+    mask[0, :192, :150] = False
+    size = (268, 200)
+    for stride in (2, 4, 8, 16):
+        size = tuple(-(-side // 2) for side in size)
+        cells = image_cells(mask, size)[0, 0]
+        assert cells.shape == size
+        assert cells.sum(0).max() == -(-192 // stride) and cells.sum(1).max() == -(-150 // stride)
+
+
+def test_masked_group_norm_is_group_norm_over_the_image_alone():
+    norm = nn.GroupNorm(4, 8)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.normal_()
+    image = torch.randn(1, 8, 5, 7)
+    padded = torch.randn(1, 8, 9, 10) * 3  # what the padding holds does not matter
+    padded[..., :5, :7] = image
+    keep = torch.zeros(1, 1, 9, 10)
+    keep[..., :5, :7] = 1
+    torch.testing.assert_close(masked_group_norm(norm, padded, keep)[..., :5, :7], norm(image))
