@@ -110,7 +110,7 @@ def train_yolo(config: CrowdBenchmarkConfig, train: Split, val: Split, image_siz
     # Its EMA is updated once per optimizer step: one per 64 images (nbs) after the warm-up, more often during it.
     run = {"steps": trainer.ema.updates, "batches": len(batches), "batch_size": trainer.batch_size,
            "epochs": trainer.epoch + 1, "weights": str(trainer.last), "image_size": yolo_image_size(image_size),
-           "images": len(batches) * trainer.batch_size, "seconds": round(clock["end"] - clock["start"], 1)}
+           "images": len(batches) * trainer.batch_size, "seconds": round(clock.get("end", time.monotonic()) - clock["start"], 1)}
     (out / RUN_FILE).write_text(json.dumps(run, indent=1) + "\n")
     return ultralytics.YOLO(str(trainer.last)), run
 

@@ -7,7 +7,8 @@ default's small images (12 rows at stride 16) the last few rows changed, and one
 scored AP 0.598 on `general` one image at a time, 0.535 in batches of 2 and 0.455 in batches
 of 8. Zeroing the padding before every convolution and pooling, normalising over the image's
 cells alone and masking exactly the cells that an image alone has makes the batch's
-outputs those of each image alone (tests/model/test_padding.py).
+outputs those of each image alone (tests/model/test_padding.py), for ResNet backbones; a
+RegNet's squeeze-and-excitation still averages over its padding.
 """
 
 from __future__ import annotations
