@@ -58,15 +58,31 @@ def test_a_copy_of_the_model_zeroes_its_own_padding():
 
 def test_image_cells_are_the_maps_of_the_image_alone():
     """ResNet's stride-2 convolutions turn n rows into ceil(n / 2): an image of 192 rows has 96,
-    48, 24 and 12 at strides 2 to 16, whatever the batch pads it to."""
-    mask = torch.ones(1, 268, 200, dtype=torch.bool)
+    48, 24 and 12 at strides 2 to 16, whatever the batch pads it to, in a map of the padded
+    batch's ceil(268 / stride) rows."""
+    mask = torch.ones(1, 268, 201, dtype=torch.bool)
     mask[0, :192, :150] = False
-    size = (268, 200)
-    for stride in (2, 4, 8, 16):
+    size = (268, 201)
+    for halvings in (1, 2, 3, 4):
         size = tuple(-(-side // 2) for side in size)
-        cells = image_cells(mask, size)[0, 0]
+        cells = image_cells(mask, halvings)[0, 0]
         assert cells.shape == size
+        stride = 2 ** halvings
         assert cells.sum(0).max() == -(-192 // stride) and cells.sum(1).max() == -(-150 // stride)
+        rows, cols = cells.any(1), cells.any(0)
+        assert torch.equal(cells, rows[:, None] & cols[None, :])  # a rectangle, from the top left
+        assert rows[: int(rows.sum())].all() and cols[: int(cols.sum())].all()
+
+
+def test_each_hooked_layer_knows_its_input_stride():
+    """Read once at construction from a probe forward: the stem convolution at the image's
+    resolution, the max-pool after it at stride 2, layer2's first convolution at stride 4."""
+    model = build_model(tiny_config("fast_fine").model)
+    body = model.backbone.body
+    halvings = model.backbone.padding_hooks.halvings
+    assert halvings[body.conv1] == 0 and halvings[body.maxpool] == 1
+    assert halvings[body.layer2[0].conv1] == 2 and halvings[body.layer2[0].conv2] == 3
+    assert halvings[body.layer3[0].downsample[0]] == 3 and halvings[body.layer3[1].conv2] == 4
 
 
 def test_masked_group_norm_is_group_norm_over_the_image_alone():

@@ -8,7 +8,7 @@ from torch import nn
 
 from detr.config import ModelConfig
 from detr.model.backbone import Backbone
-from detr.model.padding import padding_of
+from detr.model.padding import image_cells, padding_of
 from detr.model.class_scoring import ClassScoring
 from detr.model.denoising import DenoisingBranch
 from detr.model.encoded import EncodedImage
@@ -120,8 +120,11 @@ class DETR(nn.Module):
         else:
             fine_map, features = self.backbone.forward_levels(images, mask)
             # The cells each image alone has (not the paper's nearest resize of the mask): padded
-            # batches give each image's own outputs (padding.py).
-            feature_mask = None if mask is None else padding_of(mask, len(images), features.shape[-2:], images.device)
+            # batches give each image's own outputs (padding.py). The fine map is one stage up.
+            halvings = self.backbone.stride.bit_length() - 1
+            feature_mask = None if mask is None else padding_of(mask, len(images), features.shape[-2:], halvings,
+                                                                images.device)
+            fine_cells = None if mask is None else image_cells(mask, halvings - 1)
         pos = self.position_encoding(features, feature_mask).flatten(2).transpose(1, 2)
         src = self.input_proj(features)
         height, width = src.shape[-2:]
@@ -132,7 +135,8 @@ class DETR(nn.Module):
         memory = self.transformer.encode(src, pos, padding, maps, need_weights)
         if fine_map is None:
             return EncodedImage(memory, pos, padding, feature_masks, (height, width))
-        fine, fine_pos, fine_mask = self.fine_level(fine_map, memory, (height, width), mask, self.position_encoding)
+        fine, fine_pos, fine_mask = self.fine_level(fine_map, memory, (height, width), fine_cells,
+                                                    self.position_encoding)
         memory, pos = torch.cat([fine, memory], dim=1), torch.cat([fine_pos, pos], dim=1)
         if padding is not None:
             padding = torch.cat([fine_mask.flatten(1), padding], dim=1)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from detr.model.multi_scale import group_norm
-from detr.model.padding import image_cells, padding_of, run_masked
+from detr.model.padding import run_masked
 
 
 def conv_mix(dim: int, convs: int) -> nn.Sequential | None:
@@ -63,20 +63,21 @@ class FineLevel(nn.Module):
         nn.init.normal_(self.level_embed)
 
     def forward(self, fine_map: torch.Tensor, memory: torch.Tensor, coarse_shape: tuple[int, int],
-                mask: torch.Tensor | None, position_encoding: nn.Module
+                cells: torch.Tensor | None, position_encoding: nn.Module
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """fine_map [B, C, H, W] (the backbone's earlier stage); memory [B, h*w, D] (the
-        encoder's output on the coarse map of `coarse_shape`); mask [B, H0, W0] True on
-        the image's padding, or None. Returns the fine tokens [B, H*W, D], their positions
-        [B, H*W, D] and their padding mask [B, H, W]."""
+        encoder's output on the coarse map of `coarse_shape`); cells [B, 1, H, W] True on the
+        cells of each image (padding.image_cells), or None without padding. Returns the fine
+        tokens [B, H*W, D], their positions [B, H*W, D] and their padding mask [B, H, W]."""
         size = fine_map.shape[-2:]
         coarse = memory.transpose(1, 2).unflatten(2, coarse_shape)
         # In a padded batch, the padding is zeroed before each convolution and left out of each
         # GroupNorm's statistics, so that each image's tokens are its own (padding.py).
-        keep = None if mask is None else image_cells(mask, size).to(fine_map.dtype)
+        keep = None if cells is None else cells.to(fine_map.dtype)
         fused = run_masked(self.project, fine_map, keep) + F.interpolate(coarse, size=size, mode="nearest")
         if self.mix is not None:
             fused = fused + run_masked(self.mix, fused, keep)  # signed, as the encoder's LayerNorm-ed tokens
-        fine_mask = padding_of(mask, fused.shape[0], size, fused.device)
+        fine_mask = (torch.zeros(fused.shape[0], *size, dtype=torch.bool, device=fused.device) if cells is None
+                     else ~cells[:, 0])
         pos = position_encoding(fused, fine_mask) + self.level_embed[:, None, None]
         return fused.flatten(2).transpose(1, 2), pos.flatten(2).transpose(1, 2), fine_mask

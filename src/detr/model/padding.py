@@ -18,30 +18,34 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
-def image_cells(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """mask [B, H, W] True on padding -> [B, 1, h, w] True on the cells of a map of `size` that the
-    image alone would have: ceil(valid / stride) rows and columns, as stride-2 convolutions with
-    'same' padding (ResNet's) shrink a map. The stride is the power of two nearest H / h."""
-    height, width = size
-    rows = (~mask[:, :, 0]).sum(1)
-    cols = (~mask[:, 0, :]).sum(1)
-    row_stride = 2 ** round(math.log2(mask.shape[1] / height))
-    col_stride = 2 ** round(math.log2(mask.shape[2] / width))
-    rows = torch.div(rows + row_stride - 1, row_stride, rounding_mode="floor")
-    cols = torch.div(cols + col_stride - 1, col_stride, rounding_mode="floor")
-    inside_rows = torch.arange(height, device=mask.device)[None, :, None] < rows[:, None, None]
-    inside_cols = torch.arange(width, device=mask.device)[None, None, :] < cols[:, None, None]
-    return (inside_rows & inside_cols)[:, None]
+def image_cells(mask: torch.Tensor, halvings: int) -> torch.Tensor:
+    """mask [B, H, W] True on padding -> [B, 1, h, w] True on the cells that the image alone has in
+    a map `halvings` stride-2 layers down (stride 2 ** halvings)."""
+    return _halved([(~mask)[:, None].float()], halvings) > 0
 
 
-def padding_of(mask: torch.Tensor | None, batch: int, size: tuple[int, int], device: torch.device) -> torch.Tensor:
+def _halved(pyramid: list[torch.Tensor], halvings: int) -> torch.Tensor:
+    """The image cells [B, 1, h, w] (1 on image) `halvings` levels down a pyramid that starts at
+    the image, extending it as needed. Every other row and column: n rows become
+    (n - 1) // 2 + 1 and v image rows ceil(v / 2), as 'same'-padded stride-2 layers do, by the
+    very formula of a stride-2 convolution's size (so that a compiled model, whose sizes are
+    symbols, sees them equal without a guard on the input size). Levels are counted, not
+    matched by size, for the same reason."""
+    while len(pyramid) <= halvings:
+        pyramid.append(F.max_pool2d(pyramid[-1], kernel_size=1, stride=2))
+    return pyramid[halvings]
+
+
+def padding_of(mask: torch.Tensor | None, batch: int, size: tuple[int, int], halvings: int,
+               device: torch.device) -> torch.Tensor:
     """A map's [B, h, w] padding mask, True off `image_cells`; all False without a mask."""
     if mask is None:
         return torch.zeros(batch, *size, dtype=torch.bool, device=device)
-    return ~image_cells(mask, size)[:, 0]
+    return ~image_cells(mask, halvings)[:, 0]
 
 
 def masked_group_norm(norm: nn.GroupNorm, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -77,23 +81,35 @@ def run_masked(layers: nn.Sequential, x: torch.Tensor, keep: torch.Tensor | None
 class ZeroPaddingBeforeConvolutions:
     """Forward pre-hooks on a network's convolutions and max-pools that zero the input's padding
     while `active(mask)` holds the batch's image mask. Max-pooling reads zeros where an image
-    alone reads -inf: the same maximum after a ReLU, whose outputs are never negative."""
+    alone reads -inf: the same maximum after a ReLU, whose outputs are never negative. Each
+    layer's input stride is read once, from a 64x64 forward at construction."""
+
+    PROBE = 64
 
     def __init__(self, network: nn.Module) -> None:
         self.mask: torch.Tensor | None = None
-        self._cells: dict[tuple, torch.Tensor] = {}  # per map size and dtype, while a mask is active
-        for module in network.modules():
-            if isinstance(module, (nn.Conv2d, nn.MaxPool2d)):
-                module.register_forward_pre_hook(self._zero_padding)
+        self._cells: list[torch.Tensor] = []  # image cells at each halving, while a mask is active
+        layers = [m for m in network.modules() if isinstance(m, (nn.Conv2d, nn.MaxPool2d))]
+        widths: dict[nn.Module, int] = {}
+        probes = [m.register_forward_pre_hook(lambda m, inputs: widths.__setitem__(m, inputs[0].shape[-1]))
+                  for m in layers]
+        training = network.training
+        with torch.no_grad():
+            network.eval()(torch.zeros(1, 3, self.PROBE, self.PROBE))
+        network.train(training)
+        for probe in probes:
+            probe.remove()
+        self.halvings = {m: round(math.log2(self.PROBE / widths[m])) for m in layers}
+        for layer in layers:
+            layer.register_forward_pre_hook(self._zero_padding)
 
     def _zero_padding(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]):
         if self.mask is None:
             return None
+        if not self._cells:  # made once a forward: a ResNet's stages convolve maps of a few sizes many times
+            self._cells.append((~self.mask)[:, None].float())
         x = inputs[0]
-        key = (*x.shape[-2:], x.dtype)
-        if key not in self._cells:  # a ResNet's stages convolve maps of a few sizes many times
-            self._cells[key] = image_cells(self.mask, x.shape[-2:]).to(x.dtype)
-        return (x * self._cells[key],)
+        return (x * _halved(self._cells, self.halvings[module]).to(x.dtype),)
 
     @contextmanager
     def active(self, mask: torch.Tensor | None) -> Iterator[None]:
@@ -103,4 +119,4 @@ class ZeroPaddingBeforeConvolutions:
         try:
             yield
         finally:
-            self.mask, self._cells = None, {}
+            self.mask, self._cells = None, []
