@@ -7,6 +7,7 @@ the FLOPs), all seen as a stem and stages layer1..layer4."""
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from pathlib import Path
 
@@ -82,7 +83,8 @@ class Backbone(nn.Module):
         return_layers = {stage: stage for stage in stages}
         return_layers[config.last_layer] = "out"
         self.body = IntermediateLayerGetter(trunk, return_layers=return_layers)
-        self.padding_hooks = ZeroPaddingBeforeConvolutions(self.body)  # for forward_levels' padded batches
+        # forward_levels' padded batches; the single-level (paper) path neither probes nor hooks its layers
+        self.padding_hooks = ZeroPaddingBeforeConvolutions(self.body) if stages else None
         self.stages = stages
         self.config_last_layer = config.last_layer
         self.channels_last = False
@@ -114,7 +116,8 @@ class Backbone(nn.Module):
         padding), each image's maps in a padded batch are those of the image alone (padding.py)."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with self.padding_hooks.active(mask):
+        zeroing = self.padding_hooks.active(mask) if self.padding_hooks is not None else contextlib.nullcontext()
+        with zeroing:
             features = self.body(images)
         return [features["out" if stage == self.config_last_layer else stage] for stage in self.stages]
 
