@@ -1,3 +1,5 @@
+import pickle
+
 import pytest
 import torch
 from torchvision import tv_tensors
@@ -44,6 +46,22 @@ def test_train_pipeline_keeps_boxes_in_range_and_sizes_in_the_scales():
         assert boxes.shape[1] == 4 and len(boxes) == len(target["labels"])
         xyxy = box_convert(boxes, "cxcywh", "xyxy")
         assert (xyxy >= -1e-6).all() and (xyxy <= 1 + 1e-6).all() and (boxes[:, 2:] > 0).all()
+
+
+def test_pipelines_pickle_so_that_spawned_loader_workers_get_the_same_transforms():
+    # `detr train`'s processes start by spawning, and so do their DataLoader workers, which
+    # receive the dataset and its transforms pickled.
+    config = DataConfig(train_scales=(48, 64), max_size=200, crop_resize_scales=(60,), crop_min=30, crop_max=50,
+                        val_scale=56)
+    for make in (train_transforms, val_transforms):
+        transform = make(config)
+        copy = pickle.loads(pickle.dumps(transform))
+        torch.manual_seed(3)
+        image, target = transform(*_sample())
+        torch.manual_seed(3)
+        copied_image, copied_target = copy(*_sample())
+        assert torch.equal(image, copied_image)
+        assert torch.equal(target["boxes"], copied_target["boxes"])
 
 
 def test_crop_probability_zero_never_crops_and_one_half_is_the_papers_choice():

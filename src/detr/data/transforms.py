@@ -77,9 +77,15 @@ class ToNormalizedCxcywh(v2.Transform):
         return image, target
 
 
+def _labels_of(inputs: tuple) -> torch.Tensor:
+    """The labels of an (image, target) pair. A function of the module, not a lambda, so that the
+    transforms pickle into DataLoader workers that start by spawning (as in `detr train`'s processes)."""
+    return inputs[1]["labels"]
+
+
 def _finish() -> list:
     return [
-        v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=lambda inputs: inputs[1]["labels"]),
+        v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=_labels_of),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ToNormalizedCxcywh(),
