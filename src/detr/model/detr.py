@@ -8,7 +8,7 @@ from torch import nn
 
 from detr.config import ModelConfig
 from detr.model.backbone import Backbone
-from detr.model.padding import image_cells, padding_of
+from detr.model.padding import coarser_cells, image_cells
 from detr.model.class_scoring import ClassScoring
 from detr.model.denoising import DenoisingBranch
 from detr.model.encoded import EncodedImage
@@ -120,11 +120,13 @@ class DETR(nn.Module):
         else:
             fine_map, features = self.backbone.forward_levels(images, mask)
             # The cells each image alone has (not the paper's nearest resize of the mask): padded
-            # batches give each image's own outputs (padding.py). The fine map is one stage up.
-            halvings = self.backbone.stride.bit_length() - 1
-            feature_mask = None if mask is None else padding_of(mask, len(images), features.shape[-2:], halvings,
-                                                                images.device)
-            fine_cells = None if mask is None else image_cells(mask, halvings - 1)
+            # batches give each image's own outputs (padding.py). The fine map is one stage up, and
+            # the encoder's cells are the fine cells halved once.
+            fine_cells = feature_mask = None
+            if mask is not None:
+                halvings = self.backbone.stride.bit_length() - 1  # the encoder's map: stride 2 ** halvings
+                fine_cells = image_cells(mask, halvings - 1)
+                feature_mask = ~coarser_cells(fine_cells)[:, 0]
         pos = self.position_encoding(features, feature_mask).flatten(2).transpose(1, 2)
         src = self.input_proj(features)
         height, width = src.shape[-2:]

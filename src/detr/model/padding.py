@@ -40,12 +40,9 @@ def _halved(pyramid: list[torch.Tensor], halvings: int) -> torch.Tensor:
     return pyramid[halvings]
 
 
-def padding_of(mask: torch.Tensor | None, batch: int, size: tuple[int, int], halvings: int,
-               device: torch.device) -> torch.Tensor:
-    """A map's [B, h, w] padding mask, True off `image_cells`; all False without a mask."""
-    if mask is None:
-        return torch.zeros(batch, *size, dtype=torch.bool, device=device)
-    return ~image_cells(mask, halvings)[:, 0]
+def coarser_cells(cells: torch.Tensor, halvings: int = 1) -> torch.Tensor:
+    """Image cells [B, 1, h, w] (from `image_cells`) `halvings` stride-2 layers further down."""
+    return _halved([cells.float()], halvings) > 0
 
 
 def masked_group_norm(norm: nn.GroupNorm, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
