@@ -26,6 +26,25 @@ def _outputs(batch=2, queries=5, aux=0):
     return out
 
 
+def test_layers_in_one_pass_give_each_layer_its_own_loss_with_the_defaults_terms():
+    """IoU-aware classes and duplicate weights: the layers are stacked into one pass, and each
+    layer's terms must still be those of that layer alone, duplicates judged in its own image."""
+    from detr.config import preset
+    config = preset("fast_fine").loss
+    assert config.iou_aware_classes and config.duplicate_weight is not None
+    criterion = SetCriterion(NUM_CLASSES, config)
+    torch.manual_seed(0)
+    outputs, targets = _outputs(aux=2), _targets()
+    for layer in [outputs, *outputs.aux]:  # second boxes on image 0's first object in every layer
+        layer.boxes[0, 1:3] = targets[0]["boxes"][0]
+    losses = criterion(outputs, targets)
+    alone = [criterion(DETROutput(layer.logits, layer.boxes), targets) for layer in [outputs, *outputs.aux]]
+    for suffix, layer in zip(["", "_0", "_1"], alone):
+        for name in ("loss_ce", "loss_bbox", "loss_giou"):
+            torch.testing.assert_close(losses[name + suffix], layer[name])
+    torch.testing.assert_close(losses["loss"], sum(layer["loss"] for layer in alone))
+
+
 def test_values_match_a_direct_torchvision_computation():
     criterion = SetCriterion(NUM_CLASSES, LossConfig())
     outputs, targets = _outputs(), _targets()

@@ -126,3 +126,29 @@ def test_a_checkpoint_from_before_the_mix_setting_loads_its_full_convolutions():
     read = ExperimentConfig.from_dict(stored)
     assert read.model.fine_level_mix == "conv"
     build_model(read.model).load_state_dict(written)  # strict: every tensor in its place
+
+
+def test_a_deformable_decoder_gets_fine_tokens_without_positions_and_every_parameter_learns():
+    """Deformable attention samples by location: the fine level computes no positions and holds
+    no level embedding, so that no parameter goes without a gradient (which multi-process
+    training would have to search for every step). A seed gives the parts made before the
+    transformer the weights it gives them with full attention (the embedding's draw is kept), and
+    checkpoints that still hold the embedding load."""
+    torch.manual_seed(0)
+    deformable = build_model(_fine_config(decoder_attention="deformable")).train()
+    torch.manual_seed(0)
+    full = build_model(_fine_config(decoder_attention="full"))
+    assert deformable.fine_level.level_embed is None and full.fine_level.level_embed is not None
+    before = [n for n in deformable.state_dict() if n.startswith(("backbone.", "fine_level.", "input_proj.", "queries."))]
+    assert any(n.startswith("input_proj.") for n in before)  # made after the fine level
+    for name in before:
+        torch.testing.assert_close(deformable.state_dict()[name], full.state_dict()[name])
+    images, mask = torch.randn(2, 3, 64, 96), torch.zeros(2, 64, 96, dtype=torch.bool)
+    mask[1, :, 48:] = True
+    out = deformable(images, mask)
+    (out.logits.sum() + out.boxes.sum() + sum(a.logits.sum() + a.boxes.sum() for a in out.aux)
+     + out.proposals.logits.sum() + out.proposals.boxes.sum()).backward()
+    assert [n for n, p in deformable.named_parameters() if p.requires_grad and p.grad is None] == []
+    written = deformable.state_dict()
+    written["fine_level.level_embed"] = full.fine_level.level_embed.detach()
+    deformable.load_state_dict(written)  # strict

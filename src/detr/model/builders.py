@@ -36,7 +36,7 @@ def build_paper_detr(config: ModelConfig) -> DETR:
     """The paper's DETR: learned queries, full attention, boxes straight from the head
     (with model.fine_level, the finer level joins the decoder's keys)."""
     dim = config.hidden_dim
-    backbone, position_encoding, fine_level, input_proj = _image_parts(config)
+    backbone, position_encoding, fine_level, input_proj = _image_parts(config, positions=True)
     queries = LearnedQueries(config.num_queries, config.query_groups, dim)
     transformer = _transformer(config, deformable_levels=0)
     return DETR(backbone, position_encoding, input_proj, transformer, queries, PaperDecoder(),
@@ -49,8 +49,8 @@ def build_anchor_detr(config: ModelConfig) -> DETR:
     """Anchor-box queries (learned, or selected from the encoder's tokens) refined layer by layer,
     with full or deformable cross-attention, and the optional denoising branch."""
     dim = config.hidden_dim
-    backbone, position_encoding, fine_level, input_proj = _image_parts(config)
     deformable = config.decoder_attention == "deformable"
+    backbone, position_encoding, fine_level, input_proj = _image_parts(config, positions=not deformable)
     if config.queries == "selected":
         queries = SelectedQueries(config.num_queries, config.query_groups, dim, config.selected_content)
     else:
@@ -71,9 +71,10 @@ def build_anchor_detr(config: ModelConfig) -> DETR:
                 query_selection=query_selection, denoising=denoising, scoring=scoring, config=config)
 
 
-def _image_parts(config: ModelConfig) -> tuple[Backbone, nn.Module, FineLevel | None, nn.Conv2d]:
+def _image_parts(config: ModelConfig, positions: bool) -> tuple[Backbone, nn.Module, FineLevel | None, nn.Conv2d]:
     """The backbone (returning the stage before its last too when the fine level reads it), the
-    position encoding, the fine level (or None) and the projection to the model's width."""
+    position encoding, the fine level (or None; with token positions when the decoder reads them)
+    and the projection to the model's width."""
     dim = config.hidden_dim
     stages = backbone_stages(config.backbone.last_layer, 2) if config.fine_level else ()
     backbone = Backbone(config.backbone, stages)
@@ -81,7 +82,7 @@ def _image_parts(config: ModelConfig) -> tuple[Backbone, nn.Module, FineLevel | 
     fine_level = None
     if config.fine_level:
         make_mix = partial(FINE_LEVEL_MIXES[config.fine_level_mix], convs=config.fine_level_convs)
-        fine_level = FineLevel(backbone.stage_channels[0], dim, make_mix)
+        fine_level = FineLevel(backbone.stage_channels[0], dim, make_mix, positions)
     return backbone, position_encoding, fine_level, nn.Conv2d(backbone.num_channels, dim, kernel_size=1)
 
 

@@ -139,7 +139,8 @@ class DETR(nn.Module):
             return EncodedImage(memory, pos, padding, feature_masks, (height, width))
         fine, fine_pos, fine_mask = self.fine_level(fine_map, memory, (height, width), fine_cells,
                                                     self.position_encoding)
-        memory, pos = torch.cat([fine, memory], dim=1), torch.cat([fine_pos, pos], dim=1)
+        # Without the fine level's positions the decoder reads none (deformable attention).
+        memory, pos = torch.cat([fine, memory], dim=1), None if fine_pos is None else torch.cat([fine_pos, pos], dim=1)
         if padding is not None:
             padding = torch.cat([fine_mask.flatten(1), padding], dim=1)
         return EncodedImage(memory, pos, padding, [fine_mask] + feature_masks, (height, width),

@@ -49,26 +49,32 @@ def _mix(blocks: list[list[nn.Module]], dim: int) -> nn.Sequential | None:
 
 
 class FineLevel(nn.Module):
-    def __init__(self, channels: int, dim: int, make_mix: Callable[[int], nn.Module | None]) -> None:
+    def __init__(self, channels: int, dim: int, make_mix: Callable[[int], nn.Module | None],
+                 positions: bool = True) -> None:
         """channels: the backbone stage's; make_mix(dim): the residual block on the fused map
         (`conv_mix`, `separable_mix` with their convolution count), or None to add the projection
         and the upsampled memory alone. Made here, after the projection, so that a seed gives the
-        weights it gave before the mix was a choice."""
+        weights it gave before the mix was a choice. positions: whether the decoder reads the
+        tokens' positions (full attention does; deformable attention samples by location, so
+        without them the level computes none and has no level embedding)."""
         super().__init__()
         self.project = nn.Sequential(nn.Conv2d(channels, dim, kernel_size=1), group_norm(dim))
         self.mix = make_mix(dim)
-        self.level_embed = nn.Parameter(torch.empty(dim))  # tells the decoder's keys which level
+        level_embed = torch.empty(dim)  # tells the decoder's keys which level
         nn.init.xavier_uniform_(self.project[0].weight, gain=1)
         nn.init.zeros_(self.project[0].bias)
-        nn.init.normal_(self.level_embed)
+        nn.init.normal_(level_embed)  # drawn either way, so that a seed gives the weights it gave before
+        self.level_embed = nn.Parameter(level_embed) if positions else None
+        self.register_load_state_dict_pre_hook(_skip_unused_level_embed)
 
     def forward(self, fine_map: torch.Tensor, memory: torch.Tensor, coarse_shape: tuple[int, int],
                 cells: torch.Tensor | None, position_encoding: nn.Module
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """fine_map [B, C, H, W] (the backbone's earlier stage); memory [B, h*w, D] (the
         encoder's output on the coarse map of `coarse_shape`); cells [B, 1, H, W] True on the
         cells of each image (padding.image_cells), or None without padding. Returns the fine
-        tokens [B, H*W, D], their positions [B, H*W, D] and their padding mask [B, H, W]."""
+        tokens [B, H*W, D], their positions [B, H*W, D] (None without `positions`) and their padding
+        mask [B, H, W]."""
         size = fine_map.shape[-2:]
         coarse = memory.transpose(1, 2).unflatten(2, coarse_shape)
         # In a padded batch, the padding is zeroed before each convolution and left out of each
@@ -79,5 +85,15 @@ class FineLevel(nn.Module):
             fused = fused + run_masked(self.mix, fused, keep)  # signed, as the encoder's LayerNorm-ed tokens
         fine_mask = (torch.zeros(fused.shape[0], *size, dtype=torch.bool, device=fused.device) if cells is None
                      else ~cells[:, 0])
+        tokens = fused.flatten(2).transpose(1, 2)
+        if self.level_embed is None:
+            return tokens, None, fine_mask
         pos = position_encoding(fused, fine_mask) + self.level_embed[:, None, None]
-        return fused.flatten(2).transpose(1, 2), pos.flatten(2).transpose(1, 2), fine_mask
+        return tokens, pos.flatten(2).transpose(1, 2), fine_mask
+
+
+def _skip_unused_level_embed(module: FineLevel, state_dict, prefix, *args) -> None:
+    """Checkpoints of deformable decoders written before the level went without positions hold a
+    level embedding that nothing read."""
+    if module.level_embed is None:
+        state_dict.pop(prefix + "level_embed", None)
