@@ -61,7 +61,7 @@ class SharedShortestSize(v2.RandomShortestSize):
         if seed is None:
             return super().make_params(flat_inputs)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)  # the CPU's alone, as SeededAugmentation
             return super().make_params(flat_inputs)
 
 
