@@ -85,3 +85,22 @@ def test_load_passes_precision_through(tmp_path):
     folder = write_weights(tiny_weights(), tmp_path / "model", "ours")
     assert detr.load(folder, "cpu", precision="bf16").precision == "bf16"
     assert detr.load(folder, "cpu").precision == "fp32"
+
+
+def test_an_unpadded_batch_runs_without_a_mask_and_a_padded_one_gives_each_image_alone():
+    """One image (or images of one size) has no padding: the model runs unmasked, without the
+    mask's products before every convolution. Padded with a larger image, each image still gets
+    the detections it gets alone (the default's exact padding)."""
+    model = build_model(tiny_model_config(num_classes=2, queries="selected", fine_level=True,
+                                          decoder_attention="deformable")).eval()
+    predictor = Predictor(model, Categories((4, 8), ("ant", "bee")), DataConfig(val_scale=64, max_size=128), "cpu")
+    masks = []
+    forward = predictor.forward
+    predictor.forward = lambda images, mask: masks.append(mask) or forward(images, mask)
+    rng = np.random.default_rng(1)
+    small, large = (rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(64, 80, 3), (64, 112, 3)])
+    alone = predictor.predict(small, threshold=0.0)
+    batched = predictor.predict_batch([small, large], threshold=0.0)[0]
+    assert masks[0] is None and masks[1] is not None and masks[1].any()
+    torch.testing.assert_close(batched.boxes, alone.boxes, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(batched.scores, alone.scores, atol=1e-4, rtol=1e-4)

@@ -143,8 +143,11 @@ class Predictor:
     def _detect(self, batch: torch.Tensor, mask: torch.Tensor, sizes: torch.Tensor,
                 threshold: float) -> list[dict[str, torch.Tensor]]:
         """Prepared, padded images -> each image's detections (what an ONNX predictor replaces)."""
+        # A batch without padding (one image, or images of one size) runs unmasked: the same outputs
+        # without the mask's products before every convolution and masked normalisations.
+        padded = mask.to(self.device) if mask.any() else None
         with autocast(self.device, self.precision):
-            outputs = self.forward(batch.to(self.device), mask.to(self.device))
+            outputs = self.forward(batch.to(self.device), padded)
         return PostProcess(threshold=threshold, scoring=self.scoring)(outputs, sizes)
 
     def predict(self, image: ImageInput, threshold: float = 0.5) -> Detections:

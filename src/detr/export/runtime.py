@@ -69,8 +69,10 @@ class OnnxPredictor(Predictor):
         self.scoring = ClassScoring(self.config.model.class_pairs)
         self.transforms = val_transforms(self.config.data)
 
-    def _run(self, images: torch.Tensor, mask: torch.Tensor, sizes: torch.Tensor | None = None
+    def _run(self, images: torch.Tensor, mask: torch.Tensor | None, sizes: torch.Tensor | None = None
              ) -> list[torch.Tensor]:
+        if mask is None:  # no padding, as the PyTorch model reads None
+            mask = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool)
         feeds = {"images": images.float().numpy(), "mask": mask.numpy(), "image_sizes": None}
         if "mask" not in self.inputs and mask.any():
             raise ValueError("this ONNX graph was exported with --no-mask, so it cannot take padded batches "
@@ -80,7 +82,7 @@ class OnnxPredictor(Predictor):
         outputs = self.session.run(None, {name: feeds[name] for name in self.inputs})
         return [torch.from_numpy(o) for o in outputs]
 
-    def forward(self, images: torch.Tensor, mask: torch.Tensor) -> Predictions:
+    def forward(self, images: torch.Tensor, mask: torch.Tensor | None) -> Predictions:
         if "image_sizes" in self.inputs:
             raise ValueError("this ONNX graph was exported with --postprocess: it gives detections, "
                              "not the model's outputs")
