@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision import tv_tensors
 
 from detr.config import DataConfig
 from detr.data.coco import Categories, as_rgb, load_image
 from detr.data.collate import pad_images
-from detr.data.transforms import val_transforms
+from detr.data.transforms import prepare_val_image, val_transforms
 from detr.model import DETR, build_model
 from detr.model.batchnorm_folding import folded_copy
 from detr.postprocess import PostProcess
@@ -105,7 +104,8 @@ class Predictor:
         detector = detection_copy(self.model)
         self.forward = torch.compile(detector, dynamic=True) if compile else detector
         self.categories = categories
-        self.transforms = val_transforms(data)
+        self.data = data
+        self.transforms = val_transforms(data)  # for datasets read as the predictor reads images
         self.scoring = model.scoring  # `detr eval --class-pairs` swaps it
 
     @classmethod
@@ -125,11 +125,7 @@ class Predictor:
 
     def prepare(self, image: torch.Tensor) -> torch.Tensor:
         """A uint8 [3, H, W] image -> the resized, normalised tensor the model takes (unpadded)."""
-        height, width = image.shape[-2:]
-        empty = {"boxes": tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY", canvas_size=(height, width)),
-                 "labels": torch.zeros(0, dtype=torch.int64)}
-        prepared, _ = self.transforms(tv_tensors.Image(image), empty)
-        return prepared.as_subclass(torch.Tensor)
+        return prepare_val_image(image, self.data)
 
     @torch.inference_mode()
     def predict_batch(self, images: list[ImageInput], threshold: float = 0.5) -> list[Detections]:

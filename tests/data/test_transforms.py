@@ -7,7 +7,8 @@ from torchvision.ops import box_convert
 
 from detr.config import DataConfig
 from detr.data.collate import collate, pad_images
-from detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, shared_size_draw, train_transforms, val_transforms
+from detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, prepare_val_image, shared_size_draw, train_transforms, \
+    val_transforms
 
 
 def _sample(height=60, width=80):
@@ -28,6 +29,16 @@ def test_val_resizes_short_side_normalises_and_outputs_cxcywh():
     expected /= torch.tensor([80.0, 60.0, 80.0, 60.0])
     torch.testing.assert_close(target["boxes"], expected)
     assert target["size"].tolist() == [120, 160]
+
+
+@pytest.mark.parametrize("height, width", [(60, 80), (97, 31), (200, 640), (128, 128)])
+def test_preparing_an_image_alone_is_the_val_pipelines_image_bit_for_bit(height, width):
+    config = DataConfig(val_scale=64, max_size=160)
+    image, target = _sample(height, width)
+    expected, _ = val_transforms(config)(image, target)
+    prepared = prepare_val_image(image.as_subclass(torch.Tensor), config)
+    assert type(prepared) is torch.Tensor
+    torch.testing.assert_close(prepared, expected.as_subclass(torch.Tensor), rtol=0, atol=0)
 
 
 def test_val_respects_long_side_cap():

@@ -93,3 +93,17 @@ def test_init_from_reinitialises_only_a_resized_class_head():
     wrong = build_model(tiny_model_config(num_classes=3, hidden_dim=16, num_heads=4))
     with pytest.raises(TrainingError, match="do not fit this model"):
         init_from(wrong, source.state_dict())
+
+
+def test_resuming_a_run_whose_fine_level_kept_the_unread_level_embedding_says_to_start_from_it(tiny_data, tmp_path):
+    trainer = _tiny_trainer(tiny_data, tmp_path / "run")
+    trainer.config.model = tiny_model_config(num_classes=4, num_queries=10, queries="selected", fine_level=True,
+                                             decoder_attention="deformable")
+    trainer = Trainer(trainer.config, find_split(tiny_data, "train"), find_split(tiny_data, "val"), tmp_path / "run",
+                      progress=False)
+    state = trainer.state()
+    state["model"]["fine_level.level_embed"] = torch.zeros(32)  # as the previous default wrote it
+    save_atomic(state, tmp_path / "old.pt")
+    with pytest.raises(TrainingError, match="level embedding .* --init"):
+        trainer.resume(tmp_path / "old.pt")
+    assert init_from(trainer.model, state["model"]) == []  # what the message offers works

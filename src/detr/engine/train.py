@@ -185,6 +185,11 @@ class Trainer:
         own = self.model.state_dict()
         differ = [n for n, t in payload["model"].items() if n not in own or own[n].shape != t.shape]
         differ += [n for n in own if n not in payload["model"]]
+        if differ == ["fine_level.level_embed"] and self.model.fine_level is not None:
+            # FineLevel's load hook drops it for --init, eval and predict; the optimiser state still counts it.
+            raise TrainingError(f"{path} was written when the fine level kept a level embedding that the "
+                                "deformable decoder never read; its optimiser state cannot resume this model: "
+                                "start a new run from it with --init (its weights load)")
         if differ:
             raise TrainingError(f"{path} holds another model than this config builds ({differ[0]} differs); "
                                 "resume with the preset and --set options of the run that wrote it")

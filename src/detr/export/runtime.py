@@ -67,6 +67,7 @@ class OnnxPredictor(Predictor):
         self.categories = Categories.from_dict(info["categories"])
         # The graph scores the classes itself (exported with the model's rule); this says which rule.
         self.scoring = ClassScoring(self.config.model.class_pairs)
+        self.data = self.config.data
         self.transforms = val_transforms(self.config.data)
 
     def _run(self, images: torch.Tensor, mask: torch.Tensor | None, sizes: torch.Tensor | None = None
