@@ -96,3 +96,22 @@ def test_masked_group_norm_is_group_norm_over_the_image_alone():
     keep = torch.zeros(1, 1, 9, 10)
     keep[..., :5, :7] = 1
     torch.testing.assert_close(masked_group_norm(norm, padded, keep)[..., :5, :7], norm(image))
+
+
+def test_inference_zeroes_the_padding_in_place_without_touching_the_callers_images():
+    """Without autograd the hooks zero activations in place (no map allocated a layer): the
+    outputs are those of the allocating path, and the caller's batch, even one already in the
+    backbone's channels-last layout, is left as it was."""
+    torch.manual_seed(0)
+    model = _with_live_statistics(build_model(tiny_config("fast_fine").model))
+    model.backbone.use_channels_last()
+    batch, mask = pad_images(_images())
+    batch = batch.masked_fill(mask[:, None], 3.0).contiguous(memory_format=torch.channels_last)  # padding not 0
+    before = batch.clone()
+    with torch.enable_grad():
+        allocating = model(batch, mask)
+    with torch.no_grad():
+        in_place = model(batch, mask)
+    torch.testing.assert_close(batch, before, rtol=0, atol=0)
+    torch.testing.assert_close(in_place.logits, allocating.logits.detach(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(in_place.boxes, allocating.boxes.detach(), rtol=0, atol=1e-6)

@@ -114,8 +114,13 @@ class ZeroPaddingBeforeConvolutions:
             return None
         if not self._cells:  # made once a forward: a ResNet's stages convolve maps of a few sizes many times
             self._cells.append((~self.mask)[:, None].float())
-        x = inputs[0]
-        return (zero_padding(x, _halved(self._cells, self.halvings[module]).to(x.dtype)),)
+        x, halvings = inputs[0], self.halvings[module]
+        keep = _halved(self._cells, halvings).to(x.dtype)
+        if halvings > 0 and not torch.is_grad_enabled() and not torch.jit.is_tracing():
+            # Inference: in place on the activation (never the caller's images), which saves
+            # allocating a map a layer; only padding cells change, which nothing reads unzeroed.
+            return (x.mul_(keep),)
+        return (zero_padding(x, keep),)
 
     @contextmanager
     def active(self, mask: torch.Tensor | None) -> Iterator[None]:
