@@ -139,7 +139,8 @@ def test_a_deformable_decoder_gets_fine_tokens_without_positions_and_every_param
     torch.manual_seed(0)
     full = build_model(_fine_config(decoder_attention="full"))
     assert deformable.fine_level.level_embed is None and full.fine_level.level_embed is not None
-    before = [n for n in deformable.state_dict() if n.startswith(("backbone.", "fine_level.", "input_proj.", "queries."))]
+    made_before = ("backbone.", "fine_level.", "input_proj.", "queries.")
+    before = [n for n in deformable.state_dict() if n.startswith(made_before)]
     assert any(n.startswith("input_proj.") for n in before)  # made after the fine level
     for name in before:
         torch.testing.assert_close(deformable.state_dict()[name], full.state_dict()[name])

@@ -164,7 +164,8 @@ class SetCriterion(nn.Module):
         entries, count = boxes.shape[:2]
         iou = box_iou(box_convert(boxes.detach().flatten(0, 1).float(), "cxcywh", "xyxy"),
                       box_convert(target_boxes, "cxcywh", "xyxy"))
-        own_image = (torch.arange(entries, device=boxes.device) % batch).repeat_interleave(count)[:, None] == target_images
+        image_of_row = (torch.arange(entries, device=boxes.device) % batch).repeat_interleave(count)
+        own_image = image_of_row[:, None] == target_images
         covers = ((iou >= DUPLICATE_IOU) & own_image).any(1).view(entries, count)
         covers[image, query] = False
         scale = self.config.duplicate_weight / self.config.eos_coef

@@ -10,9 +10,10 @@ import torch
 @dataclass
 class EncodedImage:
     """memory, pos [B, L, D]: the tokens and their positions, the fine level's first when there is
-    one (pos None when the decoder reads no positions: a fine level for deformable attention); padding [B, L] True on padding tokens, or None; feature_masks: [B, h, w] per level
-    (finest first), whose cells are `memory`'s tokens in order; shape: the encoder's own grid
-    (h, w); fine_shape: the fine level's grid, or None."""
+    one (pos None when the decoder reads no positions: a fine level for deformable attention);
+    padding [B, L] True on padding tokens, or None; feature_masks: [B, h, w] per level (finest
+    first), whose cells are `memory`'s tokens in order; shape: the encoder's own grid (h, w);
+    fine_shape: the fine level's grid, or None."""
 
     memory: torch.Tensor
     pos: torch.Tensor | None
