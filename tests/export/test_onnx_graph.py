@@ -78,7 +78,7 @@ def test_an_all_false_mask_is_the_same_as_no_mask(paper):
 
 def test_the_no_mask_signature_takes_images_alone(tmp_path):
     weights = _weights()
-    session = _session(export_onnx(weights, tmp_path / "plain.onnx", with_mask=False))
+    session = _session(export_onnx(weights, tmp_path / "plain.onnx", mask="none"))
     assert [i.name for i in session.get_inputs()] == ["images"]
     model = _model(weights)
     for batch, height, width in SIZES[:2]:
@@ -136,16 +136,49 @@ def test_deformable_decoder_export(tmp_path):
         _assert_outputs_match(session, model, *_padded_batch(*size))
 
 
+def _branches(path):
+    """The node lists of the default export's two traces: {"then_branch": masked, "else_branch": unmasked}."""
+    (switch,) = onnx.load(str(path)).graph.node[-1:]
+    assert switch.op_type == "If"
+    return {attribute.name: attribute.g.node for attribute in switch.attribute}
+
+
 def test_every_attention_is_one_fused_onnxruntime_node(tmp_path):
     """Encoder self-attention, decoder self- and cross-attention: one com.microsoft.MultiHeadAttention
     each, so that no [B, heads, Lq, Lk] score tensor, padding Add or Softmax is left in the graph."""
     weights = _weights()
-    path = export_onnx(weights, tmp_path / "fused.onnx")
-    nodes = onnx.load(str(path)).graph.node
-    fused = [n for n in nodes if n.op_type == "MultiHeadAttention" and n.domain == "com.microsoft"]
     config = weights.config.model
-    assert len(fused) == config.encoder_layers + 2 * config.decoder_layers
-    assert not [n for n in nodes if n.op_type == "Softmax"]
+    for nodes in _branches(export_onnx(weights, tmp_path / "fused.onnx")).values():
+        fused = [n for n in nodes if n.op_type == "MultiHeadAttention" and n.domain == "com.microsoft"]
+        assert len(fused) == config.encoder_layers + 2 * config.decoder_layers
+        assert not [n for n in nodes if n.op_type == "Softmax"]
+
+
+def test_the_default_graph_runs_its_unmasked_copy_on_batches_without_padding(tmp_path):
+    """The default export takes the mask and, when nothing is padded, runs the trace without the mask's
+    products: its outputs are those of the `mask="none"` export bit for bit, and on a padded batch
+    those of the `mask="always"` one; the masked trace alone differs from the unmasked in the last bits."""
+    weights = tiny_weights(backbone=BackboneConfig(name="resnet18", last_layer="layer3"), queries="selected",
+                           fine_level=True, decoder_attention="deformable")
+    sessions = {mode: _session(export_onnx(weights, tmp_path / f"{mode}.onnx", mask=mode))
+                for mode in ("switch", "always", "none")}
+    assert [i.name for i in sessions["switch"].get_inputs()] == ["images", "mask"]
+    branches = _branches(tmp_path / "switch.onnx")
+    assert "mask" not in {name for node in branches["else_branch"] for name in node.input}
+    assert not [n for n in onnx.load(str(tmp_path / "always.onnx")).graph.node if n.op_type == "If"]
+    images, mask = _padded_batch(2, 96, 64)
+    unpadded = {"images": images.numpy(), "mask": np.zeros_like(mask.numpy())}
+    switched = sessions["switch"].run(None, unpadded)
+    for got, expected in zip(switched, sessions["none"].run(None, {"images": images.numpy()})):
+        np.testing.assert_array_equal(got, expected)
+    # Bit equality tells the branches apart: the masked trace's products change the last bits.
+    assert not all(np.array_equal(a, b) for a, b in zip(switched, sessions["always"].run(None, unpadded)))
+    padded = {"images": images.numpy(), "mask": mask.numpy()}
+    for got, expected in zip(sessions["switch"].run(None, padded), sessions["always"].run(None, padded)):
+        np.testing.assert_array_equal(got, expected)
+    _assert_outputs_match(sessions["switch"], _model(weights), images, mask)
+    with pytest.raises(ValueError, match="mask must be one of switch, always, none"):
+        export_onnx(weights, tmp_path / "bad.onnx", mask="sometimes")
 
 
 def test_bad_destination_and_old_opset_are_refused(tmp_path):

@@ -81,13 +81,13 @@ def test_cli_export_then_predict_onnx_matches_the_checkpoint(weights, torch_pred
 
 
 def test_no_mask_graph_refuses_a_padded_batch(weights, torch_predictor, images, tmp_path):
-    predictor = detr.load(export_onnx(weights, tmp_path / "plain.onnx", with_mask=False))
+    predictor = detr.load(export_onnx(weights, tmp_path / "plain.onnx", mask="none"))
     # onnxruntime takes PyTorch's thread count unless told (it ignores OMP_NUM_THREADS).
     assert predictor.session.get_session_options().intra_op_num_threads == torch.get_num_threads()
     assert detr.load(tmp_path / "plain.onnx", threads=3).session.get_session_options().intra_op_num_threads == 3
     single = torch_predictor.predict(images[0], threshold=0.0)
     _assert_same_detections([predictor.predict(images[0], threshold=0.0)], [single])
-    with pytest.raises(ValueError, match="exported with --no-mask"):
+    with pytest.raises(ValueError, match="exported with --mask none"):
         predictor.predict_batch(images[:2])
 
 

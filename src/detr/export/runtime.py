@@ -76,7 +76,7 @@ class OnnxPredictor(Predictor):
             mask = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool)
         feeds = {"images": images.float().numpy(), "mask": mask.numpy(), "image_sizes": None}
         if "mask" not in self.inputs and mask.any():
-            raise ValueError("this ONNX graph was exported with --no-mask, so it cannot take padded batches "
+            raise ValueError("this ONNX graph was exported with --mask none, so it cannot take padded batches "
                              "of differently sized images; predict one image at a time or export with the mask")
         if "image_sizes" in self.inputs:
             feeds["image_sizes"] = sizes.numpy()
