@@ -104,3 +104,24 @@ def test_an_unpadded_batch_runs_without_a_mask_and_a_padded_one_gives_each_image
     assert masks[0] is None and masks[1] is not None and masks[1].any()
     torch.testing.assert_close(batched.boxes, alone.boxes, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(batched.scores, alone.scores, atol=1e-4, rtol=1e-4)
+
+
+def test_a_batch_of_wide_and_tall_images_runs_as_two_batches_that_give_each_image_alone():
+    """predict_batch runs images of like shapes together (data/collate.batches_by_size): two wide
+    and two tall images make two unpadded batches, and each image gets its detections alone, in
+    the order given."""
+    model = build_model(tiny_model_config(num_classes=2, queries="selected", fine_level=True,
+                                          decoder_attention="deformable")).eval()
+    predictor = Predictor(model, Categories((4, 8), ("ant", "bee")), DataConfig(val_scale=64, max_size=128), "cpu")
+    calls = []
+    forward = predictor.forward
+    predictor.forward = lambda images, mask: calls.append((images.shape[0], mask)) or forward(images, mask)
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(64, 112, 3), (112, 64, 3)] * 2]
+    batched = predictor.predict_batch(images, threshold=0.0)
+    assert [(size, mask) for size, mask in calls] == [(2, None), (2, None)]
+    for image, got in zip(images, batched):
+        alone = predictor.predict(image, threshold=0.0)
+        torch.testing.assert_close(got.boxes, alone.boxes, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(got.scores, alone.scores, atol=1e-4, rtol=1e-4)
+    assert predictor.predict_batch([], threshold=0.0) == []

@@ -11,7 +11,7 @@ from PIL import Image
 
 from detr.config import DataConfig
 from detr.data.coco import Categories, as_rgb, load_image
-from detr.data.collate import pad_images
+from detr.data.collate import batches_by_size, pad_images
 from detr.data.transforms import prepare_val_image, val_transforms
 from detr.model import DETR, build_model
 from detr.model.batchnorm_folding import folded_copy
@@ -130,8 +130,15 @@ class Predictor:
     @torch.inference_mode()
     def predict_batch(self, images: list[ImageInput], threshold: float = 0.5) -> list[Detections]:
         pixels = [to_uint8_image(i) for i in images]
-        batch, mask = pad_images([self.prepare(p) for p in pixels])
-        results = self._detect(batch, mask, torch.tensor([p.shape[-2:] for p in pixels]), threshold)
+        prepared = [self.prepare(p) for p in pixels]
+        sizes = torch.tensor([p.shape[-2:] for p in pixels])
+        results: list[dict[str, torch.Tensor]] = [{}] * len(prepared)
+        # Images of other shapes run in batches of like shapes: less padding to compute, and each
+        # image's detections are its own whatever its batch (model/padding.py).
+        for indices in batches_by_size([tuple(p.shape[-2:]) for p in prepared]):
+            batch, mask = pad_images([prepared[i] for i in indices])
+            for i, result in zip(indices, self._detect(batch, mask, sizes[indices], threshold)):
+                results[i] = result
         return [Detections(r["boxes"].cpu(), r["scores"].cpu(), r["labels"].cpu(),
                            [self.categories.names[i] for i in r["labels"].tolist()],
                            [self.categories.ids[i] for i in r["labels"].tolist()]) for r in results]

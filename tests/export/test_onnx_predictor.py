@@ -87,8 +87,10 @@ def test_no_mask_graph_refuses_a_padded_batch(weights, torch_predictor, images, 
     assert detr.load(tmp_path / "plain.onnx", threads=3).session.get_session_options().intra_op_num_threads == 3
     single = torch_predictor.predict(images[0], threshold=0.0)
     _assert_same_detections([predictor.predict(images[0], threshold=0.0)], [single])
+    # Wide and tall images run as two unpadded batches; two wide ones of other widths pad.
+    assert len(predictor.predict_batch(images[:2], threshold=0.0)) == 2
     with pytest.raises(ValueError, match="exported with --mask none"):
-        predictor.predict_batch(images[:2])
+        predictor.predict_batch([images[0], np.zeros((60, 90, 3), np.uint8)])
 
 
 def test_onnx_files_that_are_not_detr_exports_are_refused(tmp_path):

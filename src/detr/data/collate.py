@@ -22,3 +22,38 @@ def collate(items: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, torch
     images, targets = zip(*items)
     batch, mask = pad_images([i.as_subclass(torch.Tensor) for i in images])
     return batch, mask, list(targets)
+
+
+# A padded batch computes every image at the batch's largest height and width. Cutting it in two,
+# each part padded to its own size, costs a second call: a cut is taken when it saves at least this
+# share of one image's pixels (the parts' mean). Eight val images of `general` (160-256 px, as many
+# tall as wide) became a wide and a tall batch of 4, and `dense`'s a batch of 5 and one of 3: an
+# image took 0.89-0.94x (general) and 0.81-0.85x (dense) the time of one padded batch in PyTorch,
+# 0.95-0.97x through onnxruntime (2 AMD EPYC vCPUs, the two alternated in one process).
+CUT_SAVING = 0.5
+
+
+def batches_by_size(shapes: list[tuple[int, int]]) -> list[list[int]]:
+    """The indices of images of (height, width) `shapes` in batches that pad less than one batch:
+    ordered by aspect ratio, cut where the two parts' padded pixels fall most, while a cut saves
+    CUT_SAVING of an image. Every index appears once; each batch lists its indices in order."""
+    if not shapes:
+        return []
+    order = sorted(range(len(shapes)), key=lambda i: shapes[i][0] / shapes[i][1])
+    return sorted(sorted(batch) for batch in _cut(order, shapes))
+
+
+def _padded_pixels(indices: list[int], shapes: list[tuple[int, int]]) -> int:
+    return len(indices) * max(shapes[i][0] for i in indices) * max(shapes[i][1] for i in indices)
+
+
+def _cut(indices: list[int], shapes: list[tuple[int, int]]) -> list[list[int]]:
+    if len(indices) < 2:
+        return [indices]
+    def parts(k: int) -> int:
+        return _padded_pixels(indices[:k], shapes) + _padded_pixels(indices[k:], shapes)
+    cut = min(range(1, len(indices)), key=parts)
+    image = sum(shapes[i][0] * shapes[i][1] for i in indices) / len(indices)
+    if _padded_pixels(indices, shapes) - parts(cut) < CUT_SAVING * image:
+        return [indices]
+    return _cut(indices[:cut], shapes) + _cut(indices[cut:], shapes)
