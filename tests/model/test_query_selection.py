@@ -171,3 +171,31 @@ def test_distinct_queries_needs_query_selection_and_an_iou_below_one():
         build_model(tiny_model_config(queries="anchors", distinct_queries=0.8))
     with pytest.raises(ValueError, match=r"IoU threshold in \[0, 1\)"):
         build_model(tiny_model_config(queries="selected", distinct_queries=1.0))
+
+
+@pytest.mark.parametrize("distinct_iou", [0.0, 0.5])
+def test_inference_chooses_as_training_with_the_box_head_on_the_candidates_alone(distinct_iou):
+    """In eval mode the box head runs on the candidate tokens only: the same anchors and content as
+    training's pass over every token, padding included, with no proposals returned."""
+    torch.manual_seed(0)
+    count = 6
+    selection = QuerySelection(8, 3, nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4)),
+                               distinct_iou=distinct_iou)
+    with torch.no_grad():  # wide boxes, so that neighbouring tokens' boxes overlap and NMS drops some
+        selection.box_head[-1].bias.copy_(torch.tensor([0.0, 0.0, 2.5, 2.5]))
+    rows = []
+    selection.box_head.register_forward_hook(lambda module, inputs, output: rows.append(inputs[0].shape[1]))
+    masks = [torch.zeros(2, 6, 8, dtype=torch.bool), torch.zeros(2, 3, 4, dtype=torch.bool)]
+    masks[0][1, :, 2:] = True  # image 1 is padded on both levels: 15 tokens, fewer than the 24 candidates
+    masks[1][1, :, 1:] = True
+    memory = torch.randn(2, 6 * 8 + 3 * 4, 8)
+    proposals, anchors, content = selection.train()(memory, masks, count)
+    assert rows.pop() == memory.shape[1]
+    none, eval_anchors, eval_content = selection.eval()(memory, masks, count)
+    assert none is None and proposals is not None
+    assert rows.pop() == (CANDIDATES_PER_QUERY * count if distinct_iou else count)
+    torch.testing.assert_close(eval_anchors, anchors, atol=1e-6, rtol=0)
+    torch.testing.assert_close(eval_content, content, atol=1e-6, rtol=0)
+    if distinct_iou:  # NMS changed the choice: the test sees its order
+        selection.distinct_iou = 0.0
+        assert not torch.allclose(selection(memory, masks, count)[1], eval_anchors)

