@@ -13,13 +13,14 @@ validation after the last left out); COCO AP and AP50 (100 detections an image);
 --threshold, the share of the boxes that fall on an object already found (crowd/table.py's
 count); end-to-end latency, decoded images in and detections out, ms per image at each
 --batches, in PyTorch and through the exported graph in onnxruntime (`detr benchmark latency`'s
-paths). The YOLO peer needs Ultralytics (AGPL-3.0, never a dependency: pip install ultralytics).
+paths; the calls of all rows interleaved in rounds). The YOLO peer needs Ultralytics (AGPL-3.0, never a dependency: pip install ultralytics).
 Not a test: run it on a quiet machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
 import tempfile
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from typing import Any, Callable
 
 import torch
 
-from detr.bench.latency import CPU, forward_gflops, ms_per_image, val_images
+from detr.bench.latency import CPU, forward_gflops, interleaved_ms, val_images
 from detr.commands.shared_flags import data_root
 from detr.config import CrowdBenchmarkConfig
 from detr.data.coco import CocoDetection
@@ -68,14 +69,21 @@ def _scored(name: str, records: list[dict[str, Any]], ground_truth: dict[str, An
             "duplicate_rate": count_boxes(ground_truth, records, threshold).duplicate_rate}
 
 
-def _timed(paths: dict[str, Callable[[list[torch.Tensor]], object]], images: list[torch.Tensor],
-           batches: list[int], runs: int) -> dict[tuple[str, int], float]:
-    return {(name, batch): ms_per_image(lambda: call(images[:batch]), batch, runs)
-            for name, call in paths.items() for batch in batches}
+# What a row's latency cells call: a path's name -> a function of a list of images.
+Paths = dict[str, Callable[[list[torch.Tensor]], object]]
 
 
-def detr_row(run: Path, data: Path, images: list[torch.Tensor], args: argparse.Namespace, folder: Path) -> Row:
-    """A `detr train` folder's row: its best.pt scored and timed, its last.pt's throughput."""
+def time_rows(rows: list[tuple[Row, Paths]], images: list[torch.Tensor], batches: list[int], runs: int) -> None:
+    """Fill each row's latency cells, the calls of all rows interleaved (`interleaved_ms`)."""
+    cells = {(index, name, batch): (functools.partial(call, images[:batch]), batch)
+             for index, (_, paths) in enumerate(rows) for name, call in paths.items() for batch in batches}
+    for (index, name, batch), ms in interleaved_ms(cells, runs).items():
+        rows[index][0].ms[name, batch] = ms
+
+
+def detr_row(run: Path, data: Path, images: list[torch.Tensor], args: argparse.Namespace,
+             folder: Path) -> tuple[Row, Paths]:
+    """A `detr train` folder's row (its best.pt scored, its last.pt's throughput) and what times it."""
     from detr.export import export_onnx
     from detr.export.runtime import OnnxPredictor
 
@@ -91,13 +99,13 @@ def detr_row(run: Path, data: Path, images: list[torch.Tensor], args: argparse.N
     first = predictor.prepare(images[0])[None]
     return Row(parameters=sum(p.numel() for p in predictor.model.parameters()) / 1e6,
                gflops=forward_gflops(lambda: predictor.model(first)), input_size=tuple(first.shape[-2:]),
-               images_per_second=run_throughput(run), ms=_timed(paths, images, args.batches, args.runs),
-               **_scored(f"DETR {run.name}", records, dataset.ground_truth(), args.threshold))
+               images_per_second=run_throughput(run),
+               **_scored(f"DETR {run.name}", records, dataset.ground_truth(), args.threshold)), paths
 
 
-def yolo_row(run: dict[str, Any], data: Path, categories: Categories, images: list[torch.Tensor],
-             args: argparse.Namespace, folder: Path) -> Row:
-    """The YOLO peer's row, from what `train_yolo` wrote."""
+def yolo_row(run: dict[str, Any], data: Path, categories: Categories, args: argparse.Namespace,
+             folder: Path) -> tuple[Row, Paths]:
+    """The YOLO peer's row, from what `train_yolo` wrote, and what times it."""
     from detr.crowd.yolo_peer import YoloLatency, predict_yolo, yolo_name
 
     yolo = YoloLatency(run["weights"], categories, run["image_size"], folder, args.threshold)
@@ -107,8 +115,8 @@ def yolo_row(run: dict[str, Any], data: Path, categories: Categories, images: li
     ground_truth = CocoDetection(split.images, split.annotations, None, categories).ground_truth()
     return Row(parameters=yolo.parameters, gflops=yolo.gflops, input_size=(yolo.size, yolo.size),
                images_per_second=run["images"] / run["seconds"],
-               ms=_timed({"PyTorch": yolo.torch, "onnxruntime": yolo.onnx}, images, args.batches, args.runs),
-               **_scored(yolo_name(config.yolo_model), records, ground_truth, args.threshold))
+               **_scored(yolo_name(config.yolo_model), records, ground_truth, args.threshold)), \
+        {"PyTorch": yolo.torch, "onnxruntime": yolo.onnx}
 
 
 def train_yolo_peer(data: Path, minutes: float, image_size: int, out: Path) -> dict[str, Any]:
@@ -180,8 +188,12 @@ def main(argv: list[str] | None = None) -> None:
 
         yolo_run = read_yolo_run(args.yolo_run)
     with tempfile.TemporaryDirectory() as folder:
-        rows = [detr_row(run, data, images, args, Path(folder)) for run in args.detr]
-        peer = yolo_row(yolo_run, data, first.categories, images, args, Path(folder)) if yolo_run else None
+        timed = [detr_row(run, data, images, args, Path(folder)) for run in args.detr]
+        if yolo_run:
+            timed.append(yolo_row(yolo_run, data, first.categories, args, Path(folder)))
+        time_rows(timed, images, args.batches, args.runs)
+    rows = [row for row, _ in timed[:len(args.detr)]]
+    peer = timed[-1][0] if yolo_run else None
     print(f"{data}: {len(images)} val images timed, {args.threads} threads, "
           f"{platform.processor() or platform.machine()}, torch {torch.__version__}")
     print(markdown(rows + ([peer] if peer else []), args.batches, args.threshold))

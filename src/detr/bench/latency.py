@@ -10,7 +10,7 @@ Predictor over the graph), and PyTorch in bf16 on a CPU that multiplies it nativ
 YOLO column is the YOLO's fp32 PyTorch, Ultralytics' CPU default); for the YOLO, Ultralytics'
 `predict` on its PyTorch weights and on its own ONNX export. Each cell is the median of --runs
 calls on batches of the data's val images (decoded beforehand), after a warm-up, at --threshold,
-in milliseconds per image.
+in milliseconds per image; the calls of all cells are interleaved in rounds (`interleaved_ms`).
 Also prints each model's parameters and forward GFLOPs at its input size. Time trained
 models for the figures you report: DETR's work is fixed (its queries, no NMS on the output)
 except query selection's NMS over the encoder's tokens, whose cost follows the boxes, and a
@@ -21,15 +21,17 @@ YOLO's NMS cost follows how many boxes pass --threshold (`detr crowd --train` an
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
+import statistics
 import tempfile
+import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Hashable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from detr.bench.timing import median_time
 from detr.data.coco import load_image
 from detr.data.sources import default_data_dir, find_split, validated_split
 from detr.inference import Predictor, to_uint8_image
@@ -68,9 +70,29 @@ def forward_gflops(forward: Callable[[], object]) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def ms_per_image(call: Callable[[], object], batch: int, runs: int) -> float:
-    seconds, _ = median_time(call, runs, CPU, warmup=2)
-    return 1000 * seconds / batch
+# Cells are timed in this many rounds, each round visiting every cell in a rotated order, so that a
+# burst of the machine's noise spreads over the cells instead of landing on one: one model's onnxruntime
+# batch 1 timed in two table rows, one cell after another, read 16.9 and 11.2 ms on a 2-vCPU VM.
+ROUNDS = 5
+
+
+def interleaved_ms(cells: dict[Hashable, tuple[Callable[[], object], int]], runs: int) -> dict[Hashable, float]:
+    """{key: (call, batch)} -> {key: median milliseconds per image over `runs` calls}, after two
+    warm-up calls each, the calls spread over ROUNDS rounds through all the cells."""
+    keys = list(cells)
+    times: dict[Hashable, list[float]] = {key: [] for key in keys}
+    for key in keys:
+        for _ in range(2):
+            cells[key][0]()
+    for round_index in range(ROUNDS):
+        share = runs // ROUNDS + (round_index < runs % ROUNDS)
+        for key in keys[round_index % len(keys):] + keys[:round_index % len(keys)]:
+            call, batch = cells[key]
+            for _ in range(share):
+                start = time.perf_counter()
+                call()
+                times[key].append(1000 * (time.perf_counter() - start) / batch)
+    return {key: statistics.median(values) for key, values in times.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -123,13 +145,15 @@ def main(argv: list[str] | None = None) -> None:
                   f"{yolo.size}x{yolo.size}")
         print("\n| path | batch | DETR ms/image | YOLO ms/image | DETR / YOLO |")
         print("|---|---:|---:|---:|---:|")
-        detr_ms: dict[tuple[str, int], float] = {}
-        for name, (ours, theirs) in paths.items():
+        cells = {(name, batch, model): (functools.partial(call, images[:batch]), batch)
+                 for name, calls in paths.items() for batch in args.batches
+                 for model, call in zip(("DETR", "YOLO"), calls) if call}
+        ms = interleaved_ms(cells, args.runs)
+        detr_ms = {(name, batch): ms[name, batch, "DETR"] for name in paths for batch in args.batches}
+        for name in paths:
             for batch in args.batches:
-                chosen = images[:batch]
-                detr_ms[name, batch] = ms_per_image(lambda: ours(chosen), batch, args.runs)
-                peer = ms_per_image(lambda: theirs(chosen), batch, args.runs) if theirs else None
-                cells = f"{peer:.1f} | {detr_ms[name, batch] / peer:.2f}" if peer else "- | -"
-                print(f"| {name} | {batch} | {detr_ms[name, batch]:.1f} | {cells} |")
+                peer = ms.get((name, batch, "YOLO"))
+                compared = f"{peer:.1f} | {detr_ms[name, batch] / peer:.2f}" if peer else "- | -"
+                print(f"| {name} | {batch} | {detr_ms[name, batch]:.1f} | {compared} |")
         print("\nDETR, PyTorch / onnxruntime (above 1: the exported graph is faster): " + ", ".join(
             f"batch {b} {detr_ms['PyTorch', b] / detr_ms['onnxruntime', b]:.2f}" for b in args.batches))
