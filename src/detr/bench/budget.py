@@ -13,8 +13,8 @@ validation after the last left out); COCO AP and AP50 (100 detections an image);
 --threshold, the share of the boxes that fall on an object already found (crowd/table.py's
 count); end-to-end latency, decoded images in and detections out, ms per image at each
 --batches, in PyTorch and through the exported graph in onnxruntime (`detr benchmark latency`'s
-paths; the calls of all rows interleaved in rounds). The YOLO peer needs Ultralytics (AGPL-3.0, never a dependency: pip install ultralytics).
-Not a test: run it on a quiet machine.
+paths; the calls of all rows interleaved in rounds). The YOLO peer needs Ultralytics (AGPL-3.0,
+never a dependency: pip install ultralytics). Not a test: run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -97,10 +97,11 @@ def detr_row(run: Path, data: Path, images: list[torch.Tensor], args: argparse.N
     paths = {"PyTorch": lambda batch: predictor.predict_batch(batch, args.threshold),
              "onnxruntime": lambda batch: onnx.predict_batch(batch, args.threshold)}
     first = predictor.prepare(images[0])[None]
-    return Row(parameters=sum(p.numel() for p in predictor.model.parameters()) / 1e6,
-               gflops=forward_gflops(lambda: predictor.model(first)), input_size=tuple(first.shape[-2:]),
-               images_per_second=run_throughput(run),
-               **_scored(f"DETR {run.name}", records, dataset.ground_truth(), args.threshold)), paths
+    row = Row(parameters=sum(p.numel() for p in predictor.model.parameters()) / 1e6,
+              gflops=forward_gflops(lambda: predictor.model(first)), input_size=tuple(first.shape[-2:]),
+              images_per_second=run_throughput(run),
+              **_scored(f"DETR {run.name}", records, dataset.ground_truth(), args.threshold))
+    return row, paths
 
 
 def yolo_row(run: dict[str, Any], data: Path, categories: Categories, args: argparse.Namespace,
@@ -113,10 +114,10 @@ def yolo_row(run: dict[str, Any], data: Path, categories: Categories, args: argp
     config = CrowdBenchmarkConfig()
     records = predict_yolo(yolo.model, config, split, categories, run["image_size"], CPU)
     ground_truth = CocoDetection(split.images, split.annotations, None, categories).ground_truth()
-    return Row(parameters=yolo.parameters, gflops=yolo.gflops, input_size=(yolo.size, yolo.size),
-               images_per_second=run["images"] / run["seconds"],
-               **_scored(yolo_name(config.yolo_model), records, ground_truth, args.threshold)), \
-        {"PyTorch": yolo.torch, "onnxruntime": yolo.onnx}
+    row = Row(parameters=yolo.parameters, gflops=yolo.gflops, input_size=(yolo.size, yolo.size),
+              images_per_second=run["images"] / run["seconds"],
+              **_scored(yolo_name(config.yolo_model), records, ground_truth, args.threshold))
+    return row, {"PyTorch": yolo.torch, "onnxruntime": yolo.onnx}
 
 
 def train_yolo_peer(data: Path, minutes: float, image_size: int, out: Path) -> dict[str, Any]:

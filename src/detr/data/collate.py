@@ -1,4 +1,5 @@
-"""Batching: zero-pad images to the batch's largest size and mark the padding."""
+"""Batching: zero-pad images to the batch's largest size and mark the padding; at inference,
+which images share a batch (`batches_by_size`)."""
 
 from __future__ import annotations
 
