@@ -29,8 +29,9 @@ def collate(items: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, torch
 # each part padded to its own size, costs a second call: a cut is taken when it saves at least this
 # share of one image's pixels (the parts' mean). Eight val images of `general` (160-256 px, as many
 # tall as wide) became a wide and a tall batch of 4, and `dense`'s a batch of 5 and one of 3: an
-# image took 0.89-0.94x (general) and 0.81-0.85x (dense) the time of one padded batch in PyTorch,
-# 0.95-0.97x through onnxruntime (2 AMD EPYC vCPUs, the two alternated in one process).
+# image took 0.84-1.0x (general; 0.93 between separate processes) and 0.81-0.88x (dense) the time
+# of one padded batch in PyTorch, 0.95-0.98x through onnxruntime (2 AMD EPYC vCPUs). Cutting at a
+# quarter or a tenth of an image made 3-5 batches and was slower on both sets and both paths.
 CUT_SAVING = 0.5
 
 
