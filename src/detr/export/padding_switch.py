@@ -27,9 +27,10 @@ def switch_on_padding(masked, unmasked):
     inputs = [value.name for value in masked.graph.input]
     if MASK_INPUT not in inputs:
         raise ValueError(f"the masked graph has no {MASK_INPUT!r} input: {inputs}")
-    extra = {value.name for value in unmasked.graph.input} - set(inputs)
-    if extra or MASK_INPUT in {value.name for value in unmasked.graph.input}:
-        raise ValueError(f"the unmasked graph must take the masked one's inputs but the mask; it takes {sorted(extra)}")
+    unmasked_inputs = [value.name for value in unmasked.graph.input]
+    if MASK_INPUT in unmasked_inputs or not set(unmasked_inputs) <= set(inputs):
+        raise ValueError(f"the unmasked graph must take the masked one's inputs {inputs} but the mask; "
+                         f"it takes {unmasked_inputs}")
     outputs = [value.name for value in masked.graph.output]
     if [value.name for value in unmasked.graph.output] != outputs:
         raise ValueError("the two graphs must give the same outputs")
