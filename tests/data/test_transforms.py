@@ -6,7 +6,7 @@ from torchvision import tv_tensors
 from torchvision.ops import box_convert
 
 from detr.config import DataConfig
-from detr.data.collate import collate, crop_collate, pad_images
+from detr.data.collate import collate, pad_images
 from detr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, prepare_val_image, shared_size_draw, train_transforms, \
     val_transforms
 
@@ -142,47 +142,3 @@ def test_collate_pads_and_masks():
     assert batch[1, :, :, 3:].abs().sum() == 0
     images_out, mask_out, targets = collate([(images[0], {"a": 1}), (images[1], {"a": 2})])
     assert images_out.shape == batch.shape and [t["a"] for t in targets] == [1, 2]
-
-
-def _rectangle_image(height, width, cxcywh):
-    """A dark image holding one bright rectangle at normalised cxcywh, and its target."""
-    image = torch.zeros(3, height, width)
-    x0, y0, x1, y1 = (box_convert(torch.tensor(cxcywh), "cxcywh", "xyxy") * torch.tensor([width, height] * 2)).tolist()
-    image[:, round(y0):round(y1), round(x0):round(x1)] = 1.0
-    return image, {"boxes": torch.tensor([cxcywh]), "labels": torch.tensor([1]), "size": torch.tensor([height, width])}
-
-
-def _bright_box(image):
-    """The normalised cxcywh of the pixels brighter than half."""
-    rows = torch.nonzero(image[0].gt(0.5).any(1)).flatten()
-    cols = torch.nonzero(image[0].gt(0.5).any(0)).flatten()
-    height, width = image.shape[-2:]
-    xyxy = torch.tensor([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=torch.float32)
-    return box_convert(xyxy / torch.tensor([width, height, width, height]), "xyxy", "cxcywh")
-
-
-def test_crop_collate_cuts_each_image_to_the_smallest_sides_and_keeps_boxes_on_their_pixels():
-    torch.manual_seed(3)
-    for _ in range(20):
-        items = [_rectangle_image(40, 60, [0.7, 0.4, 0.3, 0.3]), _rectangle_image(56, 44, [0.5, 0.5, 0.4, 0.3])]
-        images, mask, targets = crop_collate(items)
-        assert mask is None and images.shape == (2, 3, 40, 44)
-        for image, target in zip(images, targets):
-            assert target["size"].tolist() == [40, 44]
-            if image[0].gt(0.5).any():
-                assert target["labels"].numel() == 1
-                torch.testing.assert_close(_bright_box(image), target["boxes"][0], atol=1.5 / 40, rtol=0)
-            else:
-                assert target["labels"].numel() == 0 and target["boxes"].shape == (0, 4)
-
-
-def test_crop_collate_drops_the_boxes_cut_out_with_their_labels_and_leaves_one_size_alone():
-    image = torch.rand(3, 30, 40)
-    target = {"boxes": torch.tensor([[0.1, 0.1, 0.1, 0.1], [0.9, 0.9, 0.1, 0.1]]), "labels": torch.tensor([1, 2])}
-    batch, _, (same, _) = crop_collate([(image, target), (image.clone(), target)])
-    assert torch.equal(batch[0], image) and torch.equal(same["boxes"], target["boxes"])
-    torch.manual_seed(0)
-    _, _, (_, small) = crop_collate([(torch.rand(3, 20, 20), {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0)}),
-                                     (image, target)])
-    kept = small["labels"].tolist()
-    assert len(kept) == len(small["boxes"]) and set(kept) <= {1, 2} and len(kept) < 2  # 20x20 of 30x40 holds one corner at most

@@ -180,10 +180,6 @@ class DataConfig:
     crop_probability: float = 0.5
     val_scale: int = 800
     horizontal_flip: bool = True
-    # How a training batch's images of different sizes become one tensor: "pad" them to the largest
-    # and mask the padding (the paper), or "crop" each at random to the batch's smallest height and
-    # width (no padding to compute, no mask). Evaluation always pads.
-    train_batch_shape: Literal["pad", "crop"] = "pad"
 
 
 @dataclass

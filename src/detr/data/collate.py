@@ -1,11 +1,9 @@
-"""Batching: zero-pad images to the batch's largest size and mark the padding, or, in training,
-crop them to the batch's smallest (`crop_collate`); at inference, which images share a batch
-(`batches_by_size`)."""
+"""Batching: zero-pad images to the batch's largest size and mark the padding; at inference,
+which images share a batch (`batches_by_size`)."""
 
 from __future__ import annotations
 
 import torch
-from torchvision.ops import box_convert
 
 
 def pad_images(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,40 +23,6 @@ def collate(items: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, torch
     images, targets = zip(*items)
     batch, mask = pad_images([i.as_subclass(torch.Tensor) for i in images])
     return batch, mask, list(targets)
-
-
-def crop_to_window(image: torch.Tensor, target: dict, height: int, width: int) -> tuple[torch.Tensor, dict]:
-    """A random height x width window of `image` ([3, h, w], h >= height, w >= width) and its
-    target: boxes (normalised cxcywh of the image) clipped to the window, those left under a
-    pixel in either side dropped with their labels."""
-    if image.shape[-2:] == (height, width):
-        return image, {**target, "size": torch.tensor([height, width])}
-    top = int(torch.randint(image.shape[-2] - height + 1, ()))
-    left = int(torch.randint(image.shape[-1] - width + 1, ()))
-    scale = torch.tensor([image.shape[-1], image.shape[-2]] * 2, dtype=torch.float32)
-    corners = box_convert(target["boxes"].float(), "cxcywh", "xyxy") * scale - torch.tensor([left, top] * 2)
-    corners = torch.minimum(corners.clamp(min=0), torch.tensor([width, height] * 2, dtype=torch.float32))
-    keep = ((corners[:, 2] - corners[:, 0]) >= 1) & ((corners[:, 3] - corners[:, 1]) >= 1)
-    boxes = box_convert(corners[keep], "xyxy", "cxcywh") / torch.tensor([width, height] * 2, dtype=torch.float32)
-    cropped = {**target, "boxes": boxes, "labels": target["labels"][keep], "size": torch.tensor([height, width])}
-    return image[:, top:top + height, left:left + width], cropped
-
-
-def crop_collate(items: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, None, list[dict]]:
-    """Training batches without padding: each image cropped at random to the batch's smallest
-    height and width (no resampling, no distortion). The mask is None: no padding. The default
-    in batches of 2, 10 minutes, two processes (2 AMD EPYC vCPUs): 1.41x, 1.30x and 1.20x the
-    images a second of padded batches on general, dense and the built-in set, AP -0.015, -0.007
-    and +0.018 (one run each); an image then shows 0.80-0.87 of its pixels and 95-99% of its
-    objects. Not the default: the same AP from smaller images."""
-    images, targets = zip(*items)
-    images = [i.as_subclass(torch.Tensor) for i in images]
-    height, width = min(i.shape[-2] for i in images), min(i.shape[-1] for i in images)
-    cropped = [crop_to_window(image, target, height, width) for image, target in zip(images, targets)]
-    return torch.stack([image for image, _ in cropped]), None, [target for _, target in cropped]
-
-
-TRAIN_COLLATES = {"pad": collate, "crop": crop_collate}  # by DataConfig.train_batch_shape
 
 
 # A padded batch computes every image at the batch's largest height and width. Cutting it in two,

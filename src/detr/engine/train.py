@@ -20,7 +20,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from detr.config import ExperimentConfig
-from detr.data.collate import TRAIN_COLLATES
+from detr.data.collate import collate
 from detr.data.fit import QUERY_MARGIN
 from detr.data.sources import EpochSampler, SeededAugmentation, Split, build_datasets, eval_loader
 from detr.engine.checkpoint import load_checkpoint, remove_stale_temp_files, save_atomic, write_atomic
@@ -146,8 +146,7 @@ class Trainer:
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / train.accumulate_steps)  # optimiser steps
         self.train_loader = DataLoader(
             SeededAugmentation(self.train_set, train.seed), batch_size=batch, sampler=self.sampler,
-            num_workers=workers, collate_fn=TRAIN_COLLATES[self.config.data.train_batch_shape],
-            drop_last=self.drop_last,
+            num_workers=workers, collate_fn=collate, drop_last=self.drop_last,
             pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
             generator=torch.Generator().manual_seed(train.seed))  # not the global RNG: see eval_loader
         self.val_loader = eval_loader(self.val_set, batch, workers, rank(), world_size())
@@ -262,8 +261,7 @@ class Trainer:
             with sync:
                 with autocast(self.device, self.config.train.precision):
                     outputs = self.forward(images.to(self.device, non_blocking=True),
-                                           None if mask is None else mask.to(self.device, non_blocking=True),
-                                           **self._model_targets(targets))
+                                           mask.to(self.device, non_blocking=True), **self._model_targets(targets))
                     losses = self.criterion(outputs, targets, normalisers)
                 if index == 0:
                     self._raise_if_not_finite()  # the previous step's loss, now on the host for free
