@@ -17,6 +17,7 @@ import torch
 import torch.multiprocessing as mp
 
 from detr.distributed import core_share, usable_cores
+from detr.engine.allocator import find_jemalloc, preloaded_for_new_processes
 from detr.engine.train import TrainingError
 
 log = logging.getLogger("detr")
@@ -67,10 +68,12 @@ def run_in_processes(function: Callable[[Any], Any], argument: Any, count: int) 
     returns when all have ended. A process's error is raised here as a TrainingError (the others
     are stopped), with its own message."""
     each = len(core_share(usable_cores(), 0, count))  # the share each process pins itself to
-    log.info("training in %d processes on this CPU, %d core%s each", count, each, "" if each == 1 else "s")
     try:
-        mp.start_processes(_process, args=(count, free_port(), function, argument), nprocs=count,
-                           start_method="spawn")
+        with preloaded_for_new_processes(find_jemalloc()) as allocator:
+            log.info("training in %d processes on this CPU, %d core%s each; memory allocator: %s", count, each,
+                     "" if each == 1 else "s", allocator or "glibc's malloc (libjemalloc2 gives more steps a minute)")
+            mp.start_processes(_process, args=(count, free_port(), function, argument), nprocs=count,
+                               start_method="spawn")
     except mp.ProcessRaisedException as error:
         raise TrainingError(_last_words(str(error))) from None
     except mp.ProcessExitedException as error:
