@@ -8,7 +8,9 @@ from detr.engine.allocator import JEMALLOC, find_jemalloc, preloaded_for_new_pro
 
 
 def _preload_seen(queue):
-    queue.put(os.environ.get("LD_PRELOAD"))
+    """What a new process sees: its LD_PRELOAD, and whether jemalloc is mapped into it."""
+    with open("/proc/self/maps") as maps:
+        queue.put((os.environ.get("LD_PRELOAD"), "jemalloc" in maps.read()))
 
 
 def test_find_jemalloc_takes_the_first_directory_that_holds_it(tmp_path):
@@ -29,9 +31,10 @@ def test_a_process_started_inside_gets_the_library_and_the_environment_comes_bac
         queue = context.Queue()
         child = context.Process(target=_preload_seen, args=(queue,))
         child.start()
-        seen = queue.get(timeout=60)
+        seen, mapped = queue.get(timeout=60)
         child.join(60)
     assert allocator == str(library) and seen == str(library)
+    assert mapped == library.is_file()  # where the system has jemalloc, the new process runs on it
     assert "LD_PRELOAD" not in os.environ
 
 
