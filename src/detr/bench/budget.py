@@ -29,7 +29,8 @@ from typing import Any, Callable
 
 import torch
 
-from detr.bench.latency import CPU, forward_gflops, interleaved_ms, val_images
+from detr.bench.latency import CPU, forward_gflops, val_images
+from detr.bench.timing import interleaved_ms
 from detr.commands.shared_flags import data_root
 from detr.config import CrowdBenchmarkConfig
 from detr.data.coco import CocoDetection

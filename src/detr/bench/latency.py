@@ -23,15 +23,14 @@ from __future__ import annotations
 import argparse
 import functools
 import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
-from typing import Callable, Hashable
+from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from detr.bench.timing import interleaved_ms
 from detr.data.coco import load_image
 from detr.data.sources import default_data_dir, find_split, validated_split
 from detr.inference import Predictor, to_uint8_image
@@ -68,33 +67,6 @@ def forward_gflops(forward: Callable[[], object]) -> float:
     with counter, torch.inference_mode():
         forward()
     return counter.get_total_flops() / 1e9
-
-
-# Cells are timed in this many rounds, each round visiting every cell in a rotated order, so that a
-# burst of the machine's noise spreads over the cells instead of landing on one: one model's onnxruntime
-# batch 1 timed in two table rows, one cell after another, read 16.9 and 11.2 ms on a 2-vCPU VM.
-ROUNDS = 5
-
-
-def interleaved_ms(cells: dict[Hashable, tuple[Callable[[], object], int]], runs: int) -> dict[Hashable, float]:
-    """{key: (call, batch)} -> {key: median milliseconds per image over `runs` calls}, after two
-    warm-up calls each, the calls spread over ROUNDS rounds through all the cells, each visit
-    starting with one untimed call."""
-    keys = list(cells)
-    times: dict[Hashable, list[float]] = {key: [] for key in keys}
-    for key in keys:
-        for _ in range(2):
-            cells[key][0]()
-    for round_index in range(ROUNDS):
-        share = runs // ROUNDS + (round_index < runs % ROUNDS)
-        for key in keys[round_index % len(keys):] + keys[:round_index % len(keys)]:
-            call, batch = cells[key]
-            call()  # untimed: the caches still hold the previous cell's model
-            for _ in range(share):
-                start = time.perf_counter()
-                call()
-                times[key].append(1000 * (time.perf_counter() - start) / batch)
-    return {key: statistics.median(values) for key, values in times.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
