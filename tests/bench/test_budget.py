@@ -37,7 +37,7 @@ def test_a_run_gets_a_row_scored_on_its_val_images_and_timed_on_both_paths(train
     row = dict(zip(header, (cell.strip() for cell in lines[1].strip("|").split("|"))))
     state = torch.load(run / "last.pt", weights_only=True)
     assert row["detector"] == "DETR tiny" and state["images"] == 4
-    assert float(row["train images/s"]) == pytest.approx(4 / state["elapsed"], rel=0.06)  # printed to 0.1
+    assert row["train images/s"] == f"{4 / state['elapsed']:.1f}"  # the checkpoint's count over its clock
     assert main(["eval", "--checkpoint", str(run / "best.pt"), "--data", str(data), "--no-progress"]) == 0
     summary = capsys.readouterr().out
     assert f"(AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = {row['AP']}" in summary  # best.pt, as `detr eval`
