@@ -43,6 +43,7 @@ def test_fast_fine_is_fast_with_the_separable_fine_level_one_query_group_the_def
     assert fine.model.decoder_attention == "deformable" and fast.model.decoder_attention == "full"
     assert fine.loss.duplicate_weight == 1.0 and fast.loss.duplicate_weight is None
     assert fine.model.backbone.width == 24 and fast.model.backbone.width == 64
+    assert fine.model.backbone.blocks == (1, 1, 1, 1) and fast.model.backbone.blocks == ()
     assert (fine.model.hidden_dim, fine.model.feedforward_dim, fine.model.encoder_layers) == (96, 384, 1)
     assert fine.train.batch_size == 2 and fast.train.batch_size == 4
     assert fine.train.processes == 2 and fast.train.processes == 1
@@ -51,6 +52,7 @@ def test_fast_fine_is_fast_with_the_separable_fine_level_one_query_group_the_def
     fast.model.fine_level_mix = "separable"
     fast.loss.duplicate_weight = 1.0
     fast.model.backbone.width = 24
+    fast.model.backbone.blocks = (1, 1, 1, 1)
     fast.model.hidden_dim, fast.model.feedforward_dim, fast.model.encoder_layers = 96, 384, 1
     fast.train.batch_size = 2
     fast.train.processes = 2

@@ -157,7 +157,39 @@ def test_a_width_other_than_64_is_refused_where_it_cannot_be_built():
         Backbone(BackboneConfig(name="resnet50", width=32))
     with pytest.raises(ValueError, match="only resnet18/34 take a width"):
         Backbone(BackboneConfig(name="regnet_x_400mf", width=32))
-    with pytest.raises(ValueError, match="ImageNet weights exist at width 64 only: set model.backbone.width=64"):
+    with pytest.raises(ValueError, match="ImageNet weights exist at width 64 with resnet18's own blocks only: set "
+                                         "model.backbone.width=64 for them"):
         Backbone(BackboneConfig(name="resnet18", width=32, pretrained=True))
     with pytest.raises(ValueError, match="must be positive"):
         Backbone(BackboneConfig(name="resnet18", width=0))
+
+
+def test_block_counts_build_those_stages_with_the_same_strides_and_channels():
+    config = BackboneConfig(name="resnet18", width=24, blocks=(1, 2, 1, 3), last_layer="layer4",
+                            frozen_batchnorm=False, train_stem_and_layer1=True)
+    backbone = Backbone(config, stages=("layer2", "layer3", "layer4")).eval()
+    assert [len(getattr(backbone.body, f"layer{i}")) for i in range(1, 5)] == [1, 2, 1, 3]
+    levels = backbone.forward_levels(torch.randn(2, 3, 64, 96))
+    assert [tuple(m.shape) for m in levels] == [(2, 48, 8, 12), (2, 96, 4, 6), (2, 192, 2, 3)]
+
+
+def test_block_counts_reach_the_saved_config_and_back():
+    from detr.config import ExperimentConfig, apply_settings
+
+    config = apply_settings(ExperimentConfig(), ["model.backbone.blocks=[1,1,1,1]"])
+    assert config.model.backbone.blocks == (1, 1, 1, 1)
+    assert ExperimentConfig.from_dict(config.to_dict()).model.backbone.blocks == (1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("config, message", [
+    (BackboneConfig(name="resnet50", blocks=(1, 1, 1, 1)), "only resnet18/34 take other block counts"),
+    (BackboneConfig(name="resnet18", width=24, blocks=(1, 1, 1)), "blocks of layer1..layer4, each at least 1"),
+    (BackboneConfig(name="resnet18", width=24, blocks=(1, 0, 1, 1)), "blocks of layer1..layer4, each at least 1"),
+    (BackboneConfig(name="resnet18", blocks=(1, 1, 1, 1), pretrained=True),
+     r"own blocks only: set model.backbone.blocks=\(\) for them"),
+    (BackboneConfig(name="resnet18", width=24, blocks=(1, 1, 1, 1), pretrained=True),
+     r"own blocks only: set model.backbone.width=64 model.backbone.blocks=\(\) for them"),
+])
+def test_block_counts_are_refused_where_they_cannot_be_built(config, message):
+    with pytest.raises(ValueError, match=message):
+        Backbone(config)

@@ -33,6 +33,9 @@ class BackboneConfig:
     # torchvision's (and the only width with ImageNet weights); a from-scratch backbone at
     # width 32 costs a quarter of the FLOPs.
     width: int = 64
+    # BasicBlocks in layer1..layer4 of a from-scratch ResNet-18/34; () keeps the named network's
+    # (resnet18: 2, 2, 2, 2). Fewer blocks cost fewer FLOPs a pixel at each stride.
+    blocks: tuple[int, ...] = ()
 
 
 @dataclass

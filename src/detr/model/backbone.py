@@ -1,9 +1,9 @@
 """The CNN backbone: image batch + padding mask in, one feature map + its mask out
 (or, for the fine level, the maps of the last two stages).
 
-A torchvision ResNet (the paper; a ResNet-18/34 also narrower, built from torchvision's
-blocks, for a CPU budget) or RegNet (the same four stages of strides 4-32 at a fraction of
-the FLOPs), all seen as a stem and stages layer1..layer4."""
+A torchvision ResNet (the paper; a ResNet-18/34 also narrower or with fewer blocks, built
+from torchvision's blocks, for a CPU budget) or RegNet (the same four stages of strides 4-32
+at a fraction of the FLOPs), all seen as a stem and stages layer1..layer4."""
 
 from __future__ import annotations
 
@@ -64,9 +64,17 @@ class Backbone(nn.Module):
             raise ValueError(f"backbone width must be positive, not {config.width}")
         if config.width != 64 and config.name not in _BASIC_BLOCK_LAYERS:
             raise ValueError(f"only resnet18/34 take a width other than 64, not {config.name}")
-        if config.width != 64 and config.pretrained:
-            raise ValueError(f"ImageNet weights exist at width 64 only: set model.backbone.width=64 for them, "
-                             f"or train width {config.width} from scratch (model.backbone.pretrained=False)")
+        if config.blocks and config.name not in _BASIC_BLOCK_LAYERS:
+            raise ValueError(f"only resnet18/34 take other block counts, not {config.name}")
+        if config.blocks and (len(config.blocks) != 4 or min(config.blocks) < 1):
+            raise ValueError(f"model.backbone.blocks counts the blocks of layer1..layer4, each at least 1, "
+                             f"not {config.blocks}")
+        if (config.width != 64 or config.blocks) and config.pretrained:
+            needed = " ".join(["model.backbone.width=64"] * (config.width != 64) + ["model.backbone.blocks=()"]
+                              * bool(config.blocks))
+            raise ValueError(f"ImageNet weights exist at width 64 with {config.name}'s own blocks only: set "
+                             f"{needed} for them, or train this backbone from scratch "
+                             "(model.backbone.pretrained=False)")
         if config.dilation and config.name not in ("resnet50", "resnet101"):
             raise ValueError(f"dilation (DC5) needs a bottleneck ResNet (resnet50/101), not {config.name}")
         try:
@@ -137,8 +145,8 @@ def _trunk(config: BackboneConfig) -> nn.Module:
     ResNet itself; a RegNet's stem and trunk stages renamed so), its classifier unused."""
     weights = _WEIGHTS[config.name] if config.pretrained else None
     norm = FrozenBatchNorm2d if config.frozen_batchnorm else nn.BatchNorm2d
-    if config.width != 64:
-        return narrow_resnet(_BASIC_BLOCK_LAYERS[config.name], config.width, norm)
+    if config.width != 64 or config.blocks:
+        return narrow_resnet(list(config.blocks or _BASIC_BLOCK_LAYERS[config.name]), config.width, norm)
     if config.name in _RESNET_WEIGHTS:
         return getattr(torchvision.models, config.name)(
             weights=weights, replace_stride_with_dilation=[False, False, config.dilation], norm_layer=norm)
@@ -149,8 +157,9 @@ def _trunk(config: BackboneConfig) -> nn.Module:
 
 
 def narrow_resnet(blocks: list[int], width: int, norm: type[nn.Module]) -> nn.Module:
-    """torchvision's BasicBlock ResNet with `width` channels after the stem instead of 64: the
-    same stem, stages and initialisation, each stage doubling the channels of the one before."""
+    """torchvision's BasicBlock ResNet with `width` channels after the stem instead of 64 and
+    `blocks` BasicBlocks in layer1..layer4: the same stem, stage strides and initialisation, each
+    stage doubling the channels of the one before."""
     stem = [("conv1", nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)), ("bn1", norm(width)),
             ("relu", nn.ReLU(inplace=True)), ("maxpool", nn.MaxPool2d(kernel_size=3, stride=2, padding=1))]
     stages, channels = [], width
