@@ -181,10 +181,14 @@ def test_block_counts_reach_the_saved_config_and_back():
     assert ExperimentConfig.from_dict(config.to_dict()).model.backbone.blocks == (1, 1, 1, 1)
 
 
+BAD_COUNTS = "blocks of layer1..layer4, each a whole number, at least 1"
+
+
 @pytest.mark.parametrize("config, message", [
     (BackboneConfig(name="resnet50", blocks=(1, 1, 1, 1)), "only resnet18/34 take other block counts"),
-    (BackboneConfig(name="resnet18", width=24, blocks=(1, 1, 1)), "blocks of layer1..layer4, each at least 1"),
-    (BackboneConfig(name="resnet18", width=24, blocks=(1, 0, 1, 1)), "blocks of layer1..layer4, each at least 1"),
+    (BackboneConfig(name="resnet18", width=24, blocks=(1, 1, 1)), BAD_COUNTS),
+    (BackboneConfig(name="resnet18", width=24, blocks=(1, 0, 1, 1)), BAD_COUNTS),
+    (BackboneConfig(name="resnet18", width=24, blocks=(1, 1.5, 1, 1)), BAD_COUNTS),
     (BackboneConfig(name="resnet18", blocks=(1, 1, 1, 1), pretrained=True),
      r"own blocks only: set model.backbone.blocks=\(\) for them"),
     (BackboneConfig(name="resnet18", width=24, blocks=(1, 1, 1, 1), pretrained=True),

@@ -111,8 +111,9 @@ def fast_fine_cpu() -> ExperimentConfig:
     cores, two processes train on a batch of 2 each. Results: BENCHMARKS.md."""
     config = fast_cpu()
     config.model.backbone.width = 24
-    # One block a stage: a step 0.89x the time of two blocks', so 1.14-1.17x the images in 10
-    # minutes, and as much AP on general (chosen on) and dense (BENCHMARKS.md).
+    # One block a stage: a step 0.89x the time of two blocks', so 1.11-1.17x the images in 10
+    # minutes on the three synthetic sets, and as much AP on general (chosen on) and dense
+    # (0.009 less on the built-in set, within its seeds' spread; BENCHMARKS.md).
     config.model.backbone.blocks = (1, 1, 1, 1)
     config.model.hidden_dim = 96
     config.model.feedforward_dim = 384

@@ -66,9 +66,10 @@ class Backbone(nn.Module):
             raise ValueError(f"only resnet18/34 take a width other than 64, not {config.name}")
         if config.blocks and config.name not in _BASIC_BLOCK_LAYERS:
             raise ValueError(f"only resnet18/34 take other block counts, not {config.name}")
-        if config.blocks and (len(config.blocks) != 4 or min(config.blocks) < 1):
-            raise ValueError(f"model.backbone.blocks counts the blocks of layer1..layer4, each at least 1, "
-                             f"not {config.blocks}")
+        if config.blocks and (len(config.blocks) != 4 or not all(isinstance(count, int) and count >= 1
+                                                                 for count in config.blocks)):
+            raise ValueError(f"model.backbone.blocks counts the blocks of layer1..layer4, each a whole number, "
+                             f"at least 1, not {config.blocks}")
         if (config.width != 64 or config.blocks) and config.pretrained:
             needed = " ".join(["model.backbone.width=64"] * (config.width != 64) + ["model.backbone.blocks=()"]
                               * bool(config.blocks))
