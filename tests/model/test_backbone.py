@@ -3,7 +3,7 @@ import torch
 import torchvision
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from detr.config import BackboneConfig
+from detr.config import BackboneConfig, ExperimentConfig, apply_settings
 from detr.model.backbone import Backbone
 
 
@@ -88,7 +88,6 @@ def test_regnet_freezes_its_stem_and_layer1_and_refuses_dilation():
 def test_a_regnet_default_model_learns_and_keeps_its_backbone_through_a_checkpoint(tmp_path):
     """The default's parts on a RegNet: one training step moves every backbone stage it trains,
     and the weights written in our layout come back as the same model."""
-    from detr.config import ExperimentConfig
     from detr.data.coco import Categories
     from detr.loss.criterion import SetCriterion
     from detr.model import build_model
@@ -174,8 +173,6 @@ def test_block_counts_build_those_stages_with_the_same_strides_and_channels():
 
 
 def test_block_counts_reach_the_saved_config_and_back():
-    from detr.config import ExperimentConfig, apply_settings
-
     config = apply_settings(ExperimentConfig(), ["model.backbone.blocks=[1,1,1,1]"])
     assert config.model.backbone.blocks == (1, 1, 1, 1)
     assert ExperimentConfig.from_dict(config.to_dict()).model.backbone.blocks == (1, 1, 1, 1)

@@ -1,12 +1,13 @@
 """The memory allocator of `detr train`'s processes: jemalloc, where the system has it.
 
-With glibc's malloc the default's steps slowed through a 10-minute run on `general` (padded
-batches of 2, two processes): 205 ms a step in the first half, 250-300 ms in the second, while
-the late weights stepped no slower on fixed batches. With jemalloc preloaded the steps stayed at
-180-230 ms and the run trained on 19.2-20.2 images a second against 17.0 (2 AMD EPYC vCPUs). PyTorch's
-own CPU launcher (torch.backends.xeon.run_cpu) preloads jemalloc or tcmalloc the same way. A
-library takes effect only in a process started after LD_PRELOAD names it, so `detr train` sets it
-for the processes it starts (Debian and Ubuntu: `apt install libjemalloc2`).
+With glibc's malloc the steps of the default (then two ResNet blocks a stage) slowed through a
+10-minute run on `general` (padded batches of 2, two processes): 205 ms a step in the first
+half, 250-300 ms in the second, while the late weights stepped no slower on fixed batches. With
+jemalloc preloaded the steps stayed at 180-230 ms and the run trained on 19.2-20.2 images a
+second against 17.0 (2 AMD EPYC vCPUs). PyTorch's own CPU launcher (torch.backends.xeon.run_cpu)
+preloads jemalloc or tcmalloc the same way. A library takes effect only in a process started
+after LD_PRELOAD names it, so `detr train` sets it for the processes it starts (Debian and
+Ubuntu: `apt install libjemalloc2`).
 """
 
 from __future__ import annotations

@@ -71,10 +71,13 @@ class Backbone(nn.Module):
             raise ValueError(f"model.backbone.blocks counts the blocks of layer1..layer4, each a whole number, "
                              f"at least 1, not {config.blocks}")
         if (config.width != 64 or config.blocks) and config.pretrained:
-            needed = " ".join(["model.backbone.width=64"] * (config.width != 64) + ["model.backbone.blocks=()"]
-                              * bool(config.blocks))
+            needed = []
+            if config.width != 64:
+                needed.append("model.backbone.width=64")
+            if config.blocks:
+                needed.append("model.backbone.blocks=()")
             raise ValueError(f"ImageNet weights exist at width 64 with {config.name}'s own blocks only: set "
-                             f"{needed} for them, or train this backbone from scratch "
+                             f"{' '.join(needed)} for them, or train this backbone from scratch "
                              "(model.backbone.pretrained=False)")
         if config.dilation and config.name not in ("resnet50", "resnet101"):
             raise ValueError(f"dilation (DC5) needs a bottleneck ResNet (resnet50/101), not {config.name}")
