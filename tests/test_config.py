@@ -35,25 +35,27 @@ def test_train_command_takes_settings():
     assert args.set == ["model.query_groups=2", "train.epochs=3"]
 
 
-def test_fast_fine_is_fast_with_the_separable_fine_level_one_query_group_the_deformable_decoder_hard_negatives_budget_sizes_2_processes_of_batch_2_and_twice_the_lr():
+def test_fast_fine_is_fast_with_the_unmixed_fine_level_one_query_group_the_deformable_decoder_hard_negatives_budget_sizes_2_processes_of_batch_2_and_twice_the_lr():
     """What the README and the preset's docstring say it is, and nothing else."""
     fine, fast = preset("fast_fine"), preset("fast")
     assert fine.model.fine_level and fine.model.query_groups == 1 and not fast.model.fine_level
-    assert fine.model.fine_level_mix == "separable" and fast.model.fine_level_mix == "conv"
+    assert fine.model.fine_level_convs == 0 and fast.model.fine_level_convs == 2
     assert fine.model.decoder_attention == "deformable" and fast.model.decoder_attention == "full"
     assert fine.loss.duplicate_weight == 1.0 and fast.loss.duplicate_weight is None
     assert fine.model.backbone.width == 24 and fast.model.backbone.width == 64
     assert fine.model.backbone.blocks == (1, 1, 1, 1) and fast.model.backbone.blocks == ()
     assert (fine.model.hidden_dim, fine.model.feedforward_dim, fine.model.encoder_layers) == (96, 384, 1)
+    assert fine.model.decoder_layers == 2 and fast.model.decoder_layers == 3
     assert fine.train.batch_size == 2 and fast.train.batch_size == 4
     assert fine.train.processes == 2 and fast.train.processes == 1
     assert (fine.train.lr, fine.train.lr_backbone) == (2 * fast.train.lr, 2 * fast.train.lr_backbone)
     fast.model.fine_level, fast.model.query_groups, fast.model.decoder_attention = True, 1, "deformable"
-    fast.model.fine_level_mix = "separable"
+    fast.model.fine_level_convs = 0
     fast.loss.duplicate_weight = 1.0
     fast.model.backbone.width = 24
     fast.model.backbone.blocks = (1, 1, 1, 1)
     fast.model.hidden_dim, fast.model.feedforward_dim, fast.model.encoder_layers = 96, 384, 1
+    fast.model.decoder_layers = 2
     fast.train.batch_size = 2
     fast.train.processes = 2
     fast.train.lr, fast.train.lr_backbone = 2 * fast.train.lr, 2 * fast.train.lr_backbone

@@ -90,6 +90,8 @@ def test_two_convolutions_keep_the_state_names_and_a_mix_without_fine_level_is_r
         build_model(tiny_model_config(fine_level_mix="separable"))
     with pytest.raises(ValueError, match="'conv' or 'separable'"):
         build_model(_fine_config(fine_level_mix="depthwise"))
+    with pytest.raises(ValueError, match="fine_level_convs=0 leaves none"):
+        build_model(_fine_config(fine_level_mix="separable", fine_level_convs=0))
 
 
 def test_the_separable_mix_is_a_depthwise_then_a_pointwise_convolution():
@@ -153,3 +155,18 @@ def test_a_deformable_decoder_gets_fine_tokens_without_positions_and_every_param
     written = deformable.state_dict()
     written["fine_level.level_embed"] = full.fine_level.level_embed.detach()
     deformable.load_state_dict(written)  # strict
+
+
+def test_a_checkpoint_without_mixing_convolutions_but_a_mix_kind_reads_as_the_same_model():
+    """Older versions kept `fine_level_mix='separable'` beside `fine_level_convs=0` (no mix at all),
+    which is refused now: such a checkpoint's config reads back as 'conv' and its weights load."""
+    from detr.config.schema import ExperimentConfig
+
+    config = ExperimentConfig()
+    config.model = _fine_config(fine_level_convs=0)
+    written = build_model(config.model).state_dict()
+    stored = config.to_dict()
+    stored["model"]["fine_level_mix"] = "separable"
+    read = ExperimentConfig.from_dict(stored)
+    assert (read.model.fine_level_convs, read.model.fine_level_mix) == (0, "conv")
+    build_model(read.model).load_state_dict(written)  # strict: every tensor in its place

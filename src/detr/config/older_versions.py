@@ -19,9 +19,15 @@ REMOVED_FIELDS: dict[str, dict[str, Any]] = {
 
 def translate_older_fields(kind: str, values: dict[str, Any]) -> dict[str, Any]:
     """A copy of `values` (fields of the dataclass named `kind`) with replaced fields in today's
-    form: ModelConfig's `anchor_queries` and `query_selection` switches became `queries`."""
+    form: ModelConfig's `anchor_queries` and `query_selection` switches became `queries`, and a
+    fine level without mixing convolutions names no kind of them (older versions kept
+    `fine_level_mix='separable'` beside `fine_level_convs=0`, the same model)."""
     values = dict(values)
-    if kind != "ModelConfig" or not {"anchor_queries", "query_selection"} & set(values):
+    if kind != "ModelConfig":
+        return values
+    if values.get("fine_level_convs") == 0:
+        values["fine_level_mix"] = "conv"
+    if not {"anchor_queries", "query_selection"} & set(values):
         return values
     anchors, selection = values.pop("anchor_queries", False), values.pop("query_selection", False)
     if selection and not anchors:

@@ -124,6 +124,10 @@ class ModelConfig:
         if (self.fine_level_convs != 2 or self.fine_level_mix != "conv") and not self.fine_level:
             raise ValueError("model.fine_level_convs and model.fine_level_mix shape the fine level: "
                              "set model.fine_level=True")
+        if self.fine_level_mix != "conv" and self.fine_level_convs == 0:
+            raise ValueError(f"model.fine_level_mix={self.fine_level_mix!r} shapes the mix's convolutions, and "
+                             "model.fine_level_convs=0 leaves none: set model.fine_level_convs to 1 or more, "
+                             "or leave model.fine_level_mix at 'conv'")
         if self.fine_level and self.backbone.last_layer == "layer2":
             raise ValueError("model.fine_level needs a backbone stage before the last; set backbone.last_layer "
                              "to layer3 or layer4")
