@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -28,6 +27,7 @@ from detr.distributed import init_from_environment, is_main, rank, world_size
 from detr.engine.box_counts import DEFAULT_THRESHOLD
 from detr.engine.ema import ModelEMA
 from detr.engine.evaluate import evaluate
+from detr.engine.gradient_sync import gradient_sync
 from detr.engine.optim import STEPS_BEFORE_ESTIMATE, Schedule, build_optimizer
 from detr.loss import SetCriterion
 from detr.model import DETR, build_model
@@ -72,7 +72,7 @@ class Trainer:
         self.model = self._build_model(init)
         self.criterion = SetCriterion(config.model.num_classes, config.loss, queries_per_group=config.model.num_queries,
                                       scoring=self.model.scoring).to(self.device)
-        # DDP averages gradients over processes; the criterion's normalisers make
+        # The processes' gradients are averaged (gradient_sync.py); the criterion's normalisers make
         # that equal to one process on the global batch (world x batch_size).
         # Denoising queries are built from the targets: a batch without objects leaves their
         # embeddings without a gradient, which DDP must be told to expect.
@@ -81,13 +81,11 @@ class Trainer:
             log.info("one process: train.processes=%d is how many `detr train` starts (engine/local_processes.py)",
                      config.train.processes)
         if world_size() > 1:
-            # DDP warns that a depthwise convolution's weight gradient [C, 1, k, k] has other strides
-            # than its bucket: only the stride of the size-1 dimension differs, not the memory layout.
+            # DDP (on a GPU) warns that a depthwise convolution's weight gradient [C, 1, k, k] has other
+            # strides than its bucket: only the stride of the size-1 dimension differs, not the layout.
             warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-        self.net = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.index
-                                            is not None else None, find_unused_parameters=targets_built)
-                    if world_size() > 1 else self.model)
-        self.forward = torch.compile(self.net, dynamic=True) if config.train.compile else self.net
+        self.sync = gradient_sync(self.model, self.device, find_unused_parameters=targets_built)
+        self.forward = torch.compile(self.sync.net, dynamic=True) if config.train.compile else self.sync.net
         self.optimizer = build_optimizer(self.model, config.train, self.device)
         self.ema = (ModelEMA(self.model, config.train.ema_decay, config.train.ema_warmup_steps)
                     if config.train.ema_decay is not None else None)
@@ -257,7 +255,7 @@ class Trainer:
         summed: dict[str, torch.Tensor] = {}
         for index, ((images, mask, _), targets) in enumerate(zip(micro_batches, all_targets)):
             last = index == len(micro_batches) - 1
-            sync = contextlib.nullcontext() if last or world_size() == 1 else self.net.no_sync()
+            sync = contextlib.nullcontext() if last else self.sync.accumulating()
             with sync:
                 with autocast(self.device, self.config.train.precision):
                     outputs = self.forward(images.to(self.device, non_blocking=True),
@@ -269,9 +267,9 @@ class Trainer:
             for key in _LOGGED:
                 share = losses[key].detach() / (1 if key.startswith("loss") else len(micro_batches))
                 summed[key] = summed[key] + share if key in summed else share
-        finite = torch.isfinite(summed["loss"]).float()
-        if world_size() > 1:  # every process must stop together, or the others hang
-            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        # The gradients averaged over the processes, and whether every one's loss was finite: every
+        # process must stop together, or the others hang.
+        finite = self.sync.finish(torch.isfinite(summed["loss"]).float())
         self._unchecked = {"finite": finite, "loss": summed["loss"], "epoch": self.epoch, "step": self.step}
         if self.config.train.clip_max_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_max_norm)

@@ -1,0 +1,107 @@
+"""How the training processes agree on a step: gradients averaged, and whether every loss was finite.
+
+On a GPU, DistributedDataParallel, which overlaps NCCL's communication with the backward. On a
+CPU, one allreduce of every gradient, flattened, after the backward: DDP's hook on each
+parameter, its buckets and, with unused parameters to expect, its walk of the autograd graph
+after every forward ran on the same core as the backward, and cost more than the communication
+(the default's training step in 2 processes on 2 AMD EPYC vCPUs, the same batches in both:
+131 ms under DDP, 114 with this one allreduce, 111 with none).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import ContextManager
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from detr.distributed import world_size
+
+
+class GradientSync:
+    """One process: nothing to agree on. `net` is what the training step calls."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.net: nn.Module = model
+
+    def accumulating(self) -> ContextManager:
+        """Around a micro-batch's backward that is not the step's last (gradient accumulation)."""
+        return contextlib.nullcontext()
+
+    def finish(self, finite: torch.Tensor) -> torch.Tensor:
+        """After the step's last backward: the gradients as the processes agree on them; returns
+        1.0 when every process's loss was finite (`finite`: this process's, 1.0 or 0.0)."""
+        return finite
+
+
+class DataParallelSync(GradientSync):
+    """DistributedDataParallel: each backward's gradients averaged in buckets while it runs."""
+
+    def __init__(self, model: nn.Module, device: torch.device, find_unused_parameters: bool) -> None:
+        super().__init__(DistributedDataParallel(model, device_ids=None if device.index is None else [device.index],
+                                                 find_unused_parameters=find_unused_parameters))
+
+    def accumulating(self) -> ContextManager:
+        return self.net.no_sync()
+
+    def finish(self, finite: torch.Tensor) -> torch.Tensor:
+        finite = finite.clone()
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)  # every process must stop together, or the others hang
+        return finite
+
+
+class FlatAverageSync(GradientSync):
+    """One allreduce a step of the gradients, the floating-point buffers and the finite flags.
+
+    As DistributedDataParallel: the processes start from rank 0's weights and buffers; a gradient
+    is the mean over the processes, counting zeros where a process left it unset; a parameter
+    without a gradient in every process keeps none (the optimiser skips it). Unlike it, the
+    buffers (BatchNorm's running statistics) are averaged over the processes each step, where DDP
+    copies rank 0's before each forward."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        self.buffers = [b for b in model.buffers() if b.is_floating_point()]
+        with torch.no_grad():
+            for tensor in [*model.parameters(), *model.buffers()]:
+                dist.broadcast(tensor, src=0)
+
+    def finish(self, finite: torch.Tensor) -> torch.Tensor:
+        world = world_size()
+        grads = [p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in self.parameters]
+        has_grad = [float(p.grad is not None) for p in self.parameters]
+        flat = torch.cat([*grads, *(b.reshape(-1) for b in self.buffers),
+                          finite.reshape(1).to(grads[0].dtype), grads[0].new_tensor(has_grad)])
+        dist.all_reduce(flat)
+        offset = 0
+        with torch.no_grad():
+            for parameter in self.parameters:
+                count = parameter.numel()
+                mean = flat[offset:offset + count].view_as(parameter) / world
+                offset += count
+                if parameter.grad is not None:
+                    parameter.grad.copy_(mean)
+                else:  # in the parameter's memory layout (channels-last convolutions); dropped below when
+                    parameter.grad = torch.empty_like(parameter).copy_(mean)  # no process had one
+            for buffer in self.buffers:
+                count = buffer.numel()
+                buffer.copy_(flat[offset:offset + count].view_as(buffer) / world)
+                offset += count
+            all_finite = (flat[offset] == world).to(finite.dtype)
+            for parameter, used in zip(self.parameters, flat[offset + 1:].tolist()):
+                if not used:
+                    parameter.grad = None
+        return all_finite
+
+
+def gradient_sync(model: nn.Module, device: torch.device, find_unused_parameters: bool) -> GradientSync:
+    """The way the processes of this run agree on a step (module docstring)."""
+    if world_size() == 1:
+        return GradientSync(model)
+    if device.type == "cpu":
+        return FlatAverageSync(model)
+    return DataParallelSync(model, device, find_unused_parameters)
