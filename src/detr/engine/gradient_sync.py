@@ -11,6 +11,7 @@ after every forward ran on the same core as the backward, and cost more than the
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import ContextManager
 
 import torch
@@ -41,6 +42,9 @@ class DataParallelSync(GradientSync):
     """DistributedDataParallel: each backward's gradients averaged in buckets while it runs."""
 
     def __init__(self, model: nn.Module, device: torch.device, find_unused_parameters: bool) -> None:
+        # DDP warns that a depthwise convolution's weight gradient [C, 1, k, k] has other strides
+        # than its bucket: only the stride of the size-1 dimension differs, not the memory layout.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         super().__init__(DistributedDataParallel(model, device_ids=None if device.index is None else [device.index],
                                                  find_unused_parameters=find_unused_parameters))
 

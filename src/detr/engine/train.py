@@ -9,7 +9,6 @@ import logging
 import math
 import random
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +79,6 @@ class Trainer:
         if config.train.processes > 1 and world_size() == 1:
             log.info("one process: train.processes=%d is how many `detr train` starts (engine/local_processes.py)",
                      config.train.processes)
-        if world_size() > 1:
-            # DDP (on a GPU) warns that a depthwise convolution's weight gradient [C, 1, k, k] has other
-            # strides than its bucket: only the stride of the size-1 dimension differs, not the layout.
-            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         self.sync = gradient_sync(self.model, self.device, find_unused_parameters=targets_built)
         self.forward = torch.compile(self.sync.net, dynamic=True) if config.train.compile else self.sync.net
         self.optimizer = build_optimizer(self.model, config.train, self.device)
