@@ -112,7 +112,7 @@ def test_two_processes_stop_by_rank_0s_clock_with_the_weights_of_one_process(dat
     assert ran.stdout.count("COCO evaluation of") == 1
     assert _files(tmp_path / "two") == ["best.pt", "last.pt"]
 
-    monkeypatch.setattr(Trainer, "_minutes_since", lambda self, started: float(self.step))  # the same clock
+    monkeypatch.setattr(Trainer, "_minutes_since", lambda self, started: float(self.step + 1))  # the same clock
     initial = _train_one_process(monkeypatch, ["--data", str(data), "--out", str(tmp_path / "one"), "--minutes",
                                                "0.5", "--batch-size", "4", *SAME])
     two, one = load_checkpoint(tmp_path / "two" / "last.pt"), load_checkpoint(tmp_path / "one" / "last.pt")

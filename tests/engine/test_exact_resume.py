@@ -27,8 +27,9 @@ def trained_steps(monkeypatch):
         return original(self, micro_batches)
 
     monkeypatch.setattr(Trainer, "_train_step", counting)
-    # The clock reads one minute per step taken, so a budget ends the run at a known step.
-    monkeypatch.setattr(Trainer, "_minutes_since", lambda self, started: float(self.step))
+    # The clock reads one minute per step taken (it is read inside the step, before the step count
+    # counts it), so a budget ends the run at a known step.
+    monkeypatch.setattr(Trainer, "_minutes_since", lambda self, started: float(self.step + 1))
     return steps
 
 

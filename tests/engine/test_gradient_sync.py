@@ -1,4 +1,5 @@
-"""The CPU's one-allreduce gradient average against DistributedDataParallel, in 2 gloo processes."""
+"""The CPU's one-allreduce gradient average against DistributedDataParallel, in 2 gloo processes;
+the processes' agreement on finiteness and on rank 0's clock, on both paths."""
 
 import torch
 import torch.distributed as dist
@@ -6,7 +7,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from detr.engine.gradient_sync import FlatAverageSync
+from detr.engine.gradient_sync import DataParallelSync, FlatAverageSync
 
 
 class _Parts(nn.Module):
@@ -42,10 +43,13 @@ def _worker(rank: int, init_file: str, out: str) -> None:
     sync = FlatAverageSync(model)
     starts = {name: p.detach().clone() for name, p in model.named_parameters()}
     _step(model, rank)
-    finite = sync.finish(torch.tensor(float(rank == 0)))
+    finite, minutes = sync.finish(torch.tensor(float(rank == 0)), 7.25 * (rank + 1))
+    ddp_finite, ddp_minutes = DataParallelSync(_Parts(), torch.device("cpu"), True).finish(
+        torch.tensor(float(rank == 0)), 7.25 * (rank + 1))
     torch.save({"ddp": {name: p.grad for name, p in reference.named_parameters()},
                 "flat": {name: p.grad for name, p in model.named_parameters()},
-                "starts": starts, "stats": model.stats.clone(), "finite": finite}, f"{out}.{rank}")
+                "starts": starts, "stats": model.stats.clone(), "finite": finite, "minutes": minutes,
+                "ddp_finite": ddp_finite, "ddp_minutes": ddp_minutes}, f"{out}.{rank}")
     dist.destroy_process_group()
 
 
@@ -63,6 +67,7 @@ def test_the_flat_average_gives_ddps_gradients_and_agrees_on_start_buffers_and_f
             torch.testing.assert_close(result["flat"][name], ranks[0]["ddp"][name])
         assert result["flat"]["never.weight"] is None and result["ddp"]["never.weight"] is None
         torch.testing.assert_close(result["stats"], torch.full((2,), 1.5))  # the mean of 1 and 2
-        assert float(result["finite"]) == 0.0  # rank 1's loss was not finite: both stop
+        assert float(result["finite"]) == float(result["ddp_finite"]) == 0.0  # rank 1's loss was not finite: both stop
+        assert float(result["minutes"]) == float(result["ddp_minutes"]) == 7.25  # rank 0's clock
     # rank 0 alone used `first`: the mean counts rank 1's zeros, as DDP's does
     assert ranks[0]["flat"]["first.weight"].abs().sum() > 0

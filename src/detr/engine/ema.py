@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -11,6 +12,14 @@ from torch import nn
 
 # With a time budget, the average spans about this share of the run's steps.
 WINDOW_SHARE = 0.1
+
+
+class _Pairs(NamedTuple):
+    source: nn.Module
+    weights: list[torch.Tensor]
+    shadow_weights: list[torch.Tensor]
+    buffers: list[torch.Tensor]
+    shadow_buffers: list[torch.Tensor]
 
 
 class ModelEMA:
@@ -32,6 +41,7 @@ class ModelEMA:
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay, self.warmup_steps = decay, max(1, warmup_steps)
         self.updates = 0
+        self._paired: _Pairs | None = None
 
     def fit_to_budget(self, expected_steps: float) -> str:
         """Average over about WINDOW_SHARE of the expected steps (never longer than configured);
@@ -50,13 +60,20 @@ class ModelEMA:
         self.updates += 1
         decay = self.current_decay()
         # One multi-tensor kernel per dtype instead of one small kernel per tensor (hundreds a step).
-        weights = dict(model.named_parameters())
-        shadows = list(self.model.named_parameters())
-        torch._foreach_lerp_([s for _, s in shadows], [weights[n].detach() for n, _ in shadows], 1 - decay)
-        buffers = dict(model.named_buffers())
-        shadows = list(self.model.named_buffers())
-        if shadows:
-            torch._foreach_copy_([s for _, s in shadows], [buffers[n] for n, _ in shadows])
+        pairs = self._pairs(model)
+        torch._foreach_lerp_(pairs.shadow_weights, pairs.weights, 1 - decay)
+        if pairs.buffers:
+            torch._foreach_copy_(pairs.shadow_buffers, pairs.buffers)
+
+    def _pairs(self, model: nn.Module) -> _Pairs:
+        """The trained model's tensors beside their averages, listed once per model: walking both
+        modules' trees every step cost more than the averaging (0.6 of 1.1 ms a step, the default)."""
+        if self._paired is None or self._paired.source is not model:
+            weights, buffers = dict(model.named_parameters()), dict(model.named_buffers())
+            shadow_weights, shadow_buffers = list(self.model.named_parameters()), list(self.model.named_buffers())
+            self._paired = _Pairs(model, [weights[n].detach() for n, _ in shadow_weights], [s for _, s in shadow_weights],
+                                  [buffers[n] for n, _ in shadow_buffers], [s for _, s in shadow_buffers])
+        return self._paired
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "updates": self.updates,

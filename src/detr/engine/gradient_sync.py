@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from detr.distributed import world_size
+from detr.distributed import rank, world_size
 
 
 class GradientSync:
@@ -32,10 +32,12 @@ class GradientSync:
         """Around a micro-batch's backward that is not the step's last (gradient accumulation)."""
         return contextlib.nullcontext()
 
-    def finish(self, finite: torch.Tensor) -> torch.Tensor:
-        """After the step's last backward: the gradients as the processes agree on them; returns
-        1.0 when every process's loss was finite (`finite`: this process's, 1.0 or 0.0)."""
-        return finite
+    def finish(self, finite: torch.Tensor, minutes: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """After the step's last backward: the gradients as the processes agree on them. Returns
+        1.0 when every process's loss was finite (`finite`: this process's, 1.0 or 0.0), and rank
+        0's `minutes` (its clock): every process must stop together, or the others hang, and all
+        must drop the learning rate at the same step."""
+        return finite, torch.tensor(minutes, dtype=torch.float64)
 
 
 class DataParallelSync(GradientSync):
@@ -51,14 +53,15 @@ class DataParallelSync(GradientSync):
     def accumulating(self) -> ContextManager:
         return self.net.no_sync()
 
-    def finish(self, finite: torch.Tensor) -> torch.Tensor:
-        finite = finite.clone()
-        dist.all_reduce(finite, op=dist.ReduceOp.MIN)  # every process must stop together, or the others hang
-        return finite
+    def finish(self, finite: torch.Tensor, minutes: float) -> tuple[torch.Tensor, torch.Tensor]:
+        # One collective for both: the flags summed, and the clock of rank 0 (the others add zero).
+        agreed = torch.stack([finite.double(), finite.new_tensor(_rank_0s(minutes), dtype=torch.float64)])
+        dist.all_reduce(agreed)
+        return (agreed[0] == world_size()).to(finite.dtype), agreed[1]
 
 
 class FlatAverageSync(GradientSync):
-    """One allreduce a step of the gradients, the floating-point buffers and the finite flags.
+    """One allreduce a step of the gradients, the floating-point buffers, the finite flags and the clock.
 
     As DistributedDataParallel: the processes start from rank 0's weights and buffers; a gradient
     is the mean over the processes, counting zeros where a process left it unset; a parameter
@@ -70,36 +73,37 @@ class FlatAverageSync(GradientSync):
         super().__init__(model)
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         self.buffers = [b for b in model.buffers() if b.is_floating_point()]
+        self.averaged = [*self.parameters, *self.buffers]  # in the order of the flat tensor
+        self.sizes = [t.numel() for t in self.averaged]
         with torch.no_grad():
             for tensor in [*model.parameters(), *model.buffers()]:
                 dist.broadcast(tensor, src=0)
 
-    def finish(self, finite: torch.Tensor) -> torch.Tensor:
+    def finish(self, finite: torch.Tensor, minutes: float) -> tuple[torch.Tensor, torch.Tensor]:
         world = world_size()
         grads = [p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in self.parameters]
-        has_grad = [float(p.grad is not None) for p in self.parameters]
-        flat = torch.cat([*grads, *(b.reshape(-1) for b in self.buffers),
-                          finite.reshape(1).to(grads[0].dtype), grads[0].new_tensor(has_grad)])
+        has_grad = [p.grad is not None for p in self.parameters]
+        averaged = sum(self.sizes)
+        flat = torch.cat([*grads, *(b.reshape(-1) for b in self.buffers), finite.reshape(1).to(grads[0].dtype),
+                          grads[0].new_tensor([_rank_0s(minutes), *map(float, has_grad)])])
         dist.all_reduce(flat)
-        offset = 0
+        flat[:averaged].div_(world)
+        means = [part.view_as(t) for part, t in zip(flat[:averaged].split(self.sizes), self.averaged)]
         with torch.no_grad():
-            for parameter in self.parameters:
-                count = parameter.numel()
-                mean = flat[offset:offset + count].view_as(parameter) / world
-                offset += count
-                if parameter.grad is not None:
-                    parameter.grad.copy_(mean)
-                else:  # in the parameter's memory layout (channels-last convolutions); dropped below when
-                    parameter.grad = torch.empty_like(parameter).copy_(mean)  # no process had one
-            for buffer in self.buffers:
-                count = buffer.numel()
-                buffer.copy_(flat[offset:offset + count].view_as(buffer) / world)
-                offset += count
-            all_finite = (flat[offset] == world).to(finite.dtype)
-            for parameter, used in zip(self.parameters, flat[offset + 1:].tolist()):
-                if not used:
-                    parameter.grad = None
-        return all_finite
+            for parameter, mean, had in zip(self.parameters, means, has_grad):
+                if not had:  # in the parameter's memory layout (channels-last convolutions); dropped
+                    parameter.grad = torch.empty_like(parameter)  # below when no process had one
+            torch._foreach_copy_([*(p.grad for p in self.parameters), *self.buffers], means)
+            if not all(has_grad):
+                for parameter, used in zip(self.parameters, flat[averaged + 2:].tolist()):
+                    if not used:
+                        parameter.grad = None
+        return (flat[averaged] == world).to(finite.dtype), flat[averaged + 1].double()
+
+
+def _rank_0s(minutes: float) -> float:
+    """This process's share of a sum that equals rank 0's `minutes`."""
+    return minutes if rank() == 0 else 0.0
 
 
 def gradient_sync(model: nn.Module, device: torch.device, find_unused_parameters: bool) -> GradientSync:

@@ -87,6 +87,8 @@ class Trainer:
         self._build_loaders()
         self.scheduler = Schedule(self.optimizer, config.train, self.steps_per_epoch)
         self._unchecked: dict[str, Any] | None = None  # the last step's loss, not yet checked for finiteness
+        self._clock_start: float | None = None  # the run's start on this process's clock, with a time budget
+        self._step_minutes = torch.tensor(0.0)  # the last step's end on rank 0's clock
         self.epoch, self.batches_done, self.step = 0, 0, 0
         self.best_ap, self.elapsed = -1.0, 0.0
         self.images: int | None = 0  # trained on, all processes together; None: resumed from a run that did not count
@@ -262,9 +264,10 @@ class Trainer:
             for key in _LOGGED:
                 share = losses[key].detach() / (1 if key.startswith("loss") else len(micro_batches))
                 summed[key] = summed[key] + share if key in summed else share
-        # The gradients averaged over the processes, and whether every one's loss was finite: every
-        # process must stop together, or the others hang.
-        finite = self.sync.finish(torch.isfinite(summed["loss"]).float())
+        # The gradients averaged over the processes; whether every one's loss was finite, and rank
+        # 0's clock, in the same collective.
+        clock = self._minutes_since(self._clock_start) if self._clock_start is not None else 0.0
+        finite, self._step_minutes = self.sync.finish(torch.isfinite(summed["loss"]).float(), clock)
         self._unchecked = {"finite": finite, "loss": summed["loss"], "epoch": self.epoch, "step": self.step}
         if self.config.train.clip_max_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_max_norm)
@@ -345,6 +348,7 @@ class Trainer:
         remaining = len(self.train_loader)
         bar = tqdm(total=self.steps_per_epoch, initial=math.ceil(self.batches_done / accumulate),
                    desc=f"epoch {self.epoch + 1}/{self.config.train.epochs or '-'}", disable=not self.progress, leave=False)
+        self._clock_start = started if budget is not None else None
         group: list[tuple] = []
         for index, micro_batch in enumerate(self.train_loader):
             group.append(micro_batch)
@@ -352,7 +356,7 @@ class Trainer:
                 continue
             losses = self._train_step(group)
             self.step += 1
-            minutes = self._minutes_since(started) if budget is not None else 0.0
+            minutes = float(self._step_minutes) if budget is not None else 0.0
             message = self.scheduler.after_step(self.step, minutes)
             if message:
                 log.info(message)
@@ -379,12 +383,9 @@ class Trainer:
         return False
 
     def _minutes_since(self, started: float) -> float:
-        """Rank 0's clock, for every process, so that all drop the lr and stop at the same step."""
-        minutes = torch.tensor((time.monotonic() - started) / 60, dtype=torch.float64)
-        if world_size() > 1:
-            minutes = minutes.to(self.device)
-            torch.distributed.broadcast(minutes, src=0)
-        return float(minutes)
+        """This process's clock, read at the end of each step's backward; all processes then take
+        rank 0's (GradientSync.finish), so that all drop the lr and stop at the same step."""
+        return (time.monotonic() - started) / 60
 
     def _evaluate_and_keep_best(self, writer: SummaryWriter | None, started: float) -> None:
         report = self.evaluate()
