@@ -4,6 +4,8 @@ proposals and the denoising layers. Each expected value is written per element h
 (log-softmax entries, |a - b| sums, torchvision's GIoU), not taken from the criterion."""
 
 import dataclasses
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torchvision.ops import box_convert, generalized_box_iou
@@ -140,13 +142,17 @@ def test_outputs_that_do_not_split_into_groups_are_a_clear_error():
 
 
 class _FakeProcessGroup:
-    """Another process holding `other` (boxes, class weights): all_reduce sums them in."""
+    """Another process holding `other` (boxes, class weights): all_reduce sums them in, at once
+    or (async_op) when its work is waited for."""
 
     def __init__(self, other):
         self.other = torch.tensor(other)
 
-    def all_reduce(self, tensor):
-        tensor += self.other
+    def all_reduce(self, tensor, async_op=False):
+        work = SimpleNamespace(wait=lambda: tensor.add_(self.other))
+        if not async_op:
+            work.wait()
+        return work if async_op else None
 
 
 @pytest.mark.parametrize("other", [(3.0, 3.7), (0.0, 0.5), (5.0, 5.0)])

@@ -8,7 +8,7 @@ the YOLO peer, each scored on the same val images by the same code and timed on 
 
 Columns: parameters and forward GFLOPs at the detector's input (the first val image, resized as
 the detector resizes it); images trained on per second of its run's clock (DETR: `detr train`'s
-count over its budget, its evaluations included; YOLO: its mosaics over its epochs, its
+count over its budget, its evaluations left out; YOLO: its mosaics over its epochs, its
 validation after the last left out); COCO AP and AP50 (100 detections an image); at
 --threshold, the share of the boxes that fall on an object already found (crowd/table.py's
 count); end-to-end latency, decoded images in and detections out, ms per image at each
@@ -38,6 +38,7 @@ from detr.data.coco_records import Categories
 from detr.data.sources import eval_loader, find_split
 from detr.engine.box_counts import DEFAULT_THRESHOLD, count_boxes
 from detr.engine.evaluate import coco_evaluate, predict_dataset
+from detr.engine.train import training_seconds
 from detr.inference import Predictor
 from detr.weights import load_weights
 
@@ -58,9 +59,11 @@ class Row:
 
 
 def run_throughput(run: Path) -> float | None:
-    """Images a second of a `detr train` folder's run, from its last checkpoint's count and clock."""
+    """Images a second of a `detr train` folder's run, from its last checkpoint's count and its
+    clock without its evaluations (runs that did not keep their time evaluating: with it)."""
     state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
-    images, seconds = state.get("images"), state.get("elapsed", 0.0)
+    images = state.get("images")
+    seconds = training_seconds(state.get("elapsed", 0.0), state.get("eval_seconds", 0.0))
     return images / seconds if images and seconds > 0 else None
 
 

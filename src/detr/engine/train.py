@@ -91,6 +91,7 @@ class Trainer:
         self._step_minutes = torch.tensor(0.0)  # the last step's end on rank 0's clock
         self.epoch, self.batches_done, self.step = 0, 0, 0
         self.best_ap, self.elapsed = -1.0, 0.0
+        self.eval_seconds = 0.0  # of `elapsed`, spent evaluating (and keeping the best weights)
         self.images: int | None = 0  # trained on, all processes together; None: resumed from a run that did not count
         self.last_metrics: dict[str, float] = {}
 
@@ -158,6 +159,7 @@ class Trainer:
             "step": self.step,
             "best_ap": self.best_ap,
             "elapsed": self.elapsed,
+            "eval_seconds": self.eval_seconds,
             "images": self.images,
             "metrics": self.last_metrics,
             "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
@@ -197,6 +199,7 @@ class Trainer:
             self.ema.load_state_dict(payload["ema"])
         self.epoch, self.batches_done, self.step = payload["epoch"], payload["batches_done"], payload["step"]
         self.best_ap, self.elapsed = payload["best_ap"], payload["elapsed"]
+        self.eval_seconds = payload.get("eval_seconds", 0.0)  # runs that did not keep it: counted as training
         self.images = payload.get("images")
         self.last_metrics = payload["metrics"]
         torch.set_rng_state(payload["rng"]["torch"])
@@ -246,8 +249,8 @@ class Trainer:
         if self.config.train.freeze_backbone:
             self.model.backbone.eval()  # frozen means BatchNorm statistics too
         all_targets = [_to_device(targets, self.device) for _, _, targets in micro_batches]
-        normalisers = self.criterion.normalisers([t for targets in all_targets for t in targets],
-                                                 self.config.model.num_queries, self.device)
+        pending = self.criterion.start_normalisers([t for targets in all_targets for t in targets],
+                                                   self.config.model.num_queries, self.device)
         self.optimizer.zero_grad(set_to_none=True)
         summed: dict[str, torch.Tensor] = {}
         for index, ((images, mask, _), targets) in enumerate(zip(micro_batches, all_targets)):
@@ -257,6 +260,8 @@ class Trainer:
                 with autocast(self.device, self.config.train.precision):
                     outputs = self.forward(images.to(self.device, non_blocking=True),
                                            mask.to(self.device, non_blocking=True), **self._model_targets(targets))
+                    if index == 0:
+                        normalisers = pending.wait()  # the processes' sum, its round trip hidden by the forward
                     losses = self.criterion(outputs, targets, normalisers)
                 if index == 0:
                     self._raise_if_not_finite()  # the previous step's loss, now on the host for free
@@ -322,6 +327,8 @@ class Trainer:
                 last_epoch = epochs is not None and self.epoch >= epochs
                 if out_of_time or last_epoch or (epoch_done and self.epoch % self.config.train.eval_every == 0):
                     self._evaluate_and_keep_best(writer, started)
+                    self.eval_seconds += time.monotonic() - started - self.elapsed
+                    self.elapsed = time.monotonic() - started
                 self.save("last.pt")
                 if out_of_time:
                     log.info("time budget of %.1f minutes reached", budget)
@@ -333,13 +340,15 @@ class Trainer:
         return self.last_metrics
 
     def throughput(self) -> str:
-        """Images trained on per second of the run's clock (its evaluations included: they spend
-        the budget too), the figure that `detr benchmark budget` compares with a YOLO's."""
-        minutes = self.elapsed / 60
+        """Images trained on per second of training: the run's clock without its evaluations (which
+        spend the budget too), the figure that `detr benchmark budget` compares with a YOLO's
+        (`training_seconds`)."""
+        seconds = training_seconds(self.elapsed, self.eval_seconds)
+        spent = f"{seconds / 60:.1f} minutes of training ({self.eval_seconds / 60:.1f} more evaluating)"
         if self.images is None:
-            return f"trained {self.step} steps in {minutes:.1f} minutes (resumed from a run that did not count images)"
-        rate = self.images / self.elapsed if self.elapsed > 0 else 0.0
-        return f"trained on {self.images} images in {minutes:.1f} minutes: {rate:.1f} images a second"
+            return f"trained {self.step} steps in {spent} (resumed from a run that did not count images)"
+        rate = self.images / seconds if seconds > 0 else 0.0
+        return f"trained on {self.images} images in {spent}: {rate:.1f} images a second"
 
     def _run_epoch(self, writer: SummaryWriter | None, started: float, budget: float | None) -> bool:
         """Train to the end of the epoch, or until the time budget runs out (returns True then)."""
@@ -403,6 +412,13 @@ class Trainer:
         if stats["AP"] > self.best_ap:
             self.best_ap = stats["AP"]
             self.save("best.pt")
+
+
+def training_seconds(elapsed: float, eval_seconds: float) -> float:
+    """A run's seconds of training: its clock (`elapsed`) without its evaluations. As a YOLO's
+    clock is counted (Ultralytics with val=False), and the figure a user compares between runs
+    that evaluate at different intervals."""
+    return elapsed - eval_seconds
 
 
 def _step_of(record: str) -> int | None:

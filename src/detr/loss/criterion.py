@@ -27,6 +27,21 @@ def _to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor
     return tensor.to(device)
 
 
+class PendingNormalisers:
+    """SetCriterion's normalisers on their way: `values`, summed over the processes once `work`
+    (the all-reduce) is done; without `work`, one process's final values."""
+
+    def __init__(self, values: torch.Tensor | tuple[float, float], work: torch.distributed.Work | None = None) -> None:
+        self.values, self.work = values, work
+
+    def wait(self) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        if self.work is None:
+            return self.values
+        self.work.wait()
+        values = self.values / world_size()
+        return values[0].clamp(min=1), values[1]
+
+
 class SetCriterion(nn.Module):
     """DETR's loss, applied to the final output and to every auxiliary output.
 
@@ -69,16 +84,18 @@ class SetCriterion(nn.Module):
         With gradient accumulation, `targets` are those of every micro-batch
         of the step. In one process they stay Python numbers: no transfer.
         """
+        return self.start_normalisers(targets, num_queries, device).wait()
+
+    def start_normalisers(self, targets: list[dict], num_queries: int, device: torch.device) -> PendingNormalisers:
+        """`normalisers()` with the sum over the processes started, not awaited: the training step
+        waits for it after its forward, which hides the collective's round trip."""
         boxes = float(sum(len(t["labels"]) for t in targets))
         # Every target is matched once, so the weight sum is the same for every decoder layer.
         weights = (len(targets) * num_queries - boxes) * self.config.eos_coef + boxes
-        world = world_size()
-        if world == 1:
-            return max(boxes, 1.0), weights
+        if world_size() == 1:
+            return PendingNormalisers((max(boxes, 1.0), weights))
         values = torch.tensor([boxes, weights], device=device)
-        torch.distributed.all_reduce(values)
-        values = values / world
-        return values[0].clamp(min=1), values[1]
+        return PendingNormalisers(values, torch.distributed.all_reduce(values, async_op=True))
 
     @staticmethod
     def _indices_on_device(matches: list[list[Match]], targets: list[dict],
