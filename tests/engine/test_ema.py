@@ -27,6 +27,18 @@ def test_the_average_follows_the_ramped_decay():
     assert not ema.model.weight.requires_grad
 
 
+def test_another_model_of_the_same_layout_is_averaged_from_its_own_weights():
+    """The EMA lists the tensor pairs once per model: a second model is paired anew."""
+    first, second = nn.Linear(2, 1), nn.Linear(2, 1)
+    with torch.no_grad():
+        first.weight.fill_(1.0), second.weight.fill_(5.0)
+    ema = ModelEMA(first, decay=0.5, warmup_steps=1)
+    ema.update(first)
+    ema.update(second)
+    decay = 0.5 * (1 - math.exp(-2))
+    torch.testing.assert_close(ema.model.weight, torch.full((1, 2), decay * 1.0 + (1 - decay) * 5.0))
+
+
 def test_buffers_are_copied_not_averaged():
     model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
     ema = ModelEMA(model, decay=0.9, warmup_steps=1)
