@@ -35,7 +35,7 @@ def test_train_command_takes_settings():
     assert args.set == ["model.query_groups=2", "train.epochs=3"]
 
 
-def test_fast_fine_is_fast_with_the_unmixed_fine_level_one_query_group_the_deformable_decoder_hard_negatives_budget_sizes_2_processes_of_batch_2_one_size_a_batch_and_twice_the_lr():
+def test_fast_fine_is_fast_with_the_unmixed_fine_level_one_query_group_the_deformable_decoder_hard_negatives_budget_sizes_2_processes_of_batch_2_and_twice_the_lr():
     """What the README and the preset's docstring say it is, and nothing else."""
     fine, fast = preset("fast_fine"), preset("fast")
     assert fine.model.fine_level and fine.model.query_groups == 1 and not fast.model.fine_level
@@ -47,7 +47,6 @@ def test_fast_fine_is_fast_with_the_unmixed_fine_level_one_query_group_the_defor
     assert (fine.model.hidden_dim, fine.model.feedforward_dim, fine.model.encoder_layers) == (96, 384, 1)
     assert fine.model.decoder_layers == 2 and fast.model.decoder_layers == 3
     assert fine.train.batch_size == 2 and fast.train.batch_size == 4
-    assert fine.data.size_draw == "batch" and fast.data.size_draw == "image"
     assert fine.train.processes == 2 and fast.train.processes == 1
     assert (fine.train.lr, fine.train.lr_backbone) == (2 * fast.train.lr, 2 * fast.train.lr_backbone)
     fast.model.fine_level, fast.model.query_groups, fast.model.decoder_attention = True, 1, "deformable"
@@ -58,7 +57,6 @@ def test_fast_fine_is_fast_with_the_unmixed_fine_level_one_query_group_the_defor
     fast.model.hidden_dim, fast.model.feedforward_dim, fast.model.encoder_layers = 96, 384, 1
     fast.model.decoder_layers = 2
     fast.train.batch_size = 2
-    fast.data.size_draw = "batch"
     fast.train.processes = 2
     fast.train.lr, fast.train.lr_backbone = 2 * fast.train.lr, 2 * fast.train.lr_backbone
     assert fine.to_dict() == fast.to_dict()
@@ -87,10 +85,6 @@ def test_every_preset_passes_the_checks_and_dense_proposals_need_query_selection
     config = preset("fast")
     config.model.queries, config.model.selected_content, config.model.distinct_queries = "anchors", False, 0.0
     with pytest.raises(ValueError, match="loss.dense_proposals .* model.queries='selected'"):
-        config.check()
-    config = preset("small")
-    config.data.size_draw = "step"
-    with pytest.raises(ValueError, match="data.size_draw is 'image' or 'batch', not 'step'"):
         config.check()
 
 

@@ -29,9 +29,9 @@ def test_shards_interleave_into_the_single_process_order():
     assert interleaved == order + order[:2]
 
 
-def test_the_items_trained_side_by_side_share_a_size_draw_and_one_process_has_none():
-    """The k-th item of every process's share has size draw k, also after a resume part-way; a
-    single process has none, so its augmentation is drawn as before there were processes."""
+def test_the_items_trained_side_by_side_share_a_slot_and_one_process_has_none():
+    """The k-th item of every process's share has slot k, also after a resume part-way; a single
+    process has no slot, so its augmentation is drawn as before there were processes."""
     shards = [EpochSampler(10, seed=3, rank=r, world=2) for r in range(2)]
     for sampler in shards:
         sampler.set_epoch(1, start=2)
@@ -39,18 +39,6 @@ def test_the_items_trained_side_by_side_share_a_size_draw_and_one_process_has_no
     single = EpochSampler(10, seed=3)
     single.set_epoch(1)
     assert {slot for _, _, slot in single} == {None}
-
-
-def test_a_size_draw_per_batch_is_shared_by_the_batch_of_every_process_also_after_a_resume():
-    """images_per_draw = the batch size: the k-th batch of every process shares one draw, in one
-    process too; a resume part-way (at a batch's start) keeps the numbering."""
-    shards = [EpochSampler(10, seed=3, rank=r, world=2, images_per_draw=2) for r in range(2)]
-    assert [[draw for _, _, draw in s] for s in shards] == [[0, 0, 1, 1, 2], [0, 0, 1, 1, 2]]
-    for sampler in shards:
-        sampler.set_epoch(1, start=2)
-    assert [[draw for _, _, draw in s] for s in shards] == [[1, 1, 2], [1, 1, 2]]
-    single = EpochSampler(7, seed=3, images_per_draw=3)
-    assert [draw for _, _, draw in single] == [0, 0, 0, 1, 1, 1, 2]
 
 
 def test_eval_shards_cover_each_image_once():

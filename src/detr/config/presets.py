@@ -136,9 +136,6 @@ def fast_fine_cpu() -> ExperimentConfig:
     # no-object at full weight, not eos_coef's 0.1, so a second box on a found object loses its score.
     config.loss.duplicate_weight = 1.0
     config.train.batch_size = 2
-    # One training size for every image of a step: padded batches of 2 then compute 1.09x the pixels
-    # their images hold on general instead of 1.20x (1.06 instead of 1.13 on dense).
-    config.data.size_draw = "batch"
     # Twice `small`'s learning rates: at 10 minutes on one core each, side by side with them, AP
     # 0.579 against 0.523 on `general` (chosen on) and 0.334 against 0.322 on `dense` seed 11
     # (BENCHMARKS.md, "Learning rate").

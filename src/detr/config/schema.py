@@ -187,11 +187,6 @@ class DataConfig:
     crop_probability: float = 0.5
     val_scale: int = 800
     horizontal_flip: bool = True
-    # Which training images share one draw of the random resize's size. "image": each its own
-    # (the paper's; with several processes, the k-th images of the processes' batches share one,
-    # so that neither waits long for the other). "batch": every image of a step (YOLO's
-    # multi-scale draws per batch), so a padded batch computes less padding.
-    size_draw: Literal["image", "batch"] = "image"
 
 
 @dataclass
@@ -246,8 +241,6 @@ class ExperimentConfig:
         if self.loss.duplicate_weight is not None and self.loss.duplicate_weight <= 0:
             raise ValueError(f"loss.duplicate_weight is a positive no-object weight (or None: eos_coef), "
                              f"not {self.loss.duplicate_weight}")
-        if self.data.size_draw not in ("image", "batch"):
-            raise ValueError(f"data.size_draw is 'image' or 'batch', not {self.data.size_draw!r}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:

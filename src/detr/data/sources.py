@@ -112,29 +112,24 @@ def default_data_dir() -> Path:
     return cache / "synth"
 
 
-_SIZE_DRAW = 7  # tells the size draw's seed apart from the item seed of an index equal to the draw
+_SIZE_DRAW = 7  # tells the size draw's seed apart from the item seed of an index equal to the slot
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
     """A seeded shuffle per epoch that can start part-way, so resuming continues exactly.
 
-    Yields (epoch, index, draw): the epoch travels with each index to the
+    Yields (epoch, index, slot): the epoch travels with each index to the
     workers, which seed the item's augmentation from it. With `world` > 1,
     process `rank` takes every world-th index of the shuffle (padded by
     wrapping round to equal length), so that the processes' batches of one
-    step together are the single-process batch of world x the size. `draw`
-    names the item's training-size draw, shared by the items that have the
-    same: the item's position in its process's share divided by
-    `images_per_draw`, so that the processes' k-th items (1) or k-th
-    batches (the batch size) share one; None, each item its own, with one
-    process and `images_per_draw` 1.
+    step together are the single-process batch of world x the size; `slot`,
+    the item's position in its process's share, is then the same for the
+    items that the processes train on side by side (None with one process).
     """
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1,
-                 images_per_draw: int = 1) -> None:
+    def __init__(self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1) -> None:
         self.size, self.seed, self.shuffle = size, seed, shuffle
         self.rank, self.world = rank, world
-        self.images_per_draw = images_per_draw
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -152,11 +147,8 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
     def __iter__(self):
         order = self.order()
-        if self.world == 1 and self.images_per_draw == 1:
-            draws = [None] * len(order)
-        else:
-            draws = [position // self.images_per_draw for position in range(self.start, self.start + len(order))]
-        return iter([(self.epoch, i, draw) for i, draw in zip(order, draws)])
+        slots = range(self.start, self.start + len(order)) if self.world > 1 else [None] * len(order)
+        return iter([(self.epoch, i, slot) for i, slot in zip(order, slots)])
 
     def __len__(self) -> int:
         return -(-self.size // self.world) - self.start
@@ -164,9 +156,8 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
 class SeededAugmentation(torch.utils.data.Dataset):
     """Draws each item's augmentation from a seed of (run seed, epoch, index), and with a
-    size draw (EpochSampler) its training size from (run seed, epoch, draw), so that the
-    processes' batches of a step are about the same size, and a batch's images too
-    (`data.size_draw`).
+    slot (several processes: EpochSampler) its training size from (run seed, epoch, slot), so
+    that the processes' batches of a step are about the same size.
 
     The global RNG is untouched, so augmentation is the same with any number
     of workers and after a resume.
@@ -179,9 +170,9 @@ class SeededAugmentation(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, key: tuple[int, int, int | None]):
-        epoch, index, draw = key
+        epoch, index, slot = key
         # Integers only: Python salts the hash of strings per process, and the processes must agree.
-        size_seed = None if draw is None else hash((self.seed, epoch, draw, _SIZE_DRAW)) & 0x7FFF_FFFF
+        size_seed = None if slot is None else hash((self.seed, epoch, slot, _SIZE_DRAW)) & 0x7FFF_FFFF
         with torch.random.fork_rng(devices=[]), shared_size_draw(size_seed):
             # The CPU generator alone: torch.manual_seed would also seed (and, before CUDA starts,
             # queue with a stack trace) every accelerator's, 0.8 ms an item, and fork_rng restores none.

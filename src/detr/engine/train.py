@@ -135,9 +135,7 @@ class Trainer:
         """The seeded, resumable train order (this process's shard) and the val loader."""
         train = self.config.train
         batch, workers = train.batch_size, train.num_workers
-        per_draw = batch if self.config.data.size_draw == "batch" else 1
-        self.sampler = EpochSampler(len(self.train_set), train.seed, rank=rank(), world=world_size(),
-                                    images_per_draw=per_draw)
+        self.sampler = EpochSampler(len(self.train_set), train.seed, rank=rank(), world=world_size())
         shard = len(self.sampler)
         self.drop_last = shard >= 2 * batch
         self.batches_per_epoch = max(1, shard // batch if self.drop_last else math.ceil(shard / batch))
