@@ -75,6 +75,7 @@ class FlatAverageSync(GradientSync):
         self.buffers = [b for b in model.buffers() if b.is_floating_point()]
         self.averaged = [*self.parameters, *self.buffers]  # in the order of the flat tensor
         self.sizes = [t.numel() for t in self.averaged]
+        self.total = sum(self.sizes)  # where the flags and the clock start in the flat tensor
         with torch.no_grad():
             for tensor in [*model.parameters(), *model.buffers()]:
                 dist.broadcast(tensor, src=0)
@@ -83,14 +84,14 @@ class FlatAverageSync(GradientSync):
         world = world_size()
         grads = [p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in self.parameters]
         has_grad = [p.grad is not None for p in self.parameters]
-        averaged = sum(self.sizes)
+        averaged = self.total
         flat = torch.cat([*grads, *(b.reshape(-1) for b in self.buffers), finite.reshape(1).to(grads[0].dtype),
                           grads[0].new_tensor([_rank_0s(minutes), *map(float, has_grad)])])
         dist.all_reduce(flat)
         flat[:averaged].div_(world)
         means = [part.view_as(t) for part, t in zip(flat[:averaged].split(self.sizes), self.averaged)]
         with torch.no_grad():
-            for parameter, mean, had in zip(self.parameters, means, has_grad):
+            for parameter, had in zip(self.parameters, has_grad):
                 if not had:  # in the parameter's memory layout (channels-last convolutions); dropped
                     parameter.grad = torch.empty_like(parameter)  # below when no process had one
             torch._foreach_copy_([*(p.grad for p in self.parameters), *self.buffers], means)

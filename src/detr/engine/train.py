@@ -327,8 +327,9 @@ class Trainer:
                 last_epoch = epochs is not None and self.epoch >= epochs
                 if out_of_time or last_epoch or (epoch_done and self.epoch % self.config.train.eval_every == 0):
                     self._evaluate_and_keep_best(writer, started)
-                    self.eval_seconds += time.monotonic() - started - self.elapsed
-                    self.elapsed = time.monotonic() - started
+                    evaluated = time.monotonic() - started
+                    self.eval_seconds += evaluated - self.elapsed
+                    self.elapsed = evaluated
                 self.save("last.pt")
                 if out_of_time:
                     log.info("time budget of %.1f minutes reached", budget)
