@@ -35,7 +35,7 @@ def test_train_command_takes_settings():
     assert args.set == ["model.query_groups=2", "train.epochs=3"]
 
 
-def test_fast_fine_is_fast_with_the_unmixed_fine_level_one_query_group_the_deformable_decoder_hard_negatives_budget_sizes_2_processes_of_batch_2_and_twice_the_lr():
+def test_fast_fine_is_fast_with_the_unmixed_fine_level_one_query_group_the_deformable_decoder_hard_negatives_budget_sizes_a_two_conv_stem_2_processes_of_batch_2_and_twice_the_lr():
     """What the README and the preset's docstring say it is, and nothing else."""
     fine, fast = preset("fast_fine"), preset("fast")
     assert fine.model.fine_level and fine.model.query_groups == 1 and not fast.model.fine_level
@@ -44,6 +44,7 @@ def test_fast_fine_is_fast_with_the_unmixed_fine_level_one_query_group_the_defor
     assert fine.loss.duplicate_weight == 1.0 and fast.loss.duplicate_weight is None
     assert fine.model.backbone.width == 24 and fast.model.backbone.width == 64
     assert fine.model.backbone.blocks == (1, 1, 1, 1) and fast.model.backbone.blocks == ()
+    assert fine.model.backbone.stem == "two_convs" and fast.model.backbone.stem == "resnet"
     assert (fine.model.hidden_dim, fine.model.feedforward_dim, fine.model.encoder_layers) == (96, 384, 1)
     assert fine.model.decoder_layers == 2 and fast.model.decoder_layers == 3
     assert fine.train.batch_size == 2 and fast.train.batch_size == 4
@@ -54,6 +55,7 @@ def test_fast_fine_is_fast_with_the_unmixed_fine_level_one_query_group_the_defor
     fast.loss.duplicate_weight = 1.0
     fast.model.backbone.width = 24
     fast.model.backbone.blocks = (1, 1, 1, 1)
+    fast.model.backbone.stem = "two_convs"
     fast.model.hidden_dim, fast.model.feedforward_dim, fast.model.encoder_layers = 96, 384, 1
     fast.model.decoder_layers = 2
     fast.train.batch_size = 2

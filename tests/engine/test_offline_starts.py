@@ -35,7 +35,7 @@ def test_imagenet_backbone_download_failure(offline, tiny_data, tmp_path, capsys
     refuse.error = error
     code = main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--epochs", "1",
                  "--no-progress", "--set", "model.backbone.pretrained=True", "model.backbone.width=64",
-                 "model.backbone.blocks=()"])
+                 "model.backbone.blocks=()", "model.backbone.stem=resnet"])
     message = capsys.readouterr().err.strip()
     url = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
     assert code == 1 and attempts == [url]
@@ -48,18 +48,18 @@ def test_imagenet_backbone_download_failure(offline, tiny_data, tmp_path, capsys
     assert config.model.backbone.pretrained is False
 
 
-def test_imagenet_weights_on_the_narrow_default_say_which_width_and_blocks_have_them(offline, tiny_data, tmp_path,
+def test_imagenet_weights_on_the_narrow_default_say_which_width_stem_and_blocks_have_them(offline, tiny_data, tmp_path,
                                                                                      capsys):
     _, attempts, _ = offline
     code = main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--epochs", "1",
                  "--no-progress", "--set", "model.backbone.pretrained=True"])
     message = capsys.readouterr().err.strip()
     assert code != 0 and attempts == [] and len(message.splitlines()) == 1, message
-    advice = "set model.backbone.width=64 model.backbone.blocks=() for them"
-    assert "ImageNet weights exist at width 64 with resnet18's own blocks only: " + advice in message
+    advice = "set model.backbone.width=64 model.backbone.blocks=() model.backbone.stem=resnet for them"
+    assert "ImageNet weights exist at width 64 with resnet18's own stem and blocks only: " + advice in message
     settings = advice.removeprefix("set ").removesuffix(" for them").split()
     backbone = apply_settings(ExperimentConfig(), settings).model.backbone  # the advice is valid settings
-    assert backbone.width == 64 and backbone.blocks == ()
+    assert backbone.width == 64 and backbone.blocks == () and backbone.stem == "resnet"
 
 
 @pytest.mark.parametrize("error", FAILURES, ids=["URLError", "HTTPError"])

@@ -151,12 +151,43 @@ def test_a_narrow_resnet_halves_every_stage_and_keeps_the_strides(name, blocks):
     assert convolution_weights(backbone) == pytest.approx(convolution_weights(wide) / 4, rel=0.01)
 
 
+@pytest.mark.parametrize("height, width", [(64, 96), (75, 98), (112, 66)])
+def test_the_two_convolution_stem_gives_every_stage_the_resnet_stems_size_and_channels(height, width):
+    """Two 3x3 stride-2 convolutions in place of the 7x7 convolution and max-pool: the same
+    stride-4 map into layer1 at any input size (odd ones too), so every later stage and the
+    padding masks are unchanged; its own layers are the convolutions it says."""
+    base = dict(name="resnet18", width=24, blocks=(1, 1, 1, 1), last_layer="layer3", frozen_batchnorm=False,
+                train_stem_and_layer1=True)
+    torch.manual_seed(0)
+    resnet = Backbone(BackboneConfig(**base), stages=("layer2", "layer3")).eval()
+    convs = Backbone(BackboneConfig(**base, stem="two_convs"), stages=("layer2", "layer3")).eval()
+    images = torch.randn(2, 3, height, width)
+    shapes = lambda backbone: [tuple(m.shape) for m in backbone.forward_levels(images)]  # noqa: E731
+    assert shapes(convs) == shapes(resnet)
+    assert convs.stage_channels == resnet.stage_channels and convs.stride == resnet.stride == 16
+    stem = [(n, type(m).__name__) for n, m in convs.body.named_children() if not n.startswith("layer")]
+    assert stem == [("conv1", "Conv2d"), ("bn1", "BatchNorm2d"), ("relu1", "ReLU"),
+                    ("conv2", "Conv2d"), ("bn2", "BatchNorm2d"), ("relu2", "ReLU")]
+    assert [(m.in_channels, m.out_channels, m.kernel_size, m.stride)
+            for m in (convs.body.conv1, convs.body.conv2)] == [(3, 12, (3, 3), (2, 2)), (12, 24, (3, 3), (2, 2))]
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in convs.modules())
+
+
+def test_another_stem_is_refused_where_it_cannot_be_built():
+    with pytest.raises(ValueError, match="only resnet18/34 take another stem"):
+        Backbone(BackboneConfig(name="resnet50", stem="two_convs"))
+    with pytest.raises(ValueError, match="set model.backbone.stem=resnet for them"):
+        Backbone(BackboneConfig(name="resnet18", stem="two_convs", pretrained=True))
+    with pytest.raises(ValueError, match="unknown backbone stem 'patches'"):
+        Backbone(BackboneConfig(name="resnet18", stem="patches", pretrained=False))
+
+
 def test_a_width_other_than_64_is_refused_where_it_cannot_be_built():
     with pytest.raises(ValueError, match="only resnet18/34 take a width"):
         Backbone(BackboneConfig(name="resnet50", width=32))
     with pytest.raises(ValueError, match="only resnet18/34 take a width"):
         Backbone(BackboneConfig(name="regnet_x_400mf", width=32))
-    with pytest.raises(ValueError, match="ImageNet weights exist at width 64 with resnet18's own blocks only: set "
+    with pytest.raises(ValueError, match="ImageNet weights exist at width 64 with resnet18's own stem and blocks only: set "
                                          "model.backbone.width=64 for them"):
         Backbone(BackboneConfig(name="resnet18", width=32, pretrained=True))
     with pytest.raises(ValueError, match="must be positive"):
@@ -187,9 +218,9 @@ BAD_COUNTS = "blocks of layer1..layer4, each a whole number, at least 1"
     (BackboneConfig(name="resnet18", width=24, blocks=(1, 0, 1, 1)), BAD_COUNTS),
     (BackboneConfig(name="resnet18", width=24, blocks=(1, 1.5, 1, 1)), BAD_COUNTS),
     (BackboneConfig(name="resnet18", blocks=(1, 1, 1, 1), pretrained=True),
-     r"own blocks only: set model.backbone.blocks=\(\) for them"),
+     r"own stem and blocks only: set model.backbone.blocks=\(\) for them"),
     (BackboneConfig(name="resnet18", width=24, blocks=(1, 1, 1, 1), pretrained=True),
-     r"own blocks only: set model.backbone.width=64 model.backbone.blocks=\(\) for them"),
+     r"own stem and blocks only: set model.backbone.width=64 model.backbone.blocks=\(\) for them"),
 ])
 def test_block_counts_are_refused_where_they_cannot_be_built(config, message):
     with pytest.raises(ValueError, match=message):

@@ -27,6 +27,7 @@ def _with_trained_statistics(model: nn.Module) -> nn.Module:
 
 @pytest.mark.parametrize("backbone", [
     BackboneConfig(name="resnet18", last_layer="layer3", frozen_batchnorm=False, width=16),  # the default's kind
+    BackboneConfig(name="resnet18", last_layer="layer3", frozen_batchnorm=False, width=16, stem="two_convs"),
     BackboneConfig(name="resnet18", last_layer="layer3"),  # torchvision's ResNet, FrozenBatchNorm2d (the paper's)
     BackboneConfig(name="resnet50", last_layer="layer2", dilation=False),  # bottleneck blocks, downsample
     BackboneConfig(name="regnet_x_400mf", last_layer="layer3", frozen_batchnorm=False),

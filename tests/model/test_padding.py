@@ -49,6 +49,13 @@ def test_the_default_gives_each_image_of_a_padded_batch_its_own_outputs():
     _assert_each_image_alone(_with_live_statistics(build_model(tiny_config("fast_fine").model)))
 
 
+def test_the_two_convolution_stem_gives_each_image_of_a_padded_batch_its_own_outputs():
+    torch.manual_seed(0)
+    config = tiny_config("fast_fine").model
+    config.backbone.stem = "two_convs"
+    _assert_each_image_alone(_with_live_statistics(build_model(config)))
+
+
 def test_a_copy_of_the_model_zeroes_its_own_padding():
     """The EMA weights are a deep copy: its convolutions' hooks must read the copy's mask."""
     torch.manual_seed(0)

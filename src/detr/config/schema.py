@@ -36,6 +36,11 @@ class BackboneConfig:
     # BasicBlocks in layer1..layer4 of a from-scratch ResNet-18/34; () keeps the named network's
     # (resnet18: 2, 2, 2, 2). Fewer blocks cost fewer FLOPs a pixel at each stride.
     blocks: tuple[int, ...] = ()
+    # The layers before layer1 of a from-scratch ResNet-18/34, both to stride 4: torchvision's
+    # ("resnet": a 7x7 stride-2 convolution, then a 3x3 stride-2 max-pool; the paper's), or two
+    # 3x3 stride-2 convolutions to width/2 and width channels ("two_convs", as YOLO's), which
+    # cost a third of the time on a CPU (BENCHMARKS.md).
+    stem: Literal["resnet", "two_convs"] = "resnet"
 
 
 @dataclass

@@ -70,13 +70,19 @@ class Backbone(nn.Module):
                                                                  for count in config.blocks)):
             raise ValueError(f"model.backbone.blocks counts the blocks of layer1..layer4, each a whole number, "
                              f"at least 1, not {config.blocks}")
-        if (config.width != 64 or config.blocks) and config.pretrained:
+        if config.stem not in _STEMS:
+            raise ValueError(f"unknown backbone stem {config.stem!r}; choose one of {sorted(_STEMS)}")
+        if config.stem != "resnet" and config.name not in _BASIC_BLOCK_LAYERS:
+            raise ValueError(f"only resnet18/34 take another stem, not {config.name}")
+        if (config.width != 64 or config.blocks or config.stem != "resnet") and config.pretrained:
             needed = []
             if config.width != 64:
                 needed.append("model.backbone.width=64")
             if config.blocks:
                 needed.append("model.backbone.blocks=()")
-            raise ValueError(f"ImageNet weights exist at width 64 with {config.name}'s own blocks only: set "
+            if config.stem != "resnet":
+                needed.append("model.backbone.stem=resnet")
+            raise ValueError(f"ImageNet weights exist at width 64 with {config.name}'s own stem and blocks only: set "
                              f"{' '.join(needed)} for them, or train this backbone from scratch "
                              "(model.backbone.pretrained=False)")
         if config.dilation and config.name not in ("resnet50", "resnet101"):
@@ -149,8 +155,9 @@ def _trunk(config: BackboneConfig) -> nn.Module:
     ResNet itself; a RegNet's stem and trunk stages renamed so), its classifier unused."""
     weights = _WEIGHTS[config.name] if config.pretrained else None
     norm = FrozenBatchNorm2d if config.frozen_batchnorm else nn.BatchNorm2d
-    if config.width != 64 or config.blocks:
-        return narrow_resnet(list(config.blocks or _BASIC_BLOCK_LAYERS[config.name]), config.width, norm)
+    if config.width != 64 or config.blocks or config.stem != "resnet":
+        return narrow_resnet(list(config.blocks or _BASIC_BLOCK_LAYERS[config.name]), config.width, norm,
+                             config.stem)
     if config.name in _RESNET_WEIGHTS:
         return getattr(torchvision.models, config.name)(
             weights=weights, replace_stride_with_dilation=[False, False, config.dilation], norm_layer=norm)
@@ -160,12 +167,10 @@ def _trunk(config: BackboneConfig) -> nn.Module:
                                      layer3=blocks.block3, layer4=blocks.block4))
 
 
-def narrow_resnet(blocks: list[int], width: int, norm: type[nn.Module]) -> nn.Module:
+def narrow_resnet(blocks: list[int], width: int, norm: type[nn.Module], stem: str = "resnet") -> nn.Module:
     """torchvision's BasicBlock ResNet with `width` channels after the stem instead of 64 and
-    `blocks` BasicBlocks in layer1..layer4: the same stem, stage strides and initialisation, each
-    stage doubling the channels of the one before."""
-    stem = [("conv1", nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)), ("bn1", norm(width)),
-            ("relu", nn.ReLU(inplace=True)), ("maxpool", nn.MaxPool2d(kernel_size=3, stride=2, padding=1))]
+    `blocks` BasicBlocks in layer1..layer4: the same stage strides and initialisation, each
+    stage doubling the channels of the one before, after torchvision's stem or `_STEMS`' other."""
     stages, channels = [], width
     for index, count in enumerate(blocks):
         out, stride = width * 2**index, 1 if index == 0 else 2
@@ -176,7 +181,7 @@ def narrow_resnet(blocks: list[int], width: int, norm: type[nn.Module]) -> nn.Mo
         layer += [BasicBlock(out, out, norm_layer=norm) for _ in range(count - 1)]
         stages.append((f"layer{index + 1}", nn.Sequential(*layer)))
         channels = out
-    trunk = nn.Sequential(OrderedDict(stem + stages))
+    trunk = nn.Sequential(OrderedDict(_STEMS[stem](width, norm) + stages))
     for module in trunk.modules():  # torchvision ResNet's initialisation
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -184,6 +189,26 @@ def narrow_resnet(blocks: list[int], width: int, norm: type[nn.Module]) -> nn.Mo
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
     return trunk
+
+
+def _resnet_stem(width: int, norm: type[nn.Module]) -> list[tuple[str, nn.Module]]:
+    """torchvision's: a 7x7 stride-2 convolution and a 3x3 stride-2 max-pool."""
+    return [("conv1", nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)), ("bn1", norm(width)),
+            ("relu", nn.ReLU(inplace=True)), ("maxpool", nn.MaxPool2d(kernel_size=3, stride=2, padding=1))]
+
+
+def _two_convs_stem(width: int, norm: type[nn.Module]) -> list[tuple[str, nn.Module]]:
+    """Two 3x3 stride-2 convolutions, to width // 2 and width channels (YOLO's stem): on a CPU
+    the 7x7 convolution over the full-resolution map and the max-pool after it took most of
+    the stem's time, and these about a third of it."""
+    half = max(width // 2, 1)
+    return [("conv1", nn.Conv2d(3, half, kernel_size=3, stride=2, padding=1, bias=False)), ("bn1", norm(half)),
+            ("relu1", nn.ReLU(inplace=True)),
+            ("conv2", nn.Conv2d(half, width, kernel_size=3, stride=2, padding=1, bias=False)), ("bn2", norm(width)),
+            ("relu2", nn.ReLU(inplace=True))]
+
+
+_STEMS = {"resnet": _resnet_stem, "two_convs": _two_convs_stem}
 
 
 def _out_channels(trunk: nn.Module, stage: str) -> int:
