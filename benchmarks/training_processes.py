@@ -30,8 +30,8 @@ import torch
 import torch.distributed as dist
 
 from detr.commands.shared_flags import data_root
-from detr.config import apply_settings, preset
-from detr.data.fit import dataset_stats, fit_queries, fit_to_data
+from detr.config import preset
+from detr.data.fit import fit_with_settings
 from detr.data.sources import explicit_split, training_splits
 from detr.engine.local_processes import run_in_processes
 from detr.engine.train import Trainer
@@ -100,10 +100,7 @@ def _process(args: argparse.Namespace) -> None:
     root = data_root(args.data)
     train, val = training_splits(explicit_split("train", None, None, root), explicit_split("val", None, None, root))
     config = preset(args.preset)
-    stats = dataset_stats(train.records)
-    fit_to_data(config, stats, queries=False)
-    apply_settings(config, args.settings)
-    fit_queries(config, stats)
+    fit_with_settings(config, train.records, args.settings)
     config.train.processes = args.processes
     config.train.time_budget_minutes = args.minutes
     with tempfile.TemporaryDirectory() as out:

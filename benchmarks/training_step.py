@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from detr.commands.shared_flags import data_root
-from detr.config import apply_settings, preset
-from detr.data.fit import dataset_stats, fit_queries, fit_to_data
+from detr.config import preset
+from detr.data.fit import fit_with_settings
 from detr.data.sources import explicit_split, training_splits
 from detr.engine.train import Trainer
 
@@ -79,10 +79,7 @@ def main() -> None:
     root = data_root(args.data)
     train, val = training_splits(explicit_split("train", None, None, root), explicit_split("val", None, None, root))
     config = preset(args.preset)
-    stats = dataset_stats(train.records)
-    fitted = fit_to_data(config, stats, queries=False)
-    apply_settings(config, args.settings)
-    fitted.insert(0, fit_queries(config, stats))
+    fitted = fit_with_settings(config, train.records, args.settings)
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(config, train, val, out, torch.device("cpu"), progress=False)
         batches = iter(trainer.train_loader)

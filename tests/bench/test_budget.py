@@ -83,3 +83,29 @@ def test_ratios_against_the_peer_and_the_table_cells():
     assert "| DETR a | 1.00 | 0.50 | 192x200 | 18.0 | 0.500 | 0.800 | 3% | 12.0 |" in table
     assert "| DETR b | 1.00 | 0.50 | 192x200 | - |" in table
     assert ratios(_row("DETR b", None, 10.0), peer, [1]).startswith("DETR b / YOLOv8n: train images/s -;")
+
+
+def test_the_yolo_peer_trains_at_yolo_size_or_else_at_the_runs_val_short_side(trained, tmp_path, monkeypatch):
+    data, run = trained
+    sizes = []
+
+    class Trained(Exception):
+        pass
+
+    def train_yolo_peer(data, minutes, image_size, out):
+        sizes.append(image_size)
+        raise Trained  # what the peer would train is all this test reads
+
+    monkeypatch.setattr("detr.bench.budget.train_yolo_peer", train_yolo_peer)
+    for extra in (["--yolo-size", "224"], []):
+        with pytest.raises(Trained):
+            main(["bench", "budget", "--data", str(data), "--detr", str(run), "--yolo-minutes", "1",
+                  "--yolo-out", str(tmp_path / "yolo"), *extra])
+    val_scale = torch.load(run / "best.pt", weights_only=True)["config"]["data"]["val_scale"]
+    assert sizes == [224, val_scale] and val_scale != 224
+
+
+def test_a_yolo_size_without_a_peer_to_train_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "budget", "--detr", str(tmp_path), "--yolo-run", str(tmp_path), "--yolo-size", "224"])
+    assert "--yolo-size is the input --yolo-minutes trains the peer at" in capsys.readouterr().err

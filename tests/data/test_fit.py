@@ -1,6 +1,6 @@
 from detr.config import preset
 from detr.data.coco_records import read_coco
-from detr.data.fit import dataset_stats, fit_to_data
+from detr.data.fit import dataset_stats, fit_to_data, fit_with_settings
 from tests.data.tiny_coco import write_coco
 
 
@@ -101,3 +101,21 @@ def test_query_selection_keeps_its_queries_within_the_smallest_inputs_tokens(tmp
     paper = preset("small")  # learned queries: the preset's 12, raised only for the data's objects
     fit_to_data(paper, dataset_stats(_annotations(tmp_path, [(128, 128)] * 2, [30, 1])))
     assert paper.model.num_queries == 45
+
+
+def test_settings_win_over_the_fit_and_the_queries_fit_the_inputs_they_leave(tmp_path):
+    records = _annotations(tmp_path, [(128, 128)] * 3, [5, 2, 1])
+    config = preset("fast")  # 112-px smallest input: 7 x 7 tokens cap its 64 queries at 49
+    notes = fit_with_settings(config, records, ["data.train_scales=(224, 256)", "model.hidden_dim=64"])
+    assert config.data.train_scales == (224, 256) and config.model.hidden_dim == 64  # over the fit's scales
+    assert config.model.num_queries == 64 and notes[0].startswith("64 queries")  # 14 x 14 tokens now hold 64
+    named = preset("fast")
+    fit_with_settings(named, records, ["model.num_queries=30"])
+    assert named.model.num_queries == 30  # a count the user names stays
+    given = preset("fast")  # --init: the weights' model keeps its count
+    notes = fit_with_settings(given, records, [], queries=False)
+    assert given.model.num_queries == 64 and not any("queries" in note for note in notes)
+    fitted, plain = preset("fast"), preset("fast")  # without settings: fit_to_data's config
+    fit_to_data(fitted, dataset_stats(records))
+    fit_with_settings(plain, records, [])
+    assert plain == fitted and plain.model.num_queries == 49

@@ -5,6 +5,7 @@ the YOLO peer, each scored on the same val images by the same code and timed on 
     detr train --data D --minutes 10 --out runs/old --set model.hidden_dim=128 ...
     detr benchmark budget --data D --detr runs/new runs/old --yolo-minutes 10 --yolo-out runs/yolo
     detr benchmark budget --data D --detr runs/new runs/old --yolo-run runs/yolo     # no training
+    detr benchmark budget --data D --detr runs/new --yolo-minutes 10 --yolo-out runs/yolo224 --yolo-size 224
 
 Columns: parameters and forward GFLOPs at the detector's input (the first val image, resized as
 the detector resizes it); images trained on per second of its run's clock (DETR: `detr train`'s
@@ -168,6 +169,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--yolo-run", type=Path, help="a folder the YOLO peer was trained into (--yolo-out)")
     parser.add_argument("--yolo-minutes", type=float, help="train the YOLO peer this long first, into --yolo-out")
     parser.add_argument("--yolo-out", type=Path, help="where --yolo-minutes trains the YOLO peer")
+    parser.add_argument("--yolo-size", type=int, metavar="PIXELS",
+                        help="the side of the YOLO peer's square input for --yolo-minutes (default: the first "
+                             "run's val short side; the DETR's input keeps the image's aspect, so its long side, "
+                             "which this square would then hold whole, is the size that shows as much of an image)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--runs", type=int, default=30, help="timed calls per latency cell (the median is shown)")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
@@ -177,6 +182,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--yolo-minutes trains into --yolo-out: name the folder")
     if args.yolo_minutes is not None and args.yolo_run is not None:
         parser.error("--yolo-run reads a trained YOLO, --yolo-minutes trains one: give one of them")
+    if args.yolo_size is not None and args.yolo_minutes is None:
+        parser.error("--yolo-size is the input --yolo-minutes trains the peer at; a --yolo-run keeps its own")
+    if args.yolo_size is not None and args.yolo_size < 32:
+        parser.error(f"--yolo-size must be at least 32 pixels (the YOLO's stride), not {args.yolo_size}")
     for run in args.detr:
         missing = [name for name in ("best.pt", "last.pt") if not (run / name).is_file()]
         if missing:
@@ -187,7 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     first = load_weights(args.detr[0] / "best.pt")
     yolo_run = None
     if args.yolo_minutes is not None:
-        yolo_run = train_yolo_peer(data, args.yolo_minutes, first.config.data.val_scale, args.yolo_out)
+        yolo_run = train_yolo_peer(data, args.yolo_minutes, args.yolo_size or first.config.data.val_scale,
+                                   args.yolo_out)
     elif args.yolo_run is not None:
         from detr.crowd.yolo_peer import read_yolo_run
 

@@ -11,7 +11,7 @@ from detr.commands.evaluate import print_report
 from detr.commands.shared_flags import add_common, add_speed, add_split_files, add_train_flag, device, \
     train_overrides, train_val_splits
 from detr.config import DEFAULT_PRESET, PRESETS, ExperimentConfig, apply_settings, preset, setting_name
-from detr.data.fit import dataset_stats, fit_queries, fit_to_data
+from detr.data.fit import fit_with_settings
 from detr.data.sources import eval_loader, training_splits
 from detr.distributed import is_main, leave_process_group
 from detr.engine.box_counts import DEFAULT_THRESHOLD
@@ -93,11 +93,8 @@ def run(args: argparse.Namespace) -> None:
             log.info("loss.dense_proposals off: the model of %s does not select its queries", args.init)
         init = loaded.state
         log.info("starting from %s", args.init)
-    stats = dataset_stats(train_split.records)
-    fitted = fit_to_data(config, stats, queries=False)
-    apply_settings(config, args.set)  # the user's settings win over the fit, and reach the model of --init
-    if not args.init and "model.num_queries" not in {setting_name(item) for item in args.set}:
-        fitted.insert(0, fit_queries(config, stats))  # after --set: query selection's queries fit its inputs' tokens
+    # The user's settings win over the fit, and reach the model of --init, whose query count stays.
+    fitted = fit_with_settings(config, train_split.records, args.set, queries=not args.init)
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     trainer = Trainer(config, train_split, val_split, out,
                       device(args.device), progress=not args.no_progress, init=init, threshold=args.threshold)

@@ -15,7 +15,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from detr.config import ExperimentConfig
+from detr.config import ExperimentConfig, apply_settings, setting_name
 from detr.data.coco_records import CocoRecords, object_annotations
 from detr.model.backbone import backbone_stride
 
@@ -79,6 +79,20 @@ def fit_to_data(config: ExperimentConfig, stats: DatasetStats, queries: bool = T
     if queries:
         notes.insert(0, fit_queries(config, stats))
     return notes
+
+
+def fit_with_settings(config: ExperimentConfig, records: CocoRecords, settings: list[str],
+                      queries: bool = True) -> list[str]:
+    """What `detr train` does to a preset before training: fit it to the training split's
+    `records`, then apply the user's `settings` (which win over the fit), then fit the query
+    count to the inputs those settings leave, unless a setting names it or `queries` is False
+    (weights whose model is given). Returns one phrase per decision."""
+    stats = dataset_stats(records)
+    fitted = fit_to_data(config, stats, queries=False)
+    apply_settings(config, settings)
+    if queries and "model.num_queries" not in {setting_name(item) for item in settings}:
+        fitted.insert(0, fit_queries(config, stats))  # after the settings: query selection's queries fit its inputs
+    return fitted
 
 
 def fit_queries(config: ExperimentConfig, stats: DatasetStats) -> str:
