@@ -187,8 +187,8 @@ def test_a_width_other_than_64_is_refused_where_it_cannot_be_built():
         Backbone(BackboneConfig(name="resnet50", width=32))
     with pytest.raises(ValueError, match="only resnet18/34 take a width"):
         Backbone(BackboneConfig(name="regnet_x_400mf", width=32))
-    with pytest.raises(ValueError, match="ImageNet weights exist at width 64 with resnet18's own stem and blocks only: set "
-                                         "model.backbone.width=64 for them"):
+    with pytest.raises(ValueError, match="ImageNet weights exist at width 64 with resnet18's own stem and blocks "
+                                         "only: set model.backbone.width=64 for them"):
         Backbone(BackboneConfig(name="resnet18", width=32, pretrained=True))
     with pytest.raises(ValueError, match="must be positive"):
         Backbone(BackboneConfig(name="resnet18", width=0))

@@ -39,7 +39,7 @@ class BackboneConfig:
     # The layers before layer1 of a from-scratch ResNet-18/34, both to stride 4: torchvision's
     # ("resnet": a 7x7 stride-2 convolution, then a 3x3 stride-2 max-pool; the paper's), or two
     # 3x3 stride-2 convolutions to width/2 and width channels ("two_convs", as YOLO's), which
-    # cost a third of the time on a CPU (BENCHMARKS.md).
+    # take less than half the time on a CPU (BENCHMARKS.md).
     stem: Literal["resnet", "two_convs"] = "resnet"
 
 

@@ -199,8 +199,8 @@ def _resnet_stem(width: int, norm: type[nn.Module]) -> list[tuple[str, nn.Module
 
 def _two_convs_stem(width: int, norm: type[nn.Module]) -> list[tuple[str, nn.Module]]:
     """Two 3x3 stride-2 convolutions, to width // 2 and width channels (YOLO's stem): on a CPU
-    the 7x7 convolution over the full-resolution map and the max-pool after it took most of
-    the stem's time, and these about a third of it."""
+    the 7x7 convolution over the full-resolution map and the max-pool after it took most of a
+    small ResNet's stem time, and these take less than half of it."""
     half = max(width // 2, 1)
     return [("conv1", nn.Conv2d(3, half, kernel_size=3, stride=2, padding=1, bias=False)), ("bn1", norm(half)),
             ("relu1", nn.ReLU(inplace=True)),
