@@ -84,22 +84,21 @@ class FlatAverageSync(GradientSync):
         world = world_size()
         grads = [p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in self.parameters]
         has_grad = [p.grad is not None for p in self.parameters]
-        averaged = self.total
         flat = torch.cat([*grads, *(b.reshape(-1) for b in self.buffers), finite.reshape(1).to(grads[0].dtype),
                           grads[0].new_tensor([_rank_0s(minutes), *map(float, has_grad)])])
         dist.all_reduce(flat)
-        flat[:averaged].div_(world)
-        means = [part.view_as(t) for part, t in zip(flat[:averaged].split(self.sizes), self.averaged)]
+        flat[:self.total].div_(world)
+        means = [part.view_as(t) for part, t in zip(flat[:self.total].split(self.sizes), self.averaged)]
         with torch.no_grad():
             for parameter, had in zip(self.parameters, has_grad):
                 if not had:  # in the parameter's memory layout (channels-last convolutions); dropped
                     parameter.grad = torch.empty_like(parameter)  # below when no process had one
             torch._foreach_copy_([*(p.grad for p in self.parameters), *self.buffers], means)
             if not all(has_grad):
-                for parameter, used in zip(self.parameters, flat[averaged + 2:].tolist()):
+                for parameter, used in zip(self.parameters, flat[self.total + 2:].tolist()):
                     if not used:
                         parameter.grad = None
-        return (flat[averaged] == world).to(finite.dtype), flat[averaged + 1].double()
+        return (flat[self.total] == world).to(finite.dtype), flat[self.total + 1].double()
 
 
 def _rank_0s(minutes: float) -> float:

@@ -74,7 +74,7 @@ class Backbone(nn.Module):
             raise ValueError(f"unknown backbone stem {config.stem!r}; choose one of {sorted(_STEMS)}")
         if config.stem != "resnet" and config.name not in _BASIC_BLOCK_LAYERS:
             raise ValueError(f"only resnet18/34 take another stem, not {config.name}")
-        if (config.width != 64 or config.blocks or config.stem != "resnet") and config.pretrained:
+        if _built_here(config) and config.pretrained:
             needed = []
             if config.width != 64:
                 needed.append("model.backbone.width=64")
@@ -155,7 +155,7 @@ def _trunk(config: BackboneConfig) -> nn.Module:
     ResNet itself; a RegNet's stem and trunk stages renamed so), its classifier unused."""
     weights = _WEIGHTS[config.name] if config.pretrained else None
     norm = FrozenBatchNorm2d if config.frozen_batchnorm else nn.BatchNorm2d
-    if config.width != 64 or config.blocks or config.stem != "resnet":
+    if _built_here(config):
         return narrow_resnet(list(config.blocks or _BASIC_BLOCK_LAYERS[config.name]), config.width, norm,
                              config.stem)
     if config.name in _RESNET_WEIGHTS:
@@ -165,6 +165,12 @@ def _trunk(config: BackboneConfig) -> nn.Module:
     blocks = regnet.trunk_output
     return nn.Sequential(OrderedDict(stem=regnet.stem, layer1=blocks.block1, layer2=blocks.block2,
                                      layer3=blocks.block3, layer4=blocks.block4))
+
+
+def _built_here(config: BackboneConfig) -> bool:
+    """Whether the ResNet differs from torchvision's (width, blocks or stem): `narrow_resnet` builds
+    it, and no ImageNet weights fit it."""
+    return config.width != 64 or bool(config.blocks) or config.stem != "resnet"
 
 
 def narrow_resnet(blocks: list[int], width: int, norm: type[nn.Module], stem: str = "resnet") -> nn.Module:
