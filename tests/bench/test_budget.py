@@ -8,7 +8,7 @@ import torch
 
 from detr.bench.budget import Row, markdown, ratios, run_throughput
 from detr.cli import main
-from detr.config import SynthConfig
+from detr.config import CrowdBenchmarkConfig, SynthConfig
 from detr.crowd.yolo_peer import RUN_FILE, read_yolo_run
 from detr.data.synthetic import write_dataset
 
@@ -87,22 +87,30 @@ def test_ratios_against_the_peer_and_the_table_cells():
 
 def test_the_yolo_peer_trains_at_yolo_size_or_else_at_the_runs_val_short_side(trained, tmp_path, monkeypatch):
     data, run = trained
-    sizes = []
+    sizes, seeds = [], []
 
     class Trained(Exception):
         pass
 
-    def train_yolo_peer(data, minutes, image_size, out):
+    def train_yolo_peer(data, minutes, image_size, out, seed):
         sizes.append(image_size)
+        seeds.append(seed)
         raise Trained  # what the peer would train is all this test reads
 
     monkeypatch.setattr("detr.bench.budget.train_yolo_peer", train_yolo_peer)
-    for extra in (["--yolo-size", "224"], []):
+    for extra in (["--yolo-size", "224", "--yolo-seed", "2"], []):
         with pytest.raises(Trained):
             main(["bench", "budget", "--data", str(data), "--detr", str(run), "--yolo-minutes", "1",
                   "--yolo-out", str(tmp_path / "yolo"), *extra])
     val_scale = torch.load(run / "best.pt", weights_only=True)["config"]["data"]["val_scale"]
     assert sizes == [224, val_scale] and val_scale != 224
+    assert seeds == [2, CrowdBenchmarkConfig().seed] and CrowdBenchmarkConfig().seed != 2
+
+
+def test_a_yolo_seed_without_a_peer_to_train_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "budget", "--detr", str(tmp_path), "--yolo-run", str(tmp_path), "--yolo-seed", "3"])
+    assert "--yolo-seed seeds the peer --yolo-minutes trains" in capsys.readouterr().err
 
 
 def test_a_yolo_size_without_a_peer_to_train_is_refused(tmp_path, capsys):

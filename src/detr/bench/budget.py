@@ -125,15 +125,16 @@ def yolo_row(run: dict[str, Any], data: Path, categories: Categories, args: argp
     return row, {"PyTorch": yolo.torch, "onnxruntime": yolo.onnx}
 
 
-def train_yolo_peer(data: Path, minutes: float, image_size: int, out: Path) -> dict[str, Any]:
-    """Ultralytics' YOLOv8n from its yaml for `minutes` on `data`'s train split (crowd/yolo_peer.py)."""
+def train_yolo_peer(data: Path, minutes: float, image_size: int, out: Path, seed: int) -> dict[str, Any]:
+    """Ultralytics' YOLOv8n from its yaml for `minutes` on `data`'s train split (crowd/yolo_peer.py),
+    its trainer seeded with `seed`."""
     from dataclasses import replace
 
     from detr.crowd.yolo_peer import INSTALL_HINT, read_yolo_run, train_yolo, yolo_installed
 
     if not yolo_installed():
         raise SystemExit(INSTALL_HINT)
-    config = replace(CrowdBenchmarkConfig(), minutes=minutes)
+    config = replace(CrowdBenchmarkConfig(), minutes=minutes, seed=seed)
     train_yolo(config, find_split(data, "train"), find_split(data, "val"), image_size, CPU, out, progress=False)
     return read_yolo_run(out)
 
@@ -173,6 +174,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="the side of the YOLO peer's square input for --yolo-minutes (default: the first "
                              "run's val short side; the DETR's input keeps the image's aspect, so its long side, "
                              "which this square would then hold whole, is the size that shows as much of an image)")
+    parser.add_argument("--yolo-seed", type=int, default=CrowdBenchmarkConfig().seed,
+                        help="the YOLO peer's training seed for --yolo-minutes (its trainer is deterministic: "
+                             "repeated runs need other seeds, as `detr train --seed` for the DETR)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--runs", type=int, default=30, help="timed calls per latency cell (the median is shown)")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
@@ -184,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--yolo-run reads a trained YOLO, --yolo-minutes trains one: give one of them")
     if args.yolo_size is not None and args.yolo_minutes is None:
         parser.error("--yolo-size is the input --yolo-minutes trains the peer at; a --yolo-run keeps its own")
+    if args.yolo_seed != CrowdBenchmarkConfig().seed and args.yolo_minutes is None:
+        parser.error("--yolo-seed seeds the peer --yolo-minutes trains; a --yolo-run keeps its own")
     if args.yolo_size is not None and args.yolo_size < 32:
         parser.error(f"--yolo-size must be at least 32 pixels (the YOLO's stride), not {args.yolo_size}")
     for run in args.detr:
@@ -197,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     yolo_run = None
     if args.yolo_minutes is not None:
         yolo_run = train_yolo_peer(data, args.yolo_minutes, args.yolo_size or first.config.data.val_scale,
-                                   args.yolo_out)
+                                   args.yolo_out, args.yolo_seed)
     elif args.yolo_run is not None:
         from detr.crowd.yolo_peer import read_yolo_run
 
