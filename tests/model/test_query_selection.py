@@ -5,7 +5,8 @@ from torch import nn
 
 from torchvision.ops import box_convert, box_iou
 
-from detr.model.query_selection import CANDIDATES_PER_QUERY, QuerySelection, cell_proposals, distinct_top
+from detr.model.query_selection import (CANDIDATES_PER_QUERY, CandidateQuerySelection, QuerySelection, cell_proposals,
+                                        distinct_top)
 
 
 def test_cell_proposals_are_centred_on_cells_of_the_unpadded_part():
@@ -199,3 +200,90 @@ def test_inference_chooses_as_training_with_the_box_head_on_the_candidates_alone
     if distinct_iou:  # NMS changed the choice: the test sees its order
         selection.distinct_iou = 0.0
         assert not torch.allclose(selection(memory, masks, count)[1], eval_anchors)
+
+
+def _scored_rows(selection, memory, masks):
+    """Every token's (logits, score) as QuerySelection scores it: best class's probability, -1 on padding."""
+    with torch.no_grad():
+        logits = selection.class_head(selection.project(memory))
+    valid = torch.cat([~mask.flatten(1) for mask in masks], dim=1)
+    scores = logits.softmax(-1)[..., :-1].amax(-1).masked_fill(~valid, -1.0)
+    return logits, scores
+
+
+@pytest.mark.parametrize("distinct_iou", [0.0, 0.5])
+def test_candidate_proposals_are_the_best_scored_tokens_rows_with_the_same_queries(distinct_iou):
+    """model.proposal_tokens='candidates': the same anchors and content as the proposals over every
+    token, the proposals being those proposals' rows at the CANDIDATES_PER_QUERY x count best-scored
+    tokens (padding last, its boxes far off), with the box head run on those rows alone."""
+    torch.manual_seed(1)
+    count = 5
+    every = QuerySelection(8, 3, nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4)), distinct_iou)
+    with torch.no_grad():  # wide boxes, so that NMS has neighbours to drop
+        every.box_head[-1].bias.copy_(torch.tensor([0.0, 0.0, 2.5, 2.5]))
+    candidates = CandidateQuerySelection(8, 3, every.box_head, distinct_iou)
+    candidates.load_state_dict(every.state_dict())
+    rows = []
+    candidates.box_head.register_forward_hook(lambda module, inputs, output: rows.append(inputs[0].shape[1]))
+    masks = [torch.zeros(2, 6, 8, dtype=torch.bool), torch.zeros(2, 3, 4, dtype=torch.bool)]
+    masks[0][1, :, 2:] = True  # image 1: 15 valid tokens, fewer than the 20 candidates
+    masks[1][1, :, 1:] = True
+    memory = torch.randn(2, 6 * 8 + 3 * 4, 8)
+
+    reference, anchors, content = every.train()(memory, masks, count)
+    rows.clear()
+    proposals, candidate_anchors, candidate_content = candidates.train()(memory, masks, count)
+    size = CANDIDATES_PER_QUERY * count
+    assert rows == [size]
+    torch.testing.assert_close(candidate_anchors, anchors, atol=1e-6, rtol=0)
+    torch.testing.assert_close(candidate_content, content, atol=1e-6, rtol=0)
+
+    _, scores = _scored_rows(every, memory, masks)
+    for image in range(2):
+        # Each candidate row is the reference row of the token with the same logits (random memory:
+        # no two tokens share them).
+        found = [int((reference.logits[image] == row).all(-1).nonzero()) for row in proposals.logits[image]]
+        assert sorted(found) == sorted(scores[image].topk(size).indices.tolist())
+        torch.testing.assert_close(proposals.boxes[image], reference.boxes[image, found], atol=1e-6, rtol=0)
+        assert proposals.valid[image].tolist() == reference.valid[image, found].tolist()
+        torch.testing.assert_close(proposals.cells[image], reference.cells[image, found])
+    assert (~proposals.valid[1]).sum() == size - 15 and (proposals.boxes[1][~proposals.valid[1], :2] < 0).all()
+
+    none, eval_anchors, _ = candidates.eval()(memory, masks, count)  # inference: as QuerySelection's
+    assert none is None
+    torch.testing.assert_close(eval_anchors, anchors, atol=1e-6, rtol=0)
+
+
+def test_proposal_tokens_is_built_as_its_part_and_refused_where_it_does_nothing():
+    from detr.model import build_model
+    from tests.conftest import tiny_model_config
+
+    model = build_model(tiny_model_config(queries="selected", proposal_tokens="candidates"))
+    assert type(model.query_selection) is CandidateQuerySelection
+    assert type(build_model(tiny_model_config(queries="selected")).query_selection) is QuerySelection
+    with pytest.raises(ValueError, match="model.proposal_tokens acts on selected queries"):
+        build_model(tiny_model_config(queries="anchors", proposal_tokens="candidates"))
+    with pytest.raises(ValueError, match="model.proposal_tokens is 'all' or 'candidates'"):
+        build_model(tiny_model_config(queries="selected", proposal_tokens="some"))
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_a_model_with_candidate_proposals_trains_them_one_to_one_or_densely(dense):
+    """A training step of a model whose proposals are the candidates: the proposals' loss is finite
+    and reaches the query selection's box head, with one-to-one or dense proposals."""
+    from detr.config.schema import LossConfig
+    from detr.loss.criterion import SetCriterion
+    from detr.model import build_model
+    from tests.conftest import tiny_model_config
+
+    torch.manual_seed(0)
+    model = build_model(tiny_model_config(queries="selected", proposal_tokens="candidates", distinct_queries=0.5))
+    criterion = SetCriterion(3, LossConfig(dense_proposals=dense))
+    targets = [{"labels": torch.tensor([0, 2]), "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.3], [0.7, 0.6, 0.4, 0.3]])},
+               {"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.5, 0.5]])}]
+    outputs = model.train()(torch.randn(2, 3, 96, 96))
+    assert outputs.proposals.logits.shape[1] == CANDIDATES_PER_QUERY * 6
+    losses = criterion(outputs, targets)
+    assert all(torch.isfinite(losses[name + "_enc"]) for name in ("loss_ce", "loss_bbox", "loss_giou"))
+    losses["loss"].backward()
+    assert model.query_selection.box_head.layers[-1].weight.grad.abs().sum() > 0

@@ -79,6 +79,11 @@ class ModelConfig:
     # to tell apart). Suppressed tokens only fill places that the survivors leave. The output
     # stays one box per query with no NMS after the decoder. 0: plain top-k (DINO, RT-DETR).
     distinct_queries: float = 0.0
+    # Which tokens' proposals the set loss trains with query selection: "all" (Deformable DETR's
+    # two-stage: every token proposes a box, matched one-to-one against the objects) or
+    # "candidates" (RT-DETR, DINO: the tokens that could become queries alone, 4 a query, so that
+    # the box head, the matching and the loss run on a few hundred tokens instead of thousands).
+    proposal_tokens: Literal["all", "candidates"] = "all"
     # DN-DETR: in training, this many groups of noised ground-truth boxes and
     # labels decode as extra queries that learn to reconstruct the originals.
     # They decode in the matching queries' pass behind an attention mask, so neither
@@ -111,6 +116,8 @@ class ModelConfig:
         """Refuse a combination that cannot work, and a setting that would do nothing in it."""
         if self.queries not in ("learned", "anchors", "selected"):
             raise ValueError(f"model.queries is 'learned', 'anchors' or 'selected', not {self.queries!r}")
+        if self.proposal_tokens not in ("all", "candidates"):
+            raise ValueError(f"model.proposal_tokens is 'all' or 'candidates', not {self.proposal_tokens!r}")
         if self.decoder_attention not in ("full", "deformable"):
             raise ValueError(f"model.decoder_attention is 'full' or 'deformable', not {self.decoder_attention!r}")
         if self.query_groups < 1:
@@ -144,7 +151,7 @@ class ModelConfig:
                 raise ValueError("model.denoising_groups needs anchor-box queries: set model.queries to "
                                  "'anchors' or 'selected', or model.denoising_groups=0")
         if self.queries != "selected":
-            for name, off in (("selected_content", False), ("distinct_queries", 0.0)):
+            for name, off in (("selected_content", False), ("distinct_queries", 0.0), ("proposal_tokens", "all")):
                 if getattr(self, name) != off:
                     raise ValueError(f"model.{name} acts on selected queries: set model.queries='selected' "
                                      f"or model.{name}={off!r}")
@@ -171,7 +178,8 @@ class LossConfig:
     # tokens do: every token inside an object learns it (FCOS's assignment, Co-DETR's auxiliary
     # head), so the tokens that choose the decoder's anchors learn from the first steps. The
     # decoder's queries stay one-to-one: inference needs no NMS either way. False: the proposals
-    # are matched one-to-one, as Deformable DETR's two-stage.
+    # are matched one-to-one, as Deformable DETR's two-stage. With model.proposal_tokens=
+    # "candidates", the candidate tokens inside an object learn it.
     dense_proposals: bool = False
     # Dense proposals: a token learns an object when its cell's centre is inside the box and
     # within this many cells of the box's centre (FCOS: 1.5).

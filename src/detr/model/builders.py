@@ -21,7 +21,7 @@ from detr.model.multi_scale import backbone_stages
 from detr.model.paper_decoder import PaperDecoder
 from detr.model.position_encoding import LearnedPositionEncoding, SinePositionEncoding
 from detr.model.queries import LearnedAnchors, LearnedQueries, SelectedQueries
-from detr.model.query_selection import QuerySelection
+from detr.model.query_selection import CandidateQuerySelection, QuerySelection
 from detr.model.transformer import Transformer
 
 POSITION_ENCODINGS = {"sine": SinePositionEncoding, "learned": LearnedPositionEncoding}
@@ -60,8 +60,11 @@ def build_anchor_detr(config: ModelConfig) -> DETR:
     class_head = nn.Linear(dim, config.num_classes + 1)
     box_head = zero_last_layer(MLP(dim, dim, 4, 3))  # boxes start as the anchors; the head learns corrections
     scoring = ClassScoring(config.class_pairs)
-    query_selection = (QuerySelection(dim, config.num_classes, zero_last_layer(MLP(dim, dim, 4, 3)),
-                                      config.distinct_queries, scoring) if config.queries == "selected" else None)
+    query_selection = None
+    if config.queries == "selected":
+        selection = CandidateQuerySelection if config.proposal_tokens == "candidates" else QuerySelection
+        query_selection = selection(dim, config.num_classes, zero_last_layer(MLP(dim, dim, 4, 3)),
+                                    config.distinct_queries, scoring)
     # Created last, as the model created its label embedding before it was composed of parts: a seed
     # gives the same initial weights as it did then.
     denoising = (DenoisingBranch(config.num_classes, dim, config.denoising_groups, config.denoising_box_noise,
