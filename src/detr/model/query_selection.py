@@ -7,7 +7,9 @@ selection). The top-scoring tokens' boxes, cut from the graph, are the
 decoder's initial anchors; the proposals are trained by a set loss of their
 own (the criterion's `enc_outputs`). With model.distinct_queries, the top
 tokens are taken after class-agnostic NMS over the proposals (DDQ-DETR), so
-that neighbouring tokens of one object do not become several queries.
+that neighbouring tokens of one object do not become several queries. With
+model.proposal_tokens="candidates" (CandidateQuerySelection), the proposals'
+loss reads the tokens that could become queries alone, as RT-DETR's and DINO's.
 """
 
 from __future__ import annotations
@@ -181,7 +183,7 @@ class CandidateQuerySelection(QuerySelection):
     class score, as choosing the candidates needs it."""
 
     def forward(self, memory: torch.Tensor, feature_masks: list[torch.Tensor], count: int) -> Selection:
-        if count > memory.shape[1] or not self.training:
+        if count > memory.shape[1] or not self.training:  # the parent's error, or its inference
             return super().forward(memory, feature_masks, count)
         drawn = self._draw(memory, feature_masks, count, CANDIDATES_PER_QUERY * count)
         valid = drawn.valid.gather(1, drawn.candidates)
