@@ -49,10 +49,12 @@ def test_the_default_gives_each_image_of_a_padded_batch_its_own_outputs():
     _assert_each_image_alone(_with_live_statistics(build_model(tiny_config("fast_fine").model)))
 
 
-def test_the_two_convolution_stem_gives_each_image_of_a_padded_batch_its_own_outputs():
+def test_torchvisions_stem_and_two_blocks_a_stage_give_each_image_of_a_padded_batch_its_own_outputs():
+    """The default with the ResNet's 7x7 convolution and max-pool, and ResNet-18's blocks."""
     torch.manual_seed(0)
     config = tiny_config("fast_fine").model
-    config.backbone.stem = "two_convs"
+    assert config.backbone.stem == "two_convs"  # the default's own, tested above
+    config.backbone.stem, config.backbone.blocks = "resnet", (2, 2, 2, 2)
     _assert_each_image_alone(_with_live_statistics(build_model(config)))
 
 
@@ -82,14 +84,23 @@ def test_image_cells_are_the_maps_of_the_image_alone():
 
 
 def test_each_hooked_layer_knows_its_input_stride():
-    """Read once at construction from a probe forward: the stem convolution at the image's
-    resolution, the max-pool after it at stride 2, layer2's first convolution at stride 4."""
-    model = build_model(tiny_config("fast_fine").model)
+    """Read once at construction from a probe forward: the stem's first convolution at the
+    image's resolution, the max-pool after it (torchvision's stem) or the second convolution (two
+    3x3 convolutions) at stride 2, layer2's first convolution at stride 4."""
+    config = tiny_config("fast_fine").model
+    config.backbone.stem, config.backbone.blocks = "resnet", (2, 2, 2, 2)
+    model = build_model(config)
     body = model.backbone.body
     halvings = model.backbone.padding_hooks.halvings
     assert halvings[body.conv1] == 0 and halvings[body.maxpool] == 1
     assert halvings[body.layer2[0].conv1] == 2 and halvings[body.layer2[0].conv2] == 3
     assert halvings[body.layer3[0].downsample[0]] == 3 and halvings[body.layer3[1].conv2] == 4
+
+    default = build_model(tiny_config("fast_fine").model)  # two 3x3 convolutions, one block a stage
+    body = default.backbone.body
+    halvings = default.backbone.padding_hooks.halvings
+    assert halvings[body.conv1] == 0 and halvings[body.conv2] == 1
+    assert halvings[body.layer2[0].conv1] == 2 and halvings[body.layer3[0].conv2] == 4
 
 
 def test_masked_group_norm_is_group_norm_over_the_image_alone():
