@@ -202,13 +202,12 @@ def test_inference_chooses_as_training_with_the_box_head_on_the_candidates_alone
         assert not torch.allclose(selection(memory, masks, count)[1], eval_anchors)
 
 
-def _scored_rows(selection, memory, masks):
-    """Every token's (logits, score) as QuerySelection scores it: best class's probability, -1 on padding."""
+def _token_scores(selection, memory, masks):
+    """Every token's score as QuerySelection scores it: its best class's probability, -1 on padding."""
     with torch.no_grad():
         logits = selection.class_head(selection.project(memory))
     valid = torch.cat([~mask.flatten(1) for mask in masks], dim=1)
-    scores = logits.softmax(-1)[..., :-1].amax(-1).masked_fill(~valid, -1.0)
-    return logits, scores
+    return logits.softmax(-1)[..., :-1].amax(-1).masked_fill(~valid, -1.0)
 
 
 @pytest.mark.parametrize("distinct_iou", [0.0, 0.5])
@@ -238,7 +237,7 @@ def test_candidate_proposals_are_the_best_scored_tokens_rows_with_the_same_queri
     torch.testing.assert_close(candidate_anchors, anchors, atol=1e-6, rtol=0)
     torch.testing.assert_close(candidate_content, content, atol=1e-6, rtol=0)
 
-    _, scores = _scored_rows(every, memory, masks)
+    scores = _token_scores(every, memory, masks)
     for image in range(2):
         # Each candidate row is the reference row of the token with the same logits (random memory:
         # no two tokens share them).

@@ -103,7 +103,13 @@ def distinct_top(scores: torch.Tensor, boxes: torch.Tensor, count: int, iou: flo
 
 def distinct_candidates(scores: torch.Tensor, count: int) -> torch.Tensor:
     """The indices [B, C] of the CANDIDATES_PER_QUERY x count best tokens (all, if fewer), best first."""
-    return scores.detach().float().topk(min(scores.shape[1], CANDIDATES_PER_QUERY * count), dim=1).indices
+    return best_tokens(scores, CANDIDATES_PER_QUERY * count)
+
+
+def best_tokens(scores: torch.Tensor, size: int) -> torch.Tensor:
+    """The indices [B, size] of the best-scored tokens (all, if fewer), best first; in float32, as
+    bf16 scores tie more often."""
+    return scores.detach().float().topk(min(scores.shape[1], size), dim=1).indices
 
 
 def distinct_among(scores: torch.Tensor, boxes: torch.Tensor, count: int, iou: float) -> torch.Tensor:
@@ -166,7 +172,7 @@ class QuerySelection(TokenHeads):
         tokens = self.project(memory)
         logits = self.class_head(tokens)
         scores = self._scores(logits, valid)
-        candidates = scores.detach().float().topk(min(scores.shape[1], size), dim=1).indices
+        candidates = best_tokens(scores, size)
         box_logits = inverse_sigmoid(_rows(cells, candidates)) + self.box_head(_rows(tokens, candidates))
         chosen, anchors = candidates[:, :count], box_logits[:, :count]  # the candidates come best first
         if self.distinct_iou:  # padding candidates rank last whatever their boxes: no far boxes needed
